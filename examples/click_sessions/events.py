@@ -1,0 +1,57 @@
+"""Click events for the example job: a deterministic generator, poison payloads, a reference."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+SESSION_GAP_MS = 30 * 60 * 1000
+BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def clicks(count: int, users: int = 100, seed: int = 7, start: int = 0) -> Iterator[dict[str, Any]]:
+    """``count`` click events over ``users`` users; event ids ``e<index>`` are unique."""
+    rng = random.Random(seed)
+    clock = {f"u{u:04d}": BASE_TS for u in range(users)}
+    pages = ["/", "/search", "/item", "/cart", "/checkout"]
+    for i in range(start, start + count):
+        user = f"u{rng.randrange(users):04d}"
+        # mostly short gaps, now and then a long one that starts a new session
+        clock[user] += rng.choice([5_000, 20_000, 60_000, 40 * 60_000])
+        yield {"event_id": f"e{i:08d}", "user_id": user, "page": rng.choice(pages),
+               "ts": clock[user]}
+
+
+def poison_payloads(count: int, valid: bytes) -> list[bytes]:
+    """``count`` payloads that do not decode as a Click: junk, truncated, trailing bytes."""
+    kinds = [
+        lambda i: b"\xff\xfe not avro " + str(i).encode(),  # negative string length
+        lambda i: valid[: max(1, len(valid) // 2)],  # truncated record
+        lambda i: valid + b"\x00trailing" + bytes([i % 256]),  # valid record + trailing bytes
+        lambda i: b"",  # empty payload
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(count)]
+
+
+def reference(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The expected output of the example job for each event id, computed in plain Python."""
+    per_user: dict[str, tuple[int, int, int, int, int]] = {}
+    expected: dict[str, dict[str, Any]] = {}
+    for e in sorted(events, key=lambda e: e["event_id"]):
+        ts = e["ts"]
+        cur = per_user.get(e["user_id"])
+        if cur is None:
+            sc, total, start, sessions = 1, 1, ts, 1
+        else:
+            sc, total, start, last, sessions = cur
+            total += 1
+            if ts - last > SESSION_GAP_MS:
+                sc, start, sessions = 1, ts, sessions + 1
+            else:
+                sc += 1
+        per_user[e["user_id"]] = (sc, total, start, ts, sessions)
+        expected[e["event_id"]] = {"event_id": e["event_id"], "user_id": e["user_id"],
+                                   "session_clicks": sc, "total_clicks": total,
+                                   "session_start": start, "sessions": sessions}
+    return expected

@@ -1,0 +1,17 @@
+"""flowship: self-deploying stateful stream jobs on Apache Flink (PyFlink) with Kafka.
+
+The names a job author needs::
+
+    import flowship as fs
+
+    clicks = fs.KafkaSource(uid="clicks", topic="clicks", schema="click.avsc")
+    stats = fs.KafkaSink(uid="stats", topic="session-stats", schema="stats.avsc", key="user_id")
+    job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats])
+"""
+
+from flowship.errors import FlowshipError
+from flowship.job import Job
+from flowship.kafka import KafkaSink, KafkaSource, Record
+
+__all__ = ["FlowshipError", "Job", "KafkaSink", "KafkaSource", "Record"]
+__version__ = "0.1.0"

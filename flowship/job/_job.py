@@ -1,0 +1,143 @@
+"""``fs.Job``: a named, versioned job that wires Kafka sources, the author's operators and sinks."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowship.errors import ConfigError
+from flowship.kafka import KafkaSink, KafkaSource
+
+if TYPE_CHECKING:
+    from pyflink.datastream import DataStream, StreamExecutionEnvironment
+
+    from flowship.job._settings import Settings
+
+Topology = Callable[..., "DataStream | Mapping[KafkaSink, DataStream] | None"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class Job:
+    """A named, versioned flowship job.
+
+    Declare its Kafka sources and sinks, write the topology as a function that receives one
+    stream of :class:`flowship.Record` per source (by the source's ``name``) and returns the
+    stream for the sink (or a ``{sink: stream}`` mapping when there are several), then end the
+    script with ``job.main()``::
+
+        job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats])
+
+        @job.topology
+        def build(clicks):
+            return clicks.key_by(user_of).process(SessionStats()).uid("session-stats")
+
+        if __name__ == "__main__":
+            job.main()
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        *,
+        sources: Sequence[KafkaSource],
+        sinks: Sequence[KafkaSink],
+        description: str = "",
+    ) -> None:
+        if not _NAME.match(name):
+            msg = (f"Job name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
+                   "(at most 63): it names consumer groups, transactional ids and ledger entries")
+            raise ConfigError(msg)
+        if not version or not isinstance(version, str):
+            msg = f"Job {name!r}: version must be a non-empty string such as '1' or '2024.06.1'"
+            raise ConfigError(msg)
+        if not sources:
+            msg = f"Job {name!r}: declare at least one KafkaSource"
+            raise ConfigError(msg)
+        self.name = name
+        self.version = version
+        self.description = description
+        self.sources = list(sources)
+        self.sinks = list(sinks)
+        self._check_unique()
+        self._topology: Topology | None = None
+        self.script = Path(inspect.stack()[1].filename).resolve()
+
+    def _check_unique(self) -> None:
+        seen: dict[str, str] = {}
+        for kind, items in (("source", self.sources), ("sink", self.sinks)):
+            for item in items:
+                uids = [item.uid] if kind == "sink" else [item.uid, f"{item.uid}.decode",
+                                                          f"{item.uid}.dlq"]
+                for uid in uids:
+                    if uid in seen:
+                        msg = (f"Job {self.name!r}: uid {uid!r} is used by {seen[uid]} and by "
+                               f"{kind} {item.uid!r}; every operator uid must be unique")
+                        raise ConfigError(msg)
+                    seen[uid] = f"{kind} {item.uid!r}"
+        names = [s.name for s in self.sources]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            msg = f"Job {self.name!r}: several sources share the name(s) {sorted(dupes)}"
+            raise ConfigError(msg)
+
+    def topology(self, fn: Topology) -> Topology:
+        """Decorator: register the function that builds the job's graph between sources and sinks.
+
+        Its parameters must be the sources' names; it is validated now, not at the first record.
+        """
+        if self._topology is not None:
+            msg = f"Job {self.name!r}: a topology is already registered ({self._topology!r})"
+            raise ConfigError(msg)
+        params = list(inspect.signature(fn).parameters)
+        expected = [s.name for s in self.sources]
+        if sorted(params) != sorted(expected):
+            msg = (f"Job {self.name!r}: topology {fn.__name__}() takes {params}, but the sources "
+                   f"are named {expected}; name its parameters after the sources")
+            raise ConfigError(msg)
+        self._topology = fn
+        return fn
+
+    def build(self, env: StreamExecutionEnvironment, settings: Settings) -> None:
+        """Add the whole graph (sources, topology, sinks, dead letters) to ``env``."""
+        from flowship.kafka._flink import KafkaContext, add_sink, add_source
+
+        if self._topology is None:
+            msg = (f"Job {self.name!r} has no topology; decorate a function with "
+                   "@job.topology before calling main()")
+            raise ConfigError(msg)
+        ctx = KafkaContext(bootstrap=settings.kafka_bootstrap, job=self.name,
+                           version=self.version, bounded=settings.bounded)
+        streams = {s.name: add_source(env, s, ctx) for s in self.sources}
+        out = self._topology(**streams)
+        for sink, stream in self._sink_map(out).items():
+            add_sink(stream, sink, ctx)
+
+    def _sink_map(self, out: Any) -> dict[KafkaSink, Any]:
+        if out is None and not self.sinks:
+            return {}
+        if isinstance(out, Mapping):
+            unknown = [s for s in out if s not in self.sinks]
+            missing = [s.uid for s in self.sinks if s not in out]
+            if unknown or missing:
+                msg = (f"Job {self.name!r}: topology returned streams for "
+                       f"{[getattr(s, 'uid', s) for s in out]}, declared sinks are "
+                       f"{[s.uid for s in self.sinks]} (missing {missing})")
+                raise ConfigError(msg)
+            return dict(out)
+        if len(self.sinks) == 1 and out is not None:
+            return {self.sinks[0]: out}
+        msg = (f"Job {self.name!r}: topology returned {type(out).__name__}; return one stream "
+               f"when the job has one sink, else a {{sink: stream}} mapping")
+        raise ConfigError(msg)
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """Command-line entry point: parse flags/env, run or submit the job, exit with its code."""
+        from flowship.job._main import run_main
+
+        raise SystemExit(run_main(self, sys.argv[1:] if argv is None else list(argv)))

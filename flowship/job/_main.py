@@ -1,0 +1,148 @@
+"""``job.main()``: run on the embedded mini-cluster, or submit to a Flink session cluster.
+
+Exit codes (documented in docs/reference/cli.md):
+
+==  ===========================================================
+0   the job finished (bounded) or was submitted (cluster target)
+2   bad input: invalid flags, settings or job definition
+3   the job failed or could not be submitted
+4   a cluster or JVM artifact could not be reached / found
+==  ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from flowship._log import configure_for_cli, get_logger
+from flowship.errors import (
+    ClusterError,
+    ConfigError,
+    FlowshipError,
+    JobFailedError,
+    MissingJarError,
+)
+from flowship.job._settings import Settings, build_parser, settings_from_args
+
+if TYPE_CHECKING:
+    from flowship.job._job import Job
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_JOB_FAILED = 3
+EXIT_UNREACHABLE = 4
+
+log = get_logger("flowship.job")
+
+
+def exit_code_for(exc: FlowshipError) -> int:
+    """Map a flowship error to the documented exit code."""
+    if isinstance(exc, ConfigError):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, (ClusterError, MissingJarError)):
+        return EXIT_UNREACHABLE
+    return EXIT_JOB_FAILED
+
+
+def run_main(job: Job, argv: list[str]) -> int:
+    """Parse ``argv`` and run ``job``; return the process exit code."""
+    configure_for_cli()
+    parser = build_parser(prog=job.script.name, description=job.description or
+                          f"flowship job {job.name} version {job.version}")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        if settings.is_local:
+            return _run_local(job, settings)
+        if args.flowship_submitted:
+            return _run_submitted(job, settings)
+        return _submit_to_cluster(job, settings, argv)
+    except FlowshipError as exc:
+        log.error("job.error", job=job.name, version=job.version, error=str(exc),
+                  error_type=type(exc).__name__)
+        print(f"flowship: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+
+
+def _run_local(job: Job, settings: Settings) -> int:
+    from flowship.job._runtime import execute, flink_options, local_options, make_env
+
+    started = time.monotonic()
+    env = make_env({**flink_options(job, settings), **local_options(settings)})
+    job.build(env, settings)
+    log.info("job.start", job=job.name, version=job.version, target="local",
+             rest=f"http://127.0.0.1:{settings.rest_port}", mode=settings.execution_mode,
+             bounded=settings.bounded)
+    try:
+        execute(env, job, detached=False)
+    except Exception as exc:  # Py4JJavaError and friends: translate at the boundary
+        raise JobFailedError(_java_error(job, exc)) from exc
+    log.info("job.finished", job=job.name, version=job.version,
+             duration_ms=int((time.monotonic() - started) * 1000))
+    return EXIT_OK
+
+
+def _run_submitted(job: Job, settings: Settings) -> int:
+    """Inside ``flink run``: build the graph and hand it to the CLI's cluster."""
+    from flowship.job._runtime import execute, flink_options, make_env
+
+    env = make_env(flink_options(job, settings))
+    job.build(env, settings)
+    client = execute(env, job, detached=True)
+    print(f"flowship: submitted job_id={client.get_job_id()}", flush=True)
+    return EXIT_OK
+
+
+def flink_cli() -> Path:
+    """The ``flink`` command shipped inside the pyflink package."""
+    import pyflink
+
+    return Path(pyflink.__file__).parent / "bin" / "flink"
+
+
+def _submit_to_cluster(job: Job, settings: Settings, argv: list[str]) -> int:
+    """Submit this script to a session cluster with ``flink run -d`` (the pyflink CLI)."""
+    from flowship.deploy.rest import FlinkRest
+
+    url = urlparse(settings.target)
+    FlinkRest(settings.target).overview()  # fail fast, with a clear error, if unreachable
+    cmd = [
+        str(flink_cli()), "run", "-d",
+        "-Drest.address=" + (url.hostname or "127.0.0.1"),
+        "-Drest.port=" + str(url.port or 8081),
+        "-pyexec", sys.executable, "-pyclientexec", sys.executable,
+        "-py", str(job.script), "--", *argv, "--flowship-submitted",
+    ]
+    env = dict(os.environ)
+    env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
+    log.info("job.submit", job=job.name, version=job.version, target=settings.target)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    found = re.search(r"job_id=([0-9a-f]{32})", done.stdout) or re.search(
+        r"JobID ([0-9a-f]{32})", done.stdout
+    )
+    if done.returncode != 0 or not found:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
+        msg = (f"submitting {job.script.name} to {settings.target} failed "
+               f"(flink run exit {done.returncode}):\n{tail}")
+        raise JobFailedError(msg)
+    job_id = found.group(1)
+    log.info("job.submitted", job=job.name, version=job.version, job_id=job_id,
+             target=settings.target)
+    print(f"flowship: job {job.name}@{job.version} submitted to {settings.target} "
+          f"as {job_id}", flush=True)
+    return EXIT_OK
+
+
+def _java_error(job: Job, exc: BaseException) -> str:
+    text = str(exc)
+    causes = re.findall(r"Caused by: ([^\n]+)", text)
+    root = causes[-1] if causes else text.splitlines()[0] if text else type(exc).__name__
+    return (f"job {job.name}@{job.version} failed: {root} (full Java trace in the log above; "
+            "a Python error in an operator appears as the last 'Caused by')")

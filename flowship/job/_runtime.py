@@ -1,0 +1,88 @@
+"""Flink configuration and execution for flowship jobs (imports PyFlink lazily)."""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowship._jars import find_jars
+
+if TYPE_CHECKING:
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    from flowship.job._job import Job
+    from flowship.job._settings import Settings
+
+
+def flink_options(job: Job, settings: Settings) -> dict[str, str]:
+    """The Flink options flowship sets for a job (its defaults, against PyFlink's)."""
+    state_dir = settings.state_dir.resolve() / job.name
+    return {
+        "pipeline.name": f"{job.name}@{job.version}",
+        "pipeline.jars": find_jars().pipeline_jars(),
+        "parallelism.default": str(settings.parallelism),
+        "python.execution-mode": settings.execution_mode,
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "python.pythonpath": python_path(job),
+        "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": (state_dir / "checkpoints").as_uri(),
+        "execution.checkpointing.savepoint-dir": (state_dir / "savepoints").as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "3",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(settings.restart_attempts),
+        "restart-strategy.fixed-delay.delay": f"{settings.restart_delay_ms} ms",
+        # keep Python operators fused (no serialization between chained Python functions)
+        "python.operator-chaining.enabled": "true",
+    }
+
+
+def python_path(job: Job) -> str:
+    """Where the TaskManager's Python finds flowship, its dependencies and the job's own modules.
+
+    In thread mode PyFlink embeds CPython in the JVM; that interpreter does not see a virtualenv's
+    site-packages (nor an editable install's path hooks) unless they are put on its path.
+    """
+    import flowship
+
+    paths = [str(Path(flowship.__file__).resolve().parent.parent), str(job.script.parent)]
+    paths += [p for p in site.getsitepackages() if p not in paths]
+    return os.pathsep.join(paths)
+
+
+def local_options(settings: Settings) -> dict[str, str]:
+    """Options only the embedded mini-cluster needs: its REST endpoint on loopback."""
+    return {
+        "rest.port": str(settings.rest_port),
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "taskmanager.numberOfTaskSlots": str(max(settings.parallelism, 1)),
+    }
+
+
+def make_env(options: dict[str, str]) -> StreamExecutionEnvironment:
+    """A StreamExecutionEnvironment configured with ``options`` (jars loaded for py4j too)."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    config = Configuration()
+    for key, value in options.items():
+        if key != "pipeline.jars":
+            config.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    # add_jars also puts the jars on the client class loader, so the builders can load them
+    env.add_jars(*options["pipeline.jars"].split(";"))
+    return env
+
+
+def execute(env: StreamExecutionEnvironment, job: Job, *, detached: bool) -> Any:
+    """Run the built graph: block until it ends, or submit and return its JobClient."""
+    name = f"{job.name}@{job.version}"
+    if detached:
+        return env.execute_async(name)
+    return env.execute(name)

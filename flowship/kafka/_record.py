@@ -1,0 +1,30 @@
+"""What a Python operator receives from a flowship source: the value and where it came from."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Record(NamedTuple):
+    """One decoded Kafka record with its provenance.
+
+    A NamedTuple, so it crosses between Python operators as cheaply as a tuple. ``value`` is the
+    Avro-decoded payload (a dict); ``topic``/``partition``/``offset`` identify the input record
+    exactly, which is what output diffs and canaries match on.
+    """
+
+    value: dict[str, Any]
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+    @property
+    def provenance(self) -> str:
+        """``topic/partition/offset``: the input record's identity."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    def with_value(self, value: dict[str, Any]) -> Record:
+        """A new record carrying ``value`` and this record's provenance (for sinks' headers)."""
+        return self._replace(value=value)
