@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import events
+
+from flowship.schema import AvroCodec
+from flowship.testing.kafka_io import Message, create_topics, produce, read_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "click_sessions"
+JOB = EXAMPLE / "job.py"
+CLICK = EXAMPLE / "click.avsc"
+STATS = EXAMPLE / "session_stats.avsc"
+TOPICS = {"clicks": 4, "session-stats": 4, "clicks.dlq": 1}
+
+
+def setup_topics(bootstrap: str) -> None:
+    create_topics(bootstrap, TOPICS)
+
+
+def produce_clicks(bootstrap: str, evs: list[dict[str, Any]], rate: float = 0.0) -> int:
+    codec = AvroCodec(CLICK)
+    return produce(bootstrap, "clicks", [(e["user_id"].encode(), codec.encode(e)) for e in evs],
+                   rate=rate)
+
+
+def read_outputs(bootstrap: str, expect: int, timeout: float = 120.0) -> list[Message]:
+    return read_topic(bootstrap, "session-stats", schema=STATS, expect=expect, timeout=timeout,
+                      idle=4.0)
+
+
+def assert_exactly_once(outputs: list[Message], evs: list[dict[str, Any]]) -> None:
+    """One output per input event id, no more, and each equal to the reference."""
+    assert all(m.value is not None for m in outputs), "an output does not decode"
+    counts = collections.Counter(m.value["event_id"] for m in outputs if m.value)
+    expected = events.reference(evs)
+    lost = set(expected) - set(counts)
+    duplicated = {k: c for k, c in counts.items() if c > 1}
+    unexpected = set(counts) - set(expected)
+    assert (len(lost), len(duplicated), len(unexpected)) == (0, 0, 0), (
+        f"lost {len(lost)} (e.g. {sorted(lost)[:5]}), duplicated {len(duplicated)} "
+        f"(e.g. {list(duplicated.items())[:5]}), unexpected {len(unexpected)}"
+    )
+    wrong = [m.value for m in outputs if m.value != expected[m.value["event_id"]]]
+    assert not wrong, f"{len(wrong)} outputs differ from the reference, e.g. {wrong[:2]}"
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
