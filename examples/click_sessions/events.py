@@ -19,8 +19,12 @@ def clicks(count: int, users: int = 100, seed: int = 7, start: int = 0) -> Itera
         user = f"u{rng.randrange(users):04d}"
         # mostly short gaps, now and then a long one that starts a new session
         clock[user] += rng.choice([5_000, 20_000, 60_000, 40 * 60_000])
-        yield {"event_id": f"e{i:08d}", "user_id": user, "page": rng.choice(pages),
-               "ts": clock[user]}
+        yield {
+            "event_id": f"e{i:08d}",
+            "user_id": user,
+            "page": rng.choice(pages),
+            "ts": clock[user],
+        }
 
 
 def poison_payloads(count: int, valid: bytes) -> list[bytes]:
@@ -51,7 +55,12 @@ def reference(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             else:
                 sc += 1
         per_user[e["user_id"]] = (sc, total, start, ts, sessions)
-        expected[e["event_id"]] = {"event_id": e["event_id"], "user_id": e["user_id"],
-                                   "session_clicks": sc, "total_clicks": total,
-                                   "session_start": start, "sessions": sessions}
+        expected[e["event_id"]] = {
+            "event_id": e["event_id"],
+            "user_id": e["user_id"],
+            "session_clicks": sc,
+            "total_clicks": total,
+            "session_start": start,
+            "sessions": sessions,
+        }
     return expected

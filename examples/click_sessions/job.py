@@ -20,13 +20,23 @@ import flowship as fs
 HERE = Path(__file__).parent
 SESSION_GAP_MS = 30 * 60 * 1000
 
-clicks = fs.KafkaSource(uid="clicks-source", topic="clicks", schema=HERE / "click.avsc",
-                        name="clicks")
-stats = fs.KafkaSink(uid="session-stats-sink", topic="session-stats",
-                     schema=HERE / "session_stats.avsc", key="user_id")
+clicks = fs.KafkaSource(
+    uid="clicks-source", topic="clicks", schema=HERE / "click.avsc", name="clicks"
+)
+stats = fs.KafkaSink(
+    uid="session-stats-sink",
+    topic="session-stats",
+    schema=HERE / "session_stats.avsc",
+    key="user_id",
+)
 
-job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats],
-             description="Per-user session statistics over click events.")
+job = fs.Job(
+    "click-sessions",
+    version="1",
+    sources=[clicks],
+    sinks=[stats],
+    description="Per-user session statistics over click events.",
+)
 
 
 class SessionStats(KeyedProcessFunction):
@@ -34,8 +44,9 @@ class SessionStats(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # a Flink-native tuple serializer: no pickled state
-        self.state = runtime_context.get_state(ValueStateDescriptor(
-            "session", Types.TUPLE([Types.LONG()] * 5)))
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("session", Types.TUPLE([Types.LONG()] * 5))
+        )
 
     def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
         click = record.value
@@ -52,17 +63,26 @@ class SessionStats(KeyedProcessFunction):
             else:
                 session_clicks += 1
         self.state.update((session_clicks, total, start, ts_ms, sessions))
-        yield record.with_value({
-            "event_id": click["event_id"], "user_id": click["user_id"],
-            "session_clicks": session_clicks, "total_clicks": total,
-            "session_start": start, "sessions": sessions,
-        })
+        yield record.with_value(
+            {
+                "event_id": click["event_id"],
+                "user_id": click["user_id"],
+                "session_clicks": session_clicks,
+                "total_clicks": total,
+                "session_start": start,
+                "sessions": sessions,
+            }
+        )
 
 
 @job.topology
 def build(clicks):
-    return (clicks.key_by(lambda r: r.value["user_id"], key_type=Types.STRING())
-            .process(SessionStats()).uid("session-stats").name("session-stats"))
+    return (
+        clicks.key_by(lambda r: r.value["user_id"], key_type=Types.STRING())
+        .process(SessionStats())
+        .uid("session-stats")
+        .name("session-stats")
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Produce click events (and optionally poison payloads) to the example's input topic.
 
-    python examples/click_sessions/produce.py --bootstrap 127.0.0.1:9092 --count 10000 --rate 2000
+python examples/click_sessions/produce.py --bootstrap 127.0.0.1:9092 --count 10000 --rate 2000
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--topic", default="clicks")
     parser.add_argument("--count", type=int, default=10_000, help="valid click events")
     parser.add_argument("--poison", type=int, default=0, help="malformed payloads mixed in")
-    parser.add_argument("--rate", type=float, default=0.0, help="records/s (0 = as fast as possible)")
+    parser.add_argument("--rate", type=float, default=0.0, help="records/s (0 = no limit)")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--start", type=int, default=0, help="index of the first event id")
     parser.add_argument("--seed", type=int, default=7)
@@ -30,8 +30,10 @@ def main() -> None:
 
     create_topics(args.bootstrap, {args.topic: 4, "session-stats": 4, f"{args.topic}.dlq": 1})
     codec = AvroCodec(HERE / "click.avsc")
-    valid = [(e["user_id"].encode(), codec.encode(e))
-             for e in clicks(args.count, users=args.users, seed=args.seed, start=args.start)]
+    valid = [
+        (e["user_id"].encode(), codec.encode(e))
+        for e in clicks(args.count, users=args.users, seed=args.seed, start=args.start)
+    ]
     bad = [(b"poison", p) for p in poison_payloads(args.poison, valid[0][1] if valid else b"\x02")]
     # spread poison evenly among the valid records
     payloads = list(valid)

@@ -19,8 +19,9 @@ class FlinkRest:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
@@ -29,8 +30,10 @@ class FlinkRest:
             msg = f"Flink REST {method} {self.url}{path} answered {exc.code}: {detail}"
             raise ClusterError(msg) from exc
         except (urllib.error.URLError, OSError) as exc:
-            msg = (f"Flink REST API at {self.url} is unreachable ({exc}); is the cluster "
-                   "running and the URL (--target / FLOWSHIP_TARGET) right?")
+            msg = (
+                f"Flink REST API at {self.url} is unreachable ({exc}); is the cluster "
+                "running and the URL (--target / FLOWSHIP_TARGET) right?"
+            )
             raise ClusterError(msg) from exc
         return json.loads(raw) if raw else None
 

@@ -50,8 +50,10 @@ class Job:
         description: str = "",
     ) -> None:
         if not _NAME.match(name):
-            msg = (f"Job name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
-                   "(at most 63): it names consumer groups, transactional ids and ledger entries")
+            msg = (
+                f"Job name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
+                "(at most 63): it names consumer groups, transactional ids and ledger entries"
+            )
             raise ConfigError(msg)
         if not version or not isinstance(version, str):
             msg = f"Job {name!r}: version must be a non-empty string such as '1' or '2024.06.1'"
@@ -72,12 +74,17 @@ class Job:
         seen: dict[str, str] = {}
         for kind, items in (("source", self.sources), ("sink", self.sinks)):
             for item in items:
-                uids = [item.uid] if kind == "sink" else [item.uid, f"{item.uid}.decode",
-                                                          f"{item.uid}.dlq"]
+                uids = (
+                    [item.uid]
+                    if kind == "sink"
+                    else [item.uid, f"{item.uid}.decode", f"{item.uid}.dlq"]
+                )
                 for uid in uids:
                     if uid in seen:
-                        msg = (f"Job {self.name!r}: uid {uid!r} is used by {seen[uid]} and by "
-                               f"{kind} {item.uid!r}; every operator uid must be unique")
+                        msg = (
+                            f"Job {self.name!r}: uid {uid!r} is used by {seen[uid]} and by "
+                            f"{kind} {item.uid!r}; every operator uid must be unique"
+                        )
                         raise ConfigError(msg)
                     seen[uid] = f"{kind} {item.uid!r}"
         names = [s.name for s in self.sources]
@@ -97,8 +104,10 @@ class Job:
         params = list(inspect.signature(fn).parameters)
         expected = [s.name for s in self.sources]
         if sorted(params) != sorted(expected):
-            msg = (f"Job {self.name!r}: topology {fn.__name__}() takes {params}, but the sources "
-                   f"are named {expected}; name its parameters after the sources")
+            msg = (
+                f"Job {self.name!r}: topology {fn.__name__}() takes {params}, but the sources "
+                f"are named {expected}; name its parameters after the sources"
+            )
             raise ConfigError(msg)
         self._topology = fn
         return fn
@@ -108,11 +117,17 @@ class Job:
         from flowship.kafka._flink import KafkaContext, add_sink, add_source
 
         if self._topology is None:
-            msg = (f"Job {self.name!r} has no topology; decorate a function with "
-                   "@job.topology before calling main()")
+            msg = (
+                f"Job {self.name!r} has no topology; decorate a function with "
+                "@job.topology before calling main()"
+            )
             raise ConfigError(msg)
-        ctx = KafkaContext(bootstrap=settings.kafka_bootstrap, job=self.name,
-                           version=self.version, bounded=settings.bounded)
+        ctx = KafkaContext(
+            bootstrap=settings.kafka_bootstrap,
+            job=self.name,
+            version=self.version,
+            bounded=settings.bounded,
+        )
         streams = {s.name: add_source(env, s, ctx) for s in self.sources}
         out = self._topology(**streams)
         for sink, stream in self._sink_map(out).items():
@@ -125,15 +140,19 @@ class Job:
             unknown = [s for s in out if s not in self.sinks]
             missing = [s.uid for s in self.sinks if s not in out]
             if unknown or missing:
-                msg = (f"Job {self.name!r}: topology returned streams for "
-                       f"{[getattr(s, 'uid', s) for s in out]}, declared sinks are "
-                       f"{[s.uid for s in self.sinks]} (missing {missing})")
+                msg = (
+                    f"Job {self.name!r}: topology returned streams for "
+                    f"{[getattr(s, 'uid', s) for s in out]}, declared sinks are "
+                    f"{[s.uid for s in self.sinks]} (missing {missing})"
+                )
                 raise ConfigError(msg)
             return dict(out)
         if len(self.sinks) == 1 and out is not None:
             return {self.sinks[0]: out}
-        msg = (f"Job {self.name!r}: topology returned {type(out).__name__}; return one stream "
-               f"when the job has one sink, else a {{sink: stream}} mapping")
+        msg = (
+            f"Job {self.name!r}: topology returned {type(out).__name__}; return one stream "
+            f"when the job has one sink, else a {{sink: stream}} mapping"
+        )
         raise ConfigError(msg)
 
     def main(self, argv: Sequence[str] | None = None) -> None:

@@ -54,8 +54,10 @@ def exit_code_for(exc: FlowshipError) -> int:
 def run_main(job: Job, argv: list[str]) -> int:
     """Parse ``argv`` and run ``job``; return the process exit code."""
     configure_for_cli()
-    parser = build_parser(prog=job.script.name, description=job.description or
-                          f"flowship job {job.name} version {job.version}")
+    parser = build_parser(
+        prog=job.script.name,
+        description=job.description or f"flowship job {job.name} version {job.version}",
+    )
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -65,8 +67,13 @@ def run_main(job: Job, argv: list[str]) -> int:
             return _run_submitted(job, settings)
         return _submit_to_cluster(job, settings, argv)
     except FlowshipError as exc:
-        log.error("job.error", job=job.name, version=job.version, error=str(exc),
-                  error_type=type(exc).__name__)
+        log.error(
+            "job.error",
+            job=job.name,
+            version=job.version,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
         print(f"flowship: {exc}", file=sys.stderr)
         return exit_code_for(exc)
 
@@ -77,15 +84,25 @@ def _run_local(job: Job, settings: Settings) -> int:
     started = time.monotonic()
     env = make_env({**flink_options(job, settings), **local_options(settings)})
     job.build(env, settings)
-    log.info("job.start", job=job.name, version=job.version, target="local",
-             rest=f"http://127.0.0.1:{settings.rest_port}", mode=settings.execution_mode,
-             bounded=settings.bounded)
+    log.info(
+        "job.start",
+        job=job.name,
+        version=job.version,
+        target="local",
+        rest=f"http://127.0.0.1:{settings.rest_port}",
+        mode=settings.execution_mode,
+        bounded=settings.bounded,
+    )
     try:
         execute(env, job, detached=False)
     except Exception as exc:  # Py4JJavaError and friends: translate at the boundary
         raise JobFailedError(_java_error(job, exc)) from exc
-    log.info("job.finished", job=job.name, version=job.version,
-             duration_ms=int((time.monotonic() - started) * 1000))
+    log.info(
+        "job.finished",
+        job=job.name,
+        version=job.version,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
     return EXIT_OK
 
 
@@ -114,11 +131,20 @@ def _submit_to_cluster(job: Job, settings: Settings, argv: list[str]) -> int:
     url = urlparse(settings.target)
     FlinkRest(settings.target).overview()  # fail fast, with a clear error, if unreachable
     cmd = [
-        str(flink_cli()), "run", "-d",
+        str(flink_cli()),
+        "run",
+        "-d",
         "-Drest.address=" + (url.hostname or "127.0.0.1"),
         "-Drest.port=" + str(url.port or 8081),
-        "-pyexec", sys.executable, "-pyclientexec", sys.executable,
-        "-py", str(job.script), "--", *argv, "--flowship-submitted",
+        "-pyexec",
+        sys.executable,
+        "-pyclientexec",
+        sys.executable,
+        "-py",
+        str(job.script),
+        "--",
+        *argv,
+        "--flowship-submitted",
     ]
     env = dict(os.environ)
     env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
@@ -129,14 +155,19 @@ def _submit_to_cluster(job: Job, settings: Settings, argv: list[str]) -> int:
     )
     if done.returncode != 0 or not found:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
-        msg = (f"submitting {job.script.name} to {settings.target} failed "
-               f"(flink run exit {done.returncode}):\n{tail}")
+        msg = (
+            f"submitting {job.script.name} to {settings.target} failed "
+            f"(flink run exit {done.returncode}):\n{tail}"
+        )
         raise JobFailedError(msg)
     job_id = found.group(1)
-    log.info("job.submitted", job=job.name, version=job.version, job_id=job_id,
-             target=settings.target)
-    print(f"flowship: job {job.name}@{job.version} submitted to {settings.target} "
-          f"as {job_id}", flush=True)
+    log.info(
+        "job.submitted", job=job.name, version=job.version, job_id=job_id, target=settings.target
+    )
+    print(
+        f"flowship: job {job.name}@{job.version} submitted to {settings.target} as {job_id}",
+        flush=True,
+    )
     return EXIT_OK
 
 
@@ -144,5 +175,7 @@ def _java_error(job: Job, exc: BaseException) -> str:
     text = str(exc)
     causes = re.findall(r"Caused by: ([^\n]+)", text)
     root = causes[-1] if causes else text.splitlines()[0] if text else type(exc).__name__
-    return (f"job {job.name}@{job.version} failed: {root} (full Java trace in the log above; "
-            "a Python error in an operator appears as the last 'Caused by')")
+    return (
+        f"job {job.name}@{job.version} failed: {root} (full Java trace in the log above; "
+        "a Python error in an operator appears as the last 'Caused by')"
+    )

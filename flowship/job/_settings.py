@@ -25,9 +25,7 @@ class Settings(BaseSettings):
         "(http://host:port) of a session cluster",
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap.servers")
-    rest_port: int = Field(
-        8081, ge=0, le=65535, description="REST port of the local mini-cluster"
-    )
+    rest_port: int = Field(8081, ge=0, le=65535, description="REST port of the local mini-cluster")
     parallelism: int = Field(2, ge=1, description="default operator parallelism")
     execution_mode: Literal["thread", "process"] = Field(
         "thread",
@@ -71,8 +69,14 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         env = ENV_PREFIX + name.upper()
         help_text = f"{info.description} (env {env}; default {info.default})"
         if info.annotation is bool:
-            parser.add_argument(_flag(name), dest=name, action="store_const", const=True,
-                                default=None, help=help_text)
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=help_text,
+            )
         else:
             parser.add_argument(_flag(name), dest=name, default=None, help=help_text)
     parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
@@ -92,6 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        msg = (f"invalid flowship settings: {problems} (flags override FLOWSHIP_* environment "
-               "variables; see --help)")
+        msg = (
+            f"invalid flowship settings: {problems} (flags override FLOWSHIP_* environment "
+            "variables; see --help)"
+        )
         raise ConfigError(msg) from exc

@@ -19,9 +19,11 @@ StartFrom = Literal["committed-or-earliest", "earliest", "latest"]
 def check_uid(uid: str, what: str) -> str:
     """Validate a stable operator uid (letters, digits, ``.``, ``_``, ``-``; at most 128)."""
     if not isinstance(uid, str) or not _UID.match(uid):
-        msg = (f"{what}: uid {uid!r} is not a valid stable uid; use letters, digits, '.', '_' "
-               "or '-' (at most 128 characters), and never change it once deployed: savepoints "
-               "find operator state (and Kafka offsets) by uid")
+        msg = (
+            f"{what}: uid {uid!r} is not a valid stable uid; use letters, digits, '.', '_' "
+            "or '-' (at most 128 characters), and never change it once deployed: savepoints "
+            "find operator state (and Kafka offsets) by uid"
+        )
         raise ConfigError(msg)
     return uid
 
@@ -64,14 +66,20 @@ class KafkaSource:
         if not self.dead_letter_topic:
             object.__setattr__(self, "dead_letter_topic", f"{self.topic}.dlq")
         if self.start_from not in ("committed-or-earliest", "earliest", "latest"):
-            msg = (f"KafkaSource {self.uid!r}: start_from={self.start_from!r}; use "
-                   "'committed-or-earliest', 'earliest' or 'latest'")
+            msg = (
+                f"KafkaSource {self.uid!r}: start_from={self.start_from!r}; use "
+                "'committed-or-earliest', 'earliest' or 'latest'"
+            )
             raise ConfigError(msg)
 
     def describe(self) -> dict[str, Any]:
         """JSON-serializable description (for manifests)."""
-        return {"uid": self.uid, "topic": self.topic, "schema": self.schema,
-                "dead_letter_topic": self.dead_letter_topic}
+        return {
+            "uid": self.uid,
+            "topic": self.topic,
+            "schema": self.schema,
+            "dead_letter_topic": self.dead_letter_topic,
+        }
 
 
 KeyFn = Callable[[dict[str, Any]], "str | bytes | None"]
@@ -102,8 +110,10 @@ class KafkaSink:
         if isinstance(self.key, str):
             fields = {f["name"] for f in codec.schema["fields"]}
             if self.key not in fields:
-                msg = (f"KafkaSink {self.uid!r}: key field {self.key!r} is not in schema "
-                       f"{codec.name} (fields: {sorted(fields)})")
+                msg = (
+                    f"KafkaSink {self.uid!r}: key field {self.key!r} is not in schema "
+                    f"{codec.name} (fields: {sorted(fields)})"
+                )
                 raise ConfigError(msg)
 
     def describe(self) -> dict[str, Any]:

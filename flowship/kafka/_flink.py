@@ -34,8 +34,12 @@ from flowship.schema import AvroCodec
 
 SINK_ROW = Types.ROW_NAMED(
     ["topic", "key", "value", "headers"],
-    [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-     Types.STRING()],
+    [
+        Types.STRING(),
+        Types.PRIMITIVE_ARRAY(Types.BYTE()),
+        Types.PRIMITIVE_ARRAY(Types.BYTE()),
+        Types.STRING(),
+    ],
 )
 
 # Kafka's broker default transaction.max.timeout.ms is 15 min; the connector's default producer
@@ -84,19 +88,20 @@ class DecodeAvro(ProcessFunction):
         try:
             decoded = codec.decode(value)  # type: ignore[arg-type]
         except PayloadError as exc:
-            headers = H.encode_headers([
-                (H.ERROR, str(exc)),
-                (H.ERROR_TYPE, type(exc.__cause__ or exc).__name__),
-                (H.SOURCE_UID, self._uid),
-                (H.SOURCE_TOPIC, topic),
-                (H.SOURCE_PARTITION, str(partition)),
-                (H.SOURCE_OFFSET, str(offset)),
-                (H.SOURCE_TIMESTAMP, str(timestamp)),
-                (H.JOB, self._job),
-                (H.VERSION, self._version),
-            ])
-            yield self._tag, Row(self._dlq_topic, key, value if value is not None else b"",
-                                 headers)
+            headers = H.encode_headers(
+                [
+                    (H.ERROR, str(exc)),
+                    (H.ERROR_TYPE, type(exc.__cause__ or exc).__name__),
+                    (H.SOURCE_UID, self._uid),
+                    (H.SOURCE_TOPIC, topic),
+                    (H.SOURCE_PARTITION, str(partition)),
+                    (H.SOURCE_OFFSET, str(offset)),
+                    (H.SOURCE_TIMESTAMP, str(timestamp)),
+                    (H.JOB, self._job),
+                    (H.VERSION, self._version),
+                ]
+            )
+            yield self._tag, Row(self._dlq_topic, key, value if value is not None else b"", headers)
             return
         yield Record(decoded, key, topic, partition, offset, timestamp)
 
@@ -182,8 +187,11 @@ def add_source(
     builder.setStartingOffsets(_offsets(source.start_from))
     if ctx.bounded:
         builder.setBounded(_offsets("latest"))
-    props = {"isolation.level": "read_committed", "partition.discovery.interval.ms": "10000",
-             **source.properties}
+    props = {
+        "isolation.level": "read_committed",
+        "partition.discovery.interval.ms": "10000",
+        **source.properties,
+    }
     builder.setProperties(_properties(props))
     deserializer = load_java_class("dev.flowship.kafka.ProvenanceDeserializationSchema")
     builder.setDeserializer(deserializer.newInstance())
@@ -191,8 +199,10 @@ def add_source(
         _PyKafkaSource(builder.build()), WatermarkStrategy.no_watermarks(), f"kafka:{source.uid}"
     ).uid(source.uid)
     dlq_tag = OutputTag(f"{source.uid}.dead-letter", SINK_ROW)
-    decoded = raw.process(DecodeAvro(source, ctx, dlq_tag)).uid(f"{source.uid}.decode").name(
-        f"decode:{source.uid}"
+    decoded = (
+        raw.process(DecodeAvro(source, ctx, dlq_tag))
+        .uid(f"{source.uid}.decode")
+        .name(f"decode:{source.uid}")
     )
     dead = decoded.get_side_output(dlq_tag)
     dead.sink_to(_kafka_sink(ctx, f"{source.uid}.dlq")).uid(f"{source.uid}.dlq").name(
@@ -218,8 +228,10 @@ def _kafka_sink(ctx: KafkaContext, uid: str, extra: dict[str, str] | None = None
 
 def add_sink(stream: DataStream, sink: KafkaSink, ctx: KafkaContext) -> None:
     """Encode ``stream`` with ``sink``'s schema and write it exactly once to its topic."""
-    rows = stream.map(EncodeAvro(sink, ctx), output_type=SINK_ROW).uid(f"{sink.uid}.encode").name(
-        f"encode:{sink.uid}"
+    rows = (
+        stream.map(EncodeAvro(sink, ctx), output_type=SINK_ROW)
+        .uid(f"{sink.uid}.encode")
+        .name(f"encode:{sink.uid}")
     )
     rows.sink_to(_kafka_sink(ctx, sink.uid, dict(sink.properties))).uid(sink.uid).name(
         f"kafka:{sink.topic}"

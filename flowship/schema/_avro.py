@@ -36,13 +36,14 @@ def parse_schema(schema: SchemaLike, *, where: str = "schema") -> dict[str, Any]
             msg = f"{where}: schema is not valid JSON ({exc}); pass a dict, JSON text or .avsc path"
             raise SchemaError(msg) from exc
     if not isinstance(raw, Mapping) or raw.get("type") != "record":
-        msg = f"{where}: expected an Avro record schema (a JSON object with \"type\": \"record\")"
+        msg = f'{where}: expected an Avro record schema (a JSON object with "type": "record")'
         raise SchemaError(msg)
     try:
-        parsed: dict[str, Any] = fastavro.parse_schema(dict(raw), _write_hint=False)
+        parsed = fastavro.parse_schema(dict(raw), _write_hint=False)
     except Exception as exc:  # fastavro raises several unrelated types for bad schemas
         msg = f"{where}: invalid Avro schema: {exc}"
         raise SchemaError(msg) from exc
+    assert isinstance(parsed, dict)  # a record schema parses to a dict
     return parsed
 
 
@@ -72,8 +73,10 @@ class AvroCodec:
             msg = f"payload does not decode as {self.name}: {type(exc).__name__}: {exc}"
             raise PayloadError(msg) from exc
         if buf.tell() != len(payload):
-            msg = (f"payload does not decode as {self.name}: {len(payload) - buf.tell()} "
-                   f"trailing bytes after a {buf.tell()}-byte record")
+            msg = (
+                f"payload does not decode as {self.name}: {len(payload) - buf.tell()} "
+                f"trailing bytes after a {buf.tell()}-byte record"
+            )
             raise PayloadError(msg)
         if not isinstance(value, dict):
             msg = f"payload for {self.name} decoded to {type(value).__name__}, expected a record"

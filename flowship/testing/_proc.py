@@ -97,8 +97,11 @@ def wait_until(
         time.sleep(0.25)
     tail = ""
     if log is not None and log.exists():
-        tail = "\n--- last lines of " + str(log) + " ---\n" + "\n".join(
-            log.read_text(errors="replace").splitlines()[-30:]
+        tail = (
+            "\n--- last lines of "
+            + str(log)
+            + " ---\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         )
     msg = f"{what} did not become ready within {timeout:.0f}s{tail}"
     raise ServiceError(msg)

@@ -12,16 +12,30 @@ from flowship.testing._proc import free_port, spawn, stop_pid
 
 def job_command(script: Path | str, bootstrap: str, state_dir: Path, *extra: str) -> list[str]:
     """The command line that runs ``script`` on the embedded mini-cluster against ``bootstrap``."""
-    return [sys.executable, str(script), "--kafka-bootstrap", bootstrap,
-            "--state-dir", str(state_dir), "--rest-port", str(free_port()), *extra]
+    return [
+        sys.executable,
+        str(script),
+        "--kafka-bootstrap",
+        bootstrap,
+        "--state-dir",
+        str(state_dir),
+        "--rest-port",
+        str(free_port()),
+        *extra,
+    ]
 
 
 def run_job(
     script: Path | str, bootstrap: str, state_dir: Path, *extra: str, timeout: float = 300.0
 ) -> subprocess.CompletedProcess[str]:
     """Run a job to completion (pass ``--bounded`` to stop at the latest offsets)."""
-    return subprocess.run(job_command(script, bootstrap, state_dir, *extra), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        job_command(script, bootstrap, state_dir, *extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class JobProcess:

@@ -16,6 +16,7 @@ import subprocess
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from flowship._jars import find_broker_classpath
 from flowship.errors import ServiceError
@@ -79,12 +80,23 @@ class KafkaBroker:
 
     def _format(self, props: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [self._java, "-cp", self._classpath, "kafka.tools.StorageTool", "format",
-               "-t", cluster_id, "-c", str(props)]
+        cmd = [
+            self._java,
+            "-cp",
+            self._classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            msg = (f"formatting the Kafka log directory in {self.workdir} failed "
-                   f"(exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+            msg = (
+                f"formatting the Kafka log directory in {self.workdir} failed "
+                f"(exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+            )
             raise ServiceError(msg)
         self._formatted = True
 
@@ -102,8 +114,13 @@ class KafkaBroker:
         self._proc = spawn(argv, self.log, env)
         proc = self._proc
         try:
-            wait_until(self._ready, timeout, f"Kafka broker on {self.bootstrap}", self.log,
-                       alive=lambda: proc.poll() is None)
+            wait_until(
+                self._ready,
+                timeout,
+                f"Kafka broker on {self.bootstrap}",
+                self.log,
+                alive=lambda: proc.poll() is None,
+            )
         except ServiceError:
             self.stop()
             raise
@@ -114,11 +131,15 @@ class KafkaBroker:
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0,
-                             "logger": _QUIET})
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "log_level": 0,
+            "logger": _QUIET,
+        }
+        admin = AdminClient(config)
         try:
             md = admin.list_topics(timeout=2)
-        except Exception:  # noqa: BLE001 - not ready yet, poll again
+        except Exception:
             return False
         return bool(md.brokers)
 

@@ -14,13 +14,20 @@ from flowship.errors import PayloadError, ServiceError
 from flowship.schema import AvroCodec
 from flowship.schema._avro import SchemaLike
 
+# librdkafka logs retries (broker restarting, coordinator loading) as warnings; these helpers
+# surface real failures as exceptions, so keep the client logs to errors.
+_QUIET = {"log_level": 3}
+
 
 def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
     """Create ``{topic: partitions}`` (replication 1); existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
     existing = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(t, num_partitions=n, replication_factor=1)
-           for t, n in topics.items() if t not in existing]
+    new = [
+        NewTopic(t, num_partitions=n, replication_factor=1)
+        for t, n in topics.items()
+        if t not in existing
+    ]
     if not new:
         return
     for topic, fut in admin.create_topics(new, operation_timeout=30).items():
@@ -40,8 +47,15 @@ def produce(
     rate: float = 0.0,
 ) -> int:
     """Write raw ``(key, value)`` payloads, at ``rate`` records/s if > 0; return the count."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                         "linger.ms": 5, "acks": "all"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "acks": "all",
+            **_QUIET,
+        }
+    )
     errors: list[str] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -82,7 +96,8 @@ def produce_avro(
     """Encode ``values`` with ``schema`` and write them; return the count."""
     codec = AvroCodec(schema)
     return produce(
-        bootstrap, topic,
+        bootstrap,
+        topic,
         ((str(v[key_field]).encode() if key_field else None, codec.encode(v)) for v in values),
         rate=rate,
     )
@@ -118,13 +133,16 @@ def read_topic(
     ``expect`` unset, or at ``timeout``.
     """
     codec = AvroCodec(schema) if schema is not None else None
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"flowship-reader-{time.monotonic_ns()}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "isolation.level": isolation,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"flowship-reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            **_QUIET,
+        }
+    )
     out: list[Message] = []
     try:
         md = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -145,12 +163,25 @@ def read_topic(
             value = None
             if codec is not None:
                 try:
-                    value = codec.decode(raw)
+                    value = codec.decode(bytes(raw))
                 except PayloadError:
                     value = None
-            headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
-            out.append(Message(msg.topic(), msg.partition(), msg.offset(), msg.key(), raw, value,
-                               headers))
+            headers: dict[str, str] = {}
+            pairs: list[tuple[str, bytes | None]] = list(msg.headers() or [])  # type: ignore[arg-type]
+            for name, data in pairs:
+                headers[name] = (data or b"").decode(errors="replace")
+            key = msg.key()
+            out.append(
+                Message(
+                    topic=str(msg.topic()),
+                    partition=int(msg.partition() or 0),
+                    offset=int(msg.offset() or 0),
+                    key=bytes(key) if key is not None else None,
+                    raw=bytes(raw),
+                    value=value,
+                    headers=headers,
+                )
+            )
     finally:
         consumer.close()
     return out

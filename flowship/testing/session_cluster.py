@@ -80,20 +80,29 @@ class SessionCluster:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "FLINK_HOME": str(FLINK_HOME),
-            "FLINK_CONF_DIR": str(self.conf_dir),
-            "FLINK_LOG_DIR": str(self.log_dir),
-            "FLINK_PID_DIR": str(self.pid_dir),
-        })
+        env.update(
+            {
+                "FLINK_HOME": str(FLINK_HOME),
+                "FLINK_CONF_DIR": str(self.conf_dir),
+                "FLINK_LOG_DIR": str(self.log_dir),
+                "FLINK_PID_DIR": str(self.pid_dir),
+            }
+        )
         return env
 
     def _daemon(self, script: str, action: str) -> None:
-        done = subprocess.run(["bash", str(FLINK_HOME / "bin" / script), action],
-                              env=self._env(), capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["bash", str(FLINK_HOME / "bin" / script), action],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
-            msg = (f"{script} {action} failed (exit {done.returncode}): "
-                   f"{(done.stderr or done.stdout).strip()[-2000:]}")
+            msg = (
+                f"{script} {action} failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-2000:]}"
+            )
             raise ServiceError(msg)
 
     def pids(self) -> list[int]:
@@ -112,8 +121,12 @@ class SessionCluster:
         try:
             self._daemon("jobmanager.sh", "start")
             self._daemon("taskmanager.sh", "start")
-            wait_until(self._ready, timeout, f"Flink session cluster at {self.rest_url}",
-                       self._newest_log())
+            wait_until(
+                self._ready,
+                timeout,
+                f"Flink session cluster at {self.rest_url}",
+                self._newest_log(),
+            )
         except ServiceError:
             self.stop()
             raise
@@ -164,5 +177,8 @@ def _default_java_opts(config_yaml: Path) -> str:
 
 def _yaml_scalar(value: object) -> str:
     text = str(value)
-    return f'"{text}"' if any(c in text for c in ":#{}[],&*!|>'\"%@`") and not text.startswith(
-        "--") else text
+    return (
+        f'"{text}"'
+        if any(c in text for c in ":#{}[],&*!|>'\"%@`") and not text.startswith("--")
+        else text
+    )
