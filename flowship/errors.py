@@ -7,6 +7,8 @@ subclass also inherits it, so ``except ValueError`` keeps working for callers th
     ├── ConfigError(ValueError)          bad settings, flags or environment variables
     ├── SchemaError(ValueError)          an Avro schema that does not parse or is not allowed
     ├── PayloadError(ValueError)         a record payload that does not decode / encode
+    ├── StateError(ValueError)           stored state bytes that cannot be read with the state
+    │                                    schema (names operator uid, state, key, fingerprint)
     ├── MissingJarError(FileNotFoundError)   a JVM artifact (connector, broker) is not installed
     ├── ClusterError(ConnectionError)    a Flink cluster is unreachable or answered with an error
     ├── JobFailedError(RuntimeError)     a Flink job ended in FAILED, or could not be submitted
@@ -27,6 +29,7 @@ __all__ = [
     "PayloadError",
     "SchemaError",
     "ServiceError",
+    "StateError",
 ]
 
 
@@ -44,6 +47,10 @@ class SchemaError(FlowshipError, ValueError):
 
 class PayloadError(FlowshipError, ValueError):
     """A record payload does not decode with (or encode to) its declared schema."""
+
+
+class StateError(FlowshipError, ValueError):
+    """Stored state bytes cannot be read (or a value cannot be written) with the state schema."""
 
 
 class MissingJarError(FlowshipError, FileNotFoundError):

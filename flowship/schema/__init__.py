@@ -1,8 +1,26 @@
-"""Avro schemas: parsing, codecs and (later) versioned state schemas and compatibility checks.
+"""Avro schemas: parsing, codecs, versioned state schemas, fingerprints and compatibility checks.
 
 Pure Python (fastavro + avro): importing this package never starts a JVM.
 """
 
 from flowship.schema._avro import AvroCodec, parse_schema
+from flowship.schema._compat import CompatibilityReport, Problem, check_compatibility
+from flowship.schema._fingerprint import canonical_form, fingerprint, fingerprint_hex
+from flowship.schema._pydantic import model_to_avro
+from flowship.schema._state_codec import StateCodec, StateError
+from flowship.schema._versioned import StateSchema
 
-__all__ = ["AvroCodec", "parse_schema"]
+__all__ = [
+    "AvroCodec",
+    "CompatibilityReport",
+    "Problem",
+    "StateCodec",
+    "StateError",
+    "StateSchema",
+    "canonical_form",
+    "check_compatibility",
+    "fingerprint",
+    "fingerprint_hex",
+    "model_to_avro",
+    "parse_schema",
+]

@@ -40,6 +40,7 @@ def parse_schema(schema: SchemaLike, *, where: str = "schema") -> dict[str, Any]
         raise SchemaError(msg)
     try:
         parsed = fastavro.parse_schema(dict(raw), _write_hint=False)
+        # validate once without the hint (the returned dict stays plain, JSON-serializable)
     except Exception as exc:  # fastavro raises several unrelated types for bad schemas
         msg = f"{where}: invalid Avro schema: {exc}"
         raise SchemaError(msg) from exc
@@ -57,8 +58,9 @@ class AvroCodec:
     __slots__ = ("_parsed", "name", "schema")
 
     def __init__(self, schema: SchemaLike, *, where: str = "schema") -> None:
-        self._parsed = parse_schema(schema, where=where)
-        self.schema: dict[str, Any] = self._parsed
+        self.schema: dict[str, Any] = parse_schema(schema, where=where)
+        # parsed with fastavro's hint, so the reader/writer do not re-parse on every call
+        self._parsed: dict[str, Any] = fastavro.parse_schema(self.schema)  # type: ignore[assignment]
         self.name: str = str(self._parsed.get("name", "record"))
 
     def decode(self, payload: bytes) -> dict[str, Any]:
