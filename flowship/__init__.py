@@ -12,6 +12,20 @@ The names a job author needs::
 from flowship.errors import FlowshipError
 from flowship.job import Job
 from flowship.kafka import KafkaSink, KafkaSource, Record
+from flowship.schema import StateSchema
+from flowship.state import ListState, MapState, ValueState, apply, stateful
 
-__all__ = ["FlowshipError", "Job", "KafkaSink", "KafkaSource", "Record"]
+__all__ = [
+    "FlowshipError",
+    "Job",
+    "KafkaSink",
+    "KafkaSource",
+    "ListState",
+    "MapState",
+    "Record",
+    "StateSchema",
+    "ValueState",
+    "apply",
+    "stateful",
+]
 __version__ = "0.1.0"

@@ -62,5 +62,26 @@ def reference(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "total_clicks": total,
             "session_start": start,
             "sessions": sessions,
+            "previous_page": None,
         }
+    return expected
+
+
+def reference_staged(batches: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Expected outputs when batch 1 is processed by v1, batch 2 by v2, batch 3 by v3, ...
+
+    Session fields carry over through state (as :func:`reference`); ``previous_page`` is None
+    for v1 outputs, and from v2 on the page of the user's previous click if a version >= 2
+    processed it, else ``""`` (the default that state written by v1 resolves to).
+    """
+    everything = [e for batch in batches for e in batch]
+    expected = reference(everything)
+    last_page: dict[str, str] = {}
+    for version, batch in enumerate(batches, start=1):
+        for e in sorted(batch, key=lambda e: e["event_id"]):
+            if version == 1:
+                expected[e["event_id"]]["previous_page"] = None
+            else:
+                expected[e["event_id"]]["previous_page"] = last_page.get(e["user_id"], "")
+                last_page[e["user_id"]] = e["page"]
     return expected

@@ -1,88 +1,41 @@
-"""Per-user session statistics over click events: the flowship example job.
+"""Per-user session statistics over click events: the flowship example job, version 1.
 
 One output per input click: the user's clicks in the current session, in all sessions, when the
 session started and how many sessions the user had. A session ends after 30 minutes (event time)
-without a click.
+without a click. The per-user state is a versioned Avro record (``state/session_v1.avsc``).
 
     python examples/click_sessions/job.py --bounded --kafka-bootstrap 127.0.0.1:9092
+
+``job_v2.py`` and ``job_v3.py`` are the next versions of this file, as a team would write them;
+``job_v3_incompatible.py`` is the classic mistake flowship refuses to deploy.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from common import STATE, advance, by_user, clicks, millis, output, stats
+from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
 
-HERE = Path(__file__).parent
-SESSION_GAP_MS = 30 * 60 * 1000
+SESSION = fs.StateSchema("session", versions={1: STATE / "session_v1.avsc"})
 
-clicks = fs.KafkaSource(
-    uid="clicks-source", topic="clicks", schema=HERE / "click.avsc", name="clicks"
-)
-stats = fs.KafkaSink(
-    uid="session-stats-sink",
-    topic="session-stats",
-    schema=HERE / "session_stats.avsc",
-    key="user_id",
-)
-
-job = fs.Job(
-    "click-sessions",
-    version="1",
-    sources=[clicks],
-    sinks=[stats],
-    description="Per-user session statistics over click events.",
-)
+job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats],
+             description="Per-user session statistics over click events.")
 
 
+@fs.stateful("session-stats", session=fs.ValueState(SESSION))
 class SessionStats(KeyedProcessFunction):
-    """Keeps (session_clicks, total_clicks, session_start, last_ts, sessions) per user."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        # a Flink-native tuple serializer: no pickled state
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor("session", Types.TUPLE([Types.LONG()] * 5))
-        )
+    """Per user: clicks in the current session and overall, session start, sessions so far."""
 
     def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
-        click = record.value
-        ts = click["ts"]
-        ts_ms = ts if isinstance(ts, int) else int(ts.timestamp() * 1000)
-        current = self.state.value()
-        if current is None:
-            session_clicks, total, start, sessions = 1, 1, ts_ms, 1
-        else:
-            session_clicks, total, start, last_ts, sessions = current
-            total += 1
-            if ts_ms - last_ts > SESSION_GAP_MS:
-                session_clicks, start, sessions = 1, ts_ms, sessions + 1
-            else:
-                session_clicks += 1
-        self.state.update((session_clicks, total, start, ts_ms, sessions))
-        yield record.with_value(
-            {
-                "event_id": click["event_id"],
-                "user_id": click["user_id"],
-                "session_clicks": session_clicks,
-                "total_clicks": total,
-                "session_start": start,
-                "sessions": sessions,
-            }
-        )
+        s = advance(self.session.value(), millis(record.value["ts"]))
+        self.session.update(s)
+        yield record.with_value(output(record.value, s))
 
 
 @job.topology
 def build(clicks):
-    return (
-        clicks.key_by(lambda r: r.value["user_id"], key_type=Types.STRING())
-        .process(SessionStats())
-        .uid("session-stats")
-        .name("session-stats")
-    )
+    return fs.apply(by_user(clicks), SessionStats())
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from flowship.errors import ClusterError
@@ -52,6 +54,51 @@ class FlinkRest:
         result: dict[str, Any] = self._call("GET", f"/jobs/{job_id}")
         return result
 
+    def stop_with_savepoint(
+        self, job_id: str, target_directory: str | Path, timeout: float = 300.0
+    ) -> str:
+        """``POST /jobs/:id/stop``, then poll the trigger; return the savepoint's location.
+
+        PyFlink 2.2.1's ``JobClient.stop_with_savepoint`` is broken (it calls a Java signature
+        that no longer exists), so flowship goes through REST, which also works on the embedded
+        mini-cluster once ``rest.port`` is set. ``target_directory`` should be fresh for each
+        stop: an embedded mini-cluster exits as soon as its job stops, taking its REST endpoint
+        with it, and a savepoint that completed in this directory is then known to be ours.
+        """
+        target = Path(str(target_directory).removeprefix("file:"))
+        body = {"drain": False, "formatType": "CANONICAL", "targetDirectory": str(target)}
+        trigger = self._call("POST", f"/jobs/{job_id}/stop", body)["request-id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
+            except ClusterError:
+                found = _completed_savepoint(target)
+                if found is not None:
+                    return found
+                time.sleep(0.3)
+                continue
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation") or {}
+                if "failure-cause" in operation:
+                    cause = operation["failure-cause"].get("stack-trace", "")[:2000]
+                    msg = f"stop-with-savepoint of job {job_id} failed: {cause}"
+                    raise ClusterError(msg)
+                location: str = operation["location"]
+                return location
+            time.sleep(0.3)
+        msg = (
+            f"stop-with-savepoint of job {job_id} did not complete within {timeout:.0f}s "
+            f"(no savepoint in {target})"
+        )
+        raise ClusterError(msg)
+
     def cancel(self, job_id: str) -> None:
         """``PATCH /jobs/:id?mode=cancel``: cancel a job (no savepoint)."""
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")
+
+
+def _completed_savepoint(target: Path) -> str | None:
+    """The savepoint written into ``target`` (a directory holding ``_metadata``), if any."""
+    done = sorted(p.parent for p in target.glob("savepoint-*/_metadata"))
+    return done[-1].as_uri() if done else None

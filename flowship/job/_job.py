@@ -48,6 +48,7 @@ class Job:
         sources: Sequence[KafkaSource],
         sinks: Sequence[KafkaSink],
         description: str = "",
+        dropped: Sequence[str] = (),
     ) -> None:
         if not _NAME.match(name):
             msg = (
@@ -67,8 +68,11 @@ class Job:
         self.sources = list(sources)
         self.sinks = list(sinks)
         self._check_unique()
+        self.dropped = tuple(dropped)
         self._topology: Topology | None = None
-        self.script = Path(inspect.stack()[1].filename).resolve()
+        caller = inspect.stack()[1]
+        self.script = Path(caller.filename).resolve()
+        self.module = str(caller.frame.f_globals.get("__name__", "__main__"))
 
     def _check_unique(self) -> None:
         seen: dict[str, str] = {}
@@ -154,6 +158,15 @@ class Job:
             f"when the job has one sink, else a {{sink: stream}} mapping"
         )
         raise ConfigError(msg)
+
+    def manifest(self, execution_mode: str = "thread") -> dict[str, Any]:
+        """What this version holds (uids, state schemas and fingerprints, sources, sinks, ...).
+
+        Computed from the code alone: no Flink, no Kafka. See :mod:`flowship.job._manifest`.
+        """
+        from flowship.job._manifest import build_manifest
+
+        return build_manifest(self, execution_mode)
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Command-line entry point: parse flags/env, run or submit the job, exit with its code."""

@@ -12,6 +12,7 @@ Exit codes (documented in docs/reference/cli.md):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -61,10 +62,14 @@ def run_main(job: Job, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
+        if args.manifest:
+            print(json.dumps(job.manifest(settings.execution_mode), indent=2, sort_keys=True))
+            return EXIT_OK
+        restore = restore_path(args.upgrade_from)
         if settings.is_local:
-            return _run_local(job, settings)
+            return _run_local(job, settings, restore)
         if args.flowship_submitted:
-            return _run_submitted(job, settings)
+            return _run_submitted(job, settings, restore)
         return _submit_to_cluster(job, settings, argv)
     except FlowshipError as exc:
         log.error(
@@ -78,11 +83,32 @@ def run_main(job: Job, argv: list[str]) -> int:
         return exit_code_for(exc)
 
 
-def _run_local(job: Job, settings: Settings) -> int:
+def restore_path(given: str | None) -> str | None:
+    """Validate ``--upgrade-from PATH``: a savepoint/checkpoint directory holding ``_metadata``."""
+    if given is None:
+        return None
+    path = Path(given.removeprefix("file://")).expanduser()
+    if not (path / "_metadata").is_file():
+        msg = (
+            f"--upgrade-from {given}: no savepoint or checkpoint there (expected a directory "
+            "holding _metadata, e.g. .flowship/state/JOB/savepoints/savepoint-xxxx); nothing "
+            "was started"
+        )
+        raise ConfigError(msg)
+    return path.resolve().as_uri()
+
+
+def _restore_options(restore: str | None) -> dict[str, str]:
+    return {} if restore is None else {"execution.state-recovery.path": restore}
+
+
+def _run_local(job: Job, settings: Settings, restore: str | None = None) -> int:
     from flowship.job._runtime import execute, flink_options, local_options, make_env
 
     started = time.monotonic()
-    env = make_env({**flink_options(job, settings), **local_options(settings)})
+    env = make_env(
+        {**flink_options(job, settings), **local_options(settings), **_restore_options(restore)}
+    )
     job.build(env, settings)
     log.info(
         "job.start",
@@ -92,25 +118,29 @@ def _run_local(job: Job, settings: Settings) -> int:
         rest=f"http://127.0.0.1:{settings.rest_port}",
         mode=settings.execution_mode,
         bounded=settings.bounded,
+        restored_from=restore,
     )
     try:
         execute(env, job, detached=False)
     except Exception as exc:  # Py4JJavaError and friends: translate at the boundary
         raise JobFailedError(_java_error(job, exc)) from exc
+    # execute() returns when the input is exhausted (--bounded) or when the job was stopped
+    # with a savepoint (an upgrade): either way this process is done, successfully
     log.info(
         "job.finished",
         job=job.name,
         version=job.version,
         duration_ms=int((time.monotonic() - started) * 1000),
+        note="input exhausted, or stopped with a savepoint for an upgrade",
     )
     return EXIT_OK
 
 
-def _run_submitted(job: Job, settings: Settings) -> int:
+def _run_submitted(job: Job, settings: Settings, restore: str | None = None) -> int:
     """Inside ``flink run``: build the graph and hand it to the CLI's cluster."""
     from flowship.job._runtime import execute, flink_options, make_env
 
-    env = make_env(flink_options(job, settings))
+    env = make_env({**flink_options(job, settings), **_restore_options(restore)})
     job.build(env, settings)
     client = execute(env, job, detached=True)
     print(f"flowship: submitted job_id={client.get_job_id()}", flush=True)

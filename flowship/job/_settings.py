@@ -79,6 +79,18 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(_flag(name), dest=name, default=None, help=help_text)
+    parser.add_argument(
+        "--manifest",
+        action="store_true",
+        help="print this version's manifest (JSON) and exit; starts no Flink",
+    )
+    parser.add_argument(
+        "--upgrade-from",
+        metavar="PATH",
+        default=None,
+        help="start from this savepoint or retained checkpoint (a directory "
+        "holding _metadata); its operator state and Kafka offsets are restored",
+    )
     parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
     return parser
 

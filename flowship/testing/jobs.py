@@ -47,6 +47,11 @@ class JobProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def rest_url(self) -> str:
+        """REST URL of the job's embedded mini-cluster."""
+        return f"http://127.0.0.1:{self.argv[self.argv.index('--rest-port') + 1]}"
+
+    @property
     def pid(self) -> int | None:
         """The job process's pid while it runs."""
         return self._proc.pid if self._proc is not None else None
@@ -59,6 +64,13 @@ class JobProcess:
     def running(self) -> bool:
         """Whether the job process is still alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for the job process to exit by itself; return its exit code."""
+        assert self._proc is not None
+        code = self._proc.wait(timeout=timeout)
+        self._proc = None
+        return code
 
     def stop(self) -> None:
         """Stop the job process (and its JVM, in the same process group) by pid."""

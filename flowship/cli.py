@@ -1,0 +1,175 @@
+"""The ``flowship`` command line.
+
+Subcommands::
+
+    flowship check OLD NEW [--json]   can NEW take over from OLD (running) with its savepoint?
+    flowship manifest JOB.py          print a job's manifest (JSON)
+
+``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
+``python JOB.py --manifest`` in a subprocess, so two versions of one job never share a process)
+or a saved manifest (``.json``).
+
+Exit codes:
+
+==  =======================================================================
+0   compatible (``check``), or done
+1   incompatible: the report lists what blocks the upgrade and how to fix it
+2   bad input: missing file, unreadable manifest, not a job, invalid flags
+3   reserved: a job failed (as ``job.main()`` uses it)
+4   reserved: a cluster or JVM artifact unreachable (as ``job.main()``)
+==  =======================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowship.errors import ConfigError
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "main"]
+
+EXIT_OK = 0
+EXIT_INCOMPATIBLE = 1
+EXIT_BAD_INPUT = 2
+# 3 (job failed) and 4 (unreachable) are job.main()'s; keep them free here.
+
+#: Seconds a job file gets to print its manifest.
+MANIFEST_TIMEOUT = 120.0
+
+_EPILOG = """\
+exit codes:
+  0  compatible (check) / done
+  1  incompatible (check): the report says what, where and how to fix it
+  2  bad input: missing file, unreadable manifest, not a job, invalid flags
+  3, 4  reserved (job failed / cluster unreachable, as used by job.main())
+"""
+
+
+def load_manifest(path: str | Path, timeout: float = MANIFEST_TIMEOUT) -> dict[str, Any]:
+    """The manifest of a job file (``.py``, run in a subprocess) or a saved one (``.json``).
+
+    Raises :class:`~flowship.errors.ConfigError` naming the file when it cannot be had.
+    """
+    file = Path(path)
+    if not file.is_file():
+        msg = f"{file}: no such file (give a job .py file or a saved manifest .json)"
+        raise ConfigError(msg)
+    if file.suffix == ".py":
+        text = _run_job_manifest(file, timeout)
+    elif file.suffix == ".json":
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            msg = f"{file}: cannot read the manifest: {exc}"
+            raise ConfigError(msg) from exc
+    else:
+        msg = f"{file}: expected a job file (.py) or a saved manifest (.json)"
+        raise ConfigError(msg)
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"{file}: not a manifest, the output is not JSON ({exc}); is it a flowship job?"
+        raise ConfigError(msg) from exc
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        msg = f"{file}: not a flowship job manifest (a JSON object with a 'format' key)"
+        raise ConfigError(msg)
+    return manifest
+
+
+def _run_job_manifest(file: Path, timeout: float) -> str:
+    argv = [sys.executable, str(file), "--manifest"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        msg = f"{file}: `python {file.name} --manifest` did not finish within {timeout:g}s"
+        raise ConfigError(msg) from exc
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:]) or "(no stderr)"
+        msg = (
+            f"{file}: `python {file.name} --manifest` exited with {done.returncode}; is it a "
+            f"flowship job ending with job.main()? stderr tail:\n{tail}"
+        )
+        raise ConfigError(msg)
+    if not done.stdout.strip():
+        msg = (
+            f"{file}: `python {file.name} --manifest` printed nothing; is it a flowship job "
+            "ending with job.main()?"
+        )
+        raise ConfigError(msg)
+    return done.stdout
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``flowship`` command."""
+    parser = argparse.ArgumentParser(
+        prog="flowship",
+        description="Self-deploying PyFlink stream jobs with versioned Avro state.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser(
+        "check",
+        help="check that NEW can take over from OLD (the running version) and its savepoint",
+        description=(
+            "Compare two versions of a job: operator uids, state schemas and their stored "
+            "versions, execution mode, sources and sinks. Each side is a job file (.py) or a "
+            "saved manifest (.json)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("old", metavar="OLD", help="the running version: JOB.py or manifest.json")
+    check.add_argument("new", metavar="NEW", help="the candidate: JOB.py or manifest.json")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    manifest = sub.add_parser(
+        "manifest",
+        help="print a job's manifest as JSON",
+        description="Print the manifest of a job file (computed in a subprocess, no Flink run).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    manifest.add_argument("job", metavar="JOB.py", help="the job file")
+    # next: `status`, `history` and `rollback` (deployment ledger), as further subparsers here
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from flowship.deploy.check import check_upgrade
+
+    report = check_upgrade(load_manifest(args.old), load_manifest(args.new))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report)
+    return EXIT_OK if report.compatible else EXIT_INCOMPATIBLE
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    print(json.dumps(load_manifest(args.job), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flowship`` command with ``argv`` (default: ``sys.argv[1:]``); the exit code.
+
+    The console script exits with it (setuptools calls ``sys.exit(main())``); argparse itself
+    exits with 2 on invalid flags.
+    """
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    handlers = {"check": _check, "manifest": _manifest}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"flowship {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

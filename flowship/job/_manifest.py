@@ -1,0 +1,68 @@
+"""A job version's manifest: what it holds, computed from its code without starting Flink.
+
+The compatibility gate compares the running version's manifest with the new code's. Format::
+
+    {"format": 1, "job": ..., "version": ..., "code_digest": "sha256:...",
+     "flink_version": "2.2.1", "execution_mode": "thread", "state_layout": "...",
+     "sources": [...], "sinks": [...], "operator_uids": [...],
+     "stateful": {uid: {"class": ..., "states": {name: {"kind", "layout", "name", "current",
+                                                        "versions": [...], "migrations": [...]}}}},
+     "dropped": [uid, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowship.state import STATE_LAYOUT, registered
+
+if TYPE_CHECKING:
+    from flowship.job._job import Job
+
+FORMAT = 1
+
+
+def _flink_version() -> str:
+    try:
+        return metadata.version("apache-flink")
+    except metadata.PackageNotFoundError:  # pragma: no cover - pyflink is a dependency
+        return "unknown"
+
+
+def code_digest(paths: list[Path]) -> str:
+    """sha256 over the job script and the schema files it declares (sorted, by content)."""
+    digest = hashlib.sha256()
+    for path in sorted({p.resolve() for p in paths if p.is_file()}):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
+    """The manifest of ``job`` as declared in its module (JSON-serializable)."""
+    stateful = registered(job.module)
+    uids: list[str] = []
+    for source in job.sources:
+        uids += [source.uid, f"{source.uid}.decode", f"{source.uid}.dlq"]
+    for sink in job.sinks:
+        uids += [sink.uid, f"{sink.uid}.encode"]
+    uids += list(stateful)
+    schema_files = [job.script, *job.script.parent.rglob("*.avsc")]
+    return {
+        "format": FORMAT,
+        "job": job.name,
+        "version": job.version,
+        "code_digest": code_digest(schema_files),
+        "script": str(job.script),
+        "flink_version": _flink_version(),
+        "execution_mode": execution_mode,
+        "state_layout": STATE_LAYOUT,
+        "sources": [s.describe() for s in job.sources],
+        "sinks": [s.describe() for s in job.sinks],
+        "operator_uids": sorted(uids),
+        "stateful": {uid: info.describe() for uid, info in sorted(stateful.items())},
+        "dropped": sorted(job.dropped),
+    }

@@ -1,0 +1,247 @@
+"""State handles at run time: Avro values in Flink state, never pickled.
+
+Stored form (``STATE_LAYOUT``): each value is flowship's state encoding (format byte + writer
+fingerprint + Avro binary, see :mod:`flowship.schema._state_codec`) mapped byte-for-byte onto a
+latin-1 ``str`` and kept in a Flink ``STRING`` state. Why a string: PyFlink 2.2.1's byte-array
+state is broken (``PRIMITIVE_ARRAY(BYTE)``), and its pickled types would unpickle savepoint
+content on restore, which flowship never does. Flink's StringSerializer keeps the characters
+exactly, in both execution modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from flowship.schema import StateCodec
+from flowship.state._declare import (
+    ListState,
+    MapState,
+    StatefulInfo,
+    StateSpec,
+    ValueState,
+)
+
+_MISS = object()
+_UNSET = object()
+
+
+class _Scope:
+    """The element (or timer) being processed: its context and, once asked for, its key."""
+
+    __slots__ = ("ctx", "key")
+
+    def __init__(self) -> None:
+        self.ctx: Any = None
+        self.key: Any = _UNSET
+
+    def begin(self, ctx: Any) -> None:
+        """A new element or timer: remember its context, forget the previous key."""
+        self.ctx = ctx
+        self.key = _UNSET
+
+    def current_key(self) -> Any:
+        key = self.key
+        if key is _UNSET:
+            key = self.key = self.ctx.get_current_key() if self.ctx is not None else None
+        return key
+
+
+class _Handle:
+    __slots__ = ("_codec", "_name", "_scope", "_state", "_uid")
+
+    def __init__(self, uid: str, name: str, codec: StateCodec, state: Any, scope: _Scope):
+        self._uid = uid
+        self._name = name
+        self._codec = codec
+        self._state = state
+        self._scope = scope
+
+    def _decode(self, raw: str) -> Any:
+        return self._codec.decode(
+            raw.encode("latin-1"), uid=self._uid, state=self._name, key=self._scope.current_key()
+        )
+
+    def _encode(self, value: Any) -> str:
+        data = self._codec.encode(value, uid=self._uid, key=self._scope.current_key())
+        return data.decode("latin-1")
+
+
+class ValueHandle(_Handle):
+    """A keyed value of a versioned Avro schema (see :class:`flowship.ValueState`)."""
+
+    __slots__ = ("_cache", "_cache_size")
+
+    def __init__(
+        self, uid: str, name: str, codec: StateCodec, state: Any, scope: _Scope, cache_size: int
+    ) -> None:
+        super().__init__(uid, name, codec, state, scope)
+        self._cache: dict[Any, Any] = {}
+        self._cache_size = cache_size
+
+    def _remember(self, key: Any, raw: str | None) -> None:
+        if self._cache_size <= 0:
+            return
+        cache = self._cache
+        try:
+            if key not in cache and len(cache) >= self._cache_size:
+                del cache[next(iter(cache))]
+            cache[key] = raw
+        except TypeError:  # an unhashable key type: no cache for this operator
+            self._cache_size = 0
+
+    def value(self) -> Any:
+        """The current key's value (resolved to the current schema version), or ``None``."""
+        key = self._scope.current_key()
+        raw = self._cache.get(key, _MISS) if self._cache_size else _MISS
+        if raw is _MISS:
+            raw = self._state.value()
+            self._remember(key, raw)
+        if raw is None:
+            return None
+        return self._decode(str(raw))
+
+    def update(self, value: Any) -> None:
+        """Store ``value`` (written in the current schema version) for the current key."""
+        if value is None:
+            self.clear()
+            return
+        raw = self._encode(value)
+        self._state.update(raw)
+        self._remember(self._scope.current_key(), raw)
+
+    def clear(self) -> None:
+        """Remove the current key's value."""
+        self._state.clear()
+        self._remember(self._scope.current_key(), None)
+
+
+class MapHandle(_Handle):
+    """A keyed map from ``str`` to values of a versioned Avro schema."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default``."""
+        raw = self._state.get(key)
+        return default if raw is None else self._decode(raw)
+
+    def put(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``."""
+        self._state.put(key, self._encode(value))
+
+    def remove(self, key: str) -> None:
+        """Remove ``key``."""
+        self._state.remove(key)
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is present."""
+        return bool(self._state.contains(key))
+
+    def keys(self) -> Iterator[str]:
+        """The map's keys."""
+        yield from self._state.keys()
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """The map's entries, values decoded."""
+        for k, raw in self._state.items():
+            yield k, self._decode(raw)
+
+    def values(self) -> Iterator[Any]:
+        """The map's values, decoded."""
+        for _, value in self.items():
+            yield value
+
+    def is_empty(self) -> bool:
+        """Whether the map has no entries."""
+        return bool(self._state.is_empty())
+
+    def clear(self) -> None:
+        """Remove every entry of the current key's map."""
+        self._state.clear()
+
+
+class ListHandle(_Handle):
+    """A keyed list of values of a versioned Avro schema."""
+
+    __slots__ = ()
+
+    def get(self) -> list[Any]:
+        """The list (decoded); empty when unset."""
+        return [self._decode(raw) for raw in (self._state.get() or [])]
+
+    def add(self, value: Any) -> None:
+        """Append ``value``."""
+        self._state.add(self._encode(value))
+
+    def update(self, values: list[Any]) -> None:
+        """Replace the list with ``values``."""
+        self._state.update([self._encode(v) for v in values])
+
+    def clear(self) -> None:
+        """Empty the list."""
+        self._state.clear()
+
+
+def _descriptor(name: str, spec: StateSpec) -> Any:
+    from pyflink.common import Types
+    from pyflink.datastream.state import (
+        ListStateDescriptor,
+        MapStateDescriptor,
+        ValueStateDescriptor,
+    )
+
+    if isinstance(spec, MapState):
+        return MapStateDescriptor(name, Types.STRING(), Types.STRING())
+    if isinstance(spec, ListState):
+        return ListStateDescriptor(name, Types.STRING())
+    return ValueStateDescriptor(name, Types.STRING())
+
+
+def open_handles(op: Any, info: StatefulInfo, runtime_context: Any) -> _Scope:
+    """Create every declared state's handle on ``op``; return the scope the wrappers update."""
+    scope = _Scope()
+    for name, spec in info.states.items():
+        codec = StateCodec(spec.schema)
+        if isinstance(spec, MapState):
+            state = runtime_context.get_map_state(_descriptor(name, spec))
+            handle: _Handle = MapHandle(info.uid, name, codec, state, scope)
+        elif isinstance(spec, ListState):
+            state = runtime_context.get_list_state(_descriptor(name, spec))
+            handle = ListHandle(info.uid, name, codec, state, scope)
+        else:
+            assert isinstance(spec, ValueState)
+            state = runtime_context.get_state(_descriptor(name, spec))
+            handle = ValueHandle(info.uid, name, codec, state, scope, spec.cache_size)
+        setattr(op, name, handle)
+    return scope
+
+
+def install(cls: type, info: StatefulInfo) -> None:
+    """Wrap ``cls``'s open and element/timer callbacks so state handles know the current key."""
+    cls.__flowship_stateful__ = info  # type: ignore[attr-defined]
+    user_open = cls.open  # type: ignore[attr-defined]
+
+    def open(self: Any, runtime_context: Any) -> None:
+        self.__flowship_scope__ = open_handles(self, info, runtime_context)
+        user_open(self, runtime_context)
+
+    cls.open = open  # type: ignore[attr-defined]
+    for method in ("process_element", "process_element1", "process_element2", "on_timer"):
+        if method in vars(cls) or any(
+            method in vars(b) for b in cls.__mro__[1:] if b.__module__.startswith("pyflink")
+        ):
+            setattr(cls, method, _scoped(getattr(cls, method)))
+
+
+def _scoped(fn: Any) -> Any:
+    # ``call`` is pickled by value with the job's class (cloudpickle): it must not reference
+    # module-level sentinels, which would arrive as copies; _Scope.begin (by reference) does.
+    def call(self: Any, value: Any, ctx: Any) -> Any:
+        self.__flowship_scope__.begin(ctx)
+        return fn(self, value, ctx)
+
+    call.__name__ = getattr(fn, "__name__", "call")
+    call.__doc__ = getattr(fn, "__doc__", None)
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
