@@ -1,0 +1,171 @@
+"""The state handles' logic without a JVM: fake Flink state, real codecs, real cloudpickle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cloudpickle
+import pytest
+from pyflink.datastream import KeyedProcessFunction
+
+import flowship as fs
+from flowship import errors
+
+V1 = {"type": "record", "name": "Counter", "fields": [{"name": "n", "type": "long"}]}
+V2 = {"type": "record", "name": "Counter",
+      "fields": [{"name": "n", "type": "long"}, {"name": "tag", "type": "string", "default": "-"}]}
+
+
+class FakeState:
+    """Flink value state for one operator: a dict keyed by the context's current key."""
+
+    def __init__(self, ctx: FakeCtx) -> None:
+        self.ctx = ctx
+        self.data: dict[Any, Any] = {}
+        self.reads = 0
+
+    def value(self) -> Any:
+        self.reads += 1
+        return self.data.get(self.ctx.key)
+
+    def update(self, value: Any) -> None:
+        assert isinstance(value, str), "flowship stores strings, never pickled objects"
+        self.data[self.ctx.key] = value
+
+    def clear(self) -> None:
+        self.data.pop(self.ctx.key, None)
+
+
+class FakeCtx:
+    def __init__(self) -> None:
+        self.key: Any = None
+
+    def get_current_key(self) -> Any:
+        return self.key
+
+
+class FakeRuntimeContext:
+    def __init__(self, ctx: FakeCtx) -> None:
+        self.state = FakeState(ctx)
+
+    def get_state(self, descriptor: Any) -> FakeState:
+        return self.state
+
+
+def make_operator(schema: fs.StateSchema, cache_size: int = 10_000) -> Any:
+    # defined inside a function, so cloudpickle pickles the class by value, as it does for a
+    # job script's classes (module __main__)
+    @fs.stateful("counter", count=fs.ValueState(schema, cache_size=cache_size))
+    class Counter(KeyedProcessFunction):
+        def process_element(self, value: Any, ctx: Any) -> Any:
+            current = self.count.value() or {"n": 0}
+            current["n"] += value
+            self.count.update(current)
+            yield current["n"]
+
+    return Counter()
+
+
+def run(op: Any, ctx: FakeCtx, key: str, value: int) -> list[int]:
+    ctx.key = key
+    return list(op.process_element(value, ctx))
+
+
+@pytest.mark.parametrize("cache_size", [0, 2, 10_000])
+def test_values_are_per_key_after_cloudpickle_round_trip(cache_size: int) -> None:
+    schema = fs.StateSchema("count", versions={1: V1})
+    op = cloudpickle.loads(cloudpickle.dumps(make_operator(schema, cache_size)))
+    ctx = FakeCtx()
+    runtime = FakeRuntimeContext(ctx)
+    op.open(runtime)
+    sequence = ["a", "b", "a", "c", "a", "b", "d", "a"]
+    results = [run(op, ctx, k, 1)[0] for k in sequence]
+    assert results == [1, 1, 2, 1, 3, 2, 1, 4]
+    if cache_size >= 4:
+        # every key was read from Flink once; later reads came from the cache
+        assert runtime.state.reads == 4
+
+
+def test_cached_reads_return_fresh_objects() -> None:
+    schema = fs.StateSchema("count", versions={1: V1})
+    op = make_operator(schema)
+    ctx = FakeCtx()
+    op.open(FakeRuntimeContext(ctx))
+    run(op, ctx, "k", 5)
+    first = op.count.value()
+    first["n"] = 999  # mutating a returned value must not change state
+    assert op.count.value() == {"n": 5}
+
+
+def test_old_version_values_resolve_and_are_written_back_in_current_version() -> None:
+    ctx = FakeCtx()
+    v1_op = make_operator(fs.StateSchema("count", versions={1: V1}))
+    runtime = FakeRuntimeContext(ctx)
+    v1_op.open(runtime)
+    run(v1_op, ctx, "k", 3)
+    stored_v1 = runtime.state.data["k"]
+
+    v2_schema = fs.StateSchema("count", versions={1: V1, 2: V2})
+    v2_op = make_operator(v2_schema)
+    v2_runtime = FakeRuntimeContext(ctx)
+    v2_runtime.state.data = {"k": stored_v1}
+    v2_op.open(v2_runtime)
+    ctx.key = "k"
+    assert v2_op.count.value() == {"n": 3, "tag": "-"}
+    run(v2_op, ctx, "k", 1)
+    assert v2_runtime.state.data["k"] != stored_v1
+    assert v2_runtime.state.data["k"].encode("latin-1")[1:9] == \
+        v2_schema.fingerprint(2).to_bytes(8, "little")
+
+
+def test_corrupt_state_bytes_raise_state_error_naming_everything() -> None:
+    schema = fs.StateSchema("count", versions={1: V1})
+    op = make_operator(schema)
+    ctx = FakeCtx()
+    runtime = FakeRuntimeContext(ctx)
+    runtime.state.data["user-7"] = "\x01garbage-not-a-fingerprint"
+    op.open(runtime)
+    with pytest.raises(errors.StateError) as info:
+        run(op, ctx, "user-7", 1)
+    text = str(info.value)
+    for part in ("'counter'", "'count'", "'user-7'", "fingerprint"):
+        assert part in text
+    assert runtime.state.data["user-7"] == "\x01garbage-not-a-fingerprint"  # nothing overwritten
+
+
+def test_stateful_validation_at_import_time() -> None:
+    schema = fs.StateSchema("count", versions={1: V1})
+    with pytest.raises(errors.ConfigError, match="not a subclass of KeyedProcessFunction"):
+        fs.stateful("x", s=fs.ValueState(schema))(object)
+    with pytest.raises(errors.ConfigError, match="declares no state"):
+        fs.stateful("x")
+    with pytest.raises(errors.ConfigError, match="clashes with attribute"):
+        @fs.stateful("x", open=fs.ValueState(schema))
+        class Clash(KeyedProcessFunction):
+            pass
+    with pytest.raises(errors.ConfigError, match="not a valid stable uid"):
+        fs.stateful("bad uid", s=fs.ValueState(schema))
+
+
+def test_duplicate_uid_in_one_module_is_refused() -> None:
+    schema = fs.StateSchema("count", versions={1: V1})
+
+    @fs.stateful("dup-uid", s=fs.ValueState(schema))
+    class First(KeyedProcessFunction):
+        pass
+
+    with pytest.raises(errors.ConfigError, match="already used by"):
+        @fs.stateful("dup-uid", s=fs.ValueState(schema))
+        class Second(KeyedProcessFunction):
+            pass
+
+
+def test_apply_needs_a_keyed_stream() -> None:
+    op = make_operator(fs.StateSchema("count", versions={1: V1}))
+
+    class NotKeyed:
+        def process(self, *args: Any) -> None:
+            raise AssertionError("must not be called")
+
+    with pytest.raises(errors.ConfigError, match="key_by"):
+        fs.apply(NotKeyed(), op)
