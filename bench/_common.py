@@ -25,6 +25,21 @@ def timed_run(argv: list[str], timeout: float = 1800.0) -> float:
     return took
 
 
+def reset_consumer_groups(bootstrap: str) -> None:
+    """Delete every consumer group, so the next job run reads its topic from the beginning.
+
+    flowship sources start from the group's committed offsets (Flink commits them on
+    checkpoints): without this, a second run of the same job would read nothing.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    groups = [g.group_id for g in admin.list_consumer_groups().result().valid]
+    if groups:
+        for future in admin.delete_consumer_groups(groups).values():
+            future.result()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -101,7 +101,8 @@ def main() -> None:
     jvm = get_gateway().jvm
     shaded = jvm.org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization
     # PyFlink has no bytes deserializer: hand-written jobs reach for the Java one through py4j
-    j_deser = jvm.org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema.valueOnly(
+    deserializers = jvm.org.apache.flink.connector.kafka.source.reader.deserializer
+    j_deser = deserializers.KafkaRecordDeserializationSchema.valueOnly(
         shaded.ByteArrayDeserializer().getClass()
     )
     j_builder = (

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import events
-from _common import EXAMPLE, ROOT, median, result, timed_run
+from _common import EXAMPLE, ROOT, median, reset_consumer_groups, result, timed_run
 
 from flowship.schema import AvroCodec
 from flowship.testing._proc import free_port
@@ -72,31 +73,28 @@ def run_baseline(bootstrap: str, state: Path, mode: str) -> float:
     )
 
 
-def measure(records: int, runs: int, fs_mode: str, base_mode: str) -> tuple[float, float]:
-    """Median records/s of flowship (``fs_mode``) and plain PyFlink (``base_mode``), one broker."""
-    with (
-        tempfile.TemporaryDirectory(prefix="flowship-bench-") as tmp,
-        KafkaBroker(Path(tmp) / "kafka") as broker,
-    ):
+Runner = Callable[[str, Path], float]
+
+
+def measure(records: int, runs: int, first: Runner, second: Runner,
+            labels: tuple[str, str]) -> tuple[float, float]:
+    """Median records/s of two job runners over the same topic, alternating, one broker."""
+    with tempfile.TemporaryDirectory(prefix="flowship-bench-") as tmp, \
+            KafkaBroker(Path(tmp) / "kafka") as broker:
         create_topics(broker.bootstrap, {"clicks": 4, "session-stats": 4, "clicks.dlq": 1})
         codec = AvroCodec(EXAMPLE / "click.avsc")
-        produce(
-            broker.bootstrap,
-            "clicks",
-            [(e["user_id"].encode(), codec.encode(e)) for e in events.clicks(records, users=1000)],
-        )
-        fs_rates, base_rates = [], []
+        produce(broker.bootstrap, "clicks", [(e["user_id"].encode(), codec.encode(e))
+                                             for e in events.clicks(records, users=1000)])
+        rates: tuple[list[float], list[float]] = ([], [])
         for i in range(runs):
-            t = run_flowship(broker.bootstrap, Path(tmp) / f"fs{i}", fs_mode)
-            fs_rates.append(records / t)
-            b = run_baseline(broker.bootstrap, Path(tmp) / f"base{i}", base_mode)
-            base_rates.append(records / b)
-            print(
-                f"  run {i + 1}: flowship ({fs_mode}) {fs_rates[-1]:,.0f} rec/s ({t:.1f}s), "
-                f"plain PyFlink ({base_mode}) {base_rates[-1]:,.0f} rec/s ({b:.1f}s)",
-                flush=True,
-            )
-    return median(fs_rates), median(base_rates)
+            line = []
+            for j, runner in enumerate((first, second)):
+                reset_consumer_groups(broker.bootstrap)
+                took = runner(broker.bootstrap, Path(tmp) / f"run{i}-{j}")
+                rates[j].append(records / took)
+                line.append(f"{labels[j]} {rates[j][-1]:,.0f} rec/s ({took:.1f}s)")
+            print(f"  run {i + 1}: " + ", ".join(line), flush=True)
+    return median(rates[0]), median(rates[1])
 
 
 def main() -> None:
@@ -116,7 +114,10 @@ def main() -> None:
         f"{args.runs} alternating runs each, both in thread mode",
         flush=True,
     )
-    fs_rate, base_rate = measure(args.records, args.runs, "thread", "thread")
+    fs_rate, base_rate = measure(
+        args.records, args.runs,
+        lambda b, d: run_flowship(b, d, "thread"), lambda b, d: run_baseline(b, d, "thread"),
+        ("flowship", "plain PyFlink"))
 
     print("\nflowship defaults against PyFlink defaults:")
     for key, (pyflink, flowship) in PYFLINK_DEFAULTS.items():
@@ -127,7 +128,10 @@ def main() -> None:
             "(thread) against plain PyFlink in its default process mode",
             flush=True,
         )
-        d_fs, d_base = measure(args.defaults_records, 1, "thread", "process")
+        d_fs, d_base = measure(
+            args.defaults_records, 1,
+            lambda b, d: run_flowship(b, d, "thread"), lambda b, d: run_baseline(b, d, "process"),
+            ("flowship (thread)", "plain PyFlink (process)"))
         print(
             f"  defaults: flowship {d_fs:,.0f} rec/s, PyFlink default {d_base:,.0f} rec/s, "
             f"ratio {d_fs / d_base:.2f}"

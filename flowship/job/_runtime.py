@@ -46,12 +46,16 @@ def python_path(job: Job) -> str:
     """Where the TaskManager's Python finds flowship, its dependencies and the job's own modules.
 
     In thread mode PyFlink embeds CPython in the JVM; that interpreter does not see a virtualenv's
-    site-packages (nor an editable install's path hooks) unless they are put on its path.
+    site-packages (nor an editable install's path hooks) unless they are put on its path. The
+    client's own ``sys.path`` is mirrored too: job code pickled by reference (functions of modules
+    the script imported) must be importable where it runs.
     """
     import flowship
 
     paths = [str(Path(flowship.__file__).resolve().parent.parent), str(job.script.parent)]
-    paths += [p for p in site.getsitepackages() if p not in paths]
+    for entry in [*site.getsitepackages(), *sys.path]:
+        if entry and entry not in paths and Path(entry).is_dir():
+            paths.append(entry)
     return os.pathsep.join(paths)
 
 

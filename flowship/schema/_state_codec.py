@@ -16,6 +16,7 @@ Never pickle.
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from flowship.schema._resolve import Fixer, build_fixer, collect_names, default_
 from flowship.schema._versioned import StateSchema
 
 FORMAT = 0x01
+#: How many migrated values per codec are validated against the current schema on read.
+VALIDATE_FIRST = 1000
 _HEADER = struct.Struct("<BQ")
 HEADER_SIZE = _HEADER.size
 
@@ -61,6 +64,7 @@ class StateCodec:
         self._current_fp = state_schema.fingerprint()
         self._header = _HEADER.pack(FORMAT, self._current_fp)
         self._compatible: dict[tuple[int, int], bool] = {}
+        self._validated = 0
         self._plans: dict[int, tuple[int, list[_Step]]] = {}
         for number in range(1, state_schema.current + 1):
             fp = state_schema.fingerprint(number)
@@ -129,9 +133,16 @@ class StateCodec:
             for i, (a, b) in enumerate(self._hops(version, target)):
                 if i or (steps and steps[-1].action == "migrate"):
                     steps.append(_Step("encode", a, writer=self._parsed[a]))
-                reader = None if a == b else self._parsed[b]
-                fixer = None if a == b else build_fixer(self._parsed[a], self._parsed[b])
-                steps.append(_Step("read", b, self._parsed[a], reader, fixer))
+                additive = None if a == b else self._added_defaults(a, b)
+                if a == b:
+                    steps.append(_Step("read", b, self._parsed[a]))
+                elif additive is not None:
+                    # only fields with defaults were added: read with the writer schema and add
+                    # them, instead of a full Avro resolution per value
+                    steps.append(_Step("read", b, self._parsed[a], None, additive))
+                else:
+                    fixer = build_fixer(self._parsed[a], self._parsed[b])
+                    steps.append(_Step("read", b, self._parsed[a], self._parsed[b], fixer))
             if boundary is None:
                 return steps
             steps.append(_Step("migrate", boundary, migrate=migrations[boundary]))
@@ -139,6 +150,37 @@ class StateCodec:
             if version == current:
                 steps.append(_Step("validate", current, writer=self._current))
                 return steps
+
+    def _added_defaults(self, a: int, b: int) -> Fixer | None:
+        """A fixer adding ``b``'s new fields if ``a`` -> ``b`` only adds fields with defaults.
+
+        Same record name, every field of ``a`` in ``b`` with an identical type, every other
+        field of ``b`` with a default; anything else (removals, promotions, aliases, nested
+        changes) goes through Avro resolution.
+        """
+        writer, reader = self.state_schema.schema(a), self.state_schema.schema(b)
+        if writer.get("name") != reader.get("name") or writer.get("type") != "record":
+            return None
+        w_fields = {f["name"]: f for f in writer["fields"]}
+        r_fields = {f["name"]: f for f in reader["fields"]}
+        if not set(w_fields) <= set(r_fields):
+            return None
+        for name, field in w_fields.items():
+            if field["type"] != r_fields[name]["type"]:
+                return None
+        added = [f for n, f in r_fields.items() if n not in w_fields]
+        if not added or any("default" not in f for f in added):
+            return None
+        names = collect_names(self._parsed[b])
+        defaults = [(f["name"], default_value(f["type"], f["default"], names)) for f in added]
+        mutable = any(isinstance(v, (dict, list, bytearray)) for _, v in defaults)
+
+        def add(value: Any) -> Any:
+            for name, default in defaults:
+                value[name] = copy.deepcopy(default) if mutable else default
+            return value
+
+        return add
 
     def _hops(self, start: int, target: int) -> list[tuple[int, int]]:
         """Greedy hops start -> target, each one a single Avro resolution."""
@@ -184,8 +226,11 @@ class StateCodec:
                     buf = io.BytesIO()
                     schemaless_writer(buf, step.writer, value)
                     payload = buf.getvalue()
-                else:
+                elif self._validated < VALIDATE_FIRST:
+                    # migrate functions are deterministic code: checking their first results
+                    # catches a wrong one early; every value written back is checked by encode
                     validate(value, step.writer, raise_errors=True)
+                    self._validated += 1
             except StateError:
                 raise
             except Exception as exc:

@@ -1,0 +1,44 @@
+"""Throughput of the same keyed job with flowship's versioned Avro state against pickled state.
+
+Both are the example job on the embedded mini-cluster (thread mode, parallelism 2) reading the
+same Avro topic from a real broker; only the state differs: flowship's ``fs.ValueState`` (Avro +
+writer fingerprint, kept as a STRING, cached reads) against PyFlink's ``PICKLED_BYTE_ARRAY``.
+Alternating runs, medians; records/s include start-up.
+
+    python bench/state_overhead.py [--records 200000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from _common import EXAMPLE, ROOT, result, timed_run
+from throughput import measure
+
+from flowship.testing._proc import free_port
+
+
+def runner(script: Path):
+    def run(bootstrap: str, state: Path) -> float:
+        return timed_run([sys.executable, str(script), "--bounded", "--kafka-bootstrap",
+                          bootstrap, "--rest-port", str(free_port()), "--state-dir", str(state)])
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"{args.records} events, 1000 keys; {args.runs} alternating runs", flush=True)
+    fs_rate, pickled_rate = measure(
+        args.records, args.runs, runner(EXAMPLE / "job.py"),
+        runner(ROOT / "bench" / "pickled_state_job.py"),
+        ("flowship state", "pickled state"))
+    result("state_overhead", fs_rate, pickled_rate)
+
+
+if __name__ == "__main__":
+    main()

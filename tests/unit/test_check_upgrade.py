@@ -1,0 +1,421 @@
+"""check_upgrade: every problem kind, compatible evolutions, the readable and JSON reports."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowship.deploy.check import UpgradeReport, check_upgrade
+from flowship.errors import ConfigError
+from flowship.schema import StateSchema
+from flowship.state import STATE_LAYOUT
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_JOB = ROOT / "examples" / "click_sessions" / "job.py"
+
+
+def rec(*fields: dict[str, Any], name: str = "Session") -> dict[str, Any]:
+    return {"type": "record", "name": name, "namespace": "t.state", "fields": list(fields)}
+
+
+def f(name: str, type_: Any, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, **kw}
+
+
+V1 = rec(f("clicks", "long"), f("page", "string"))
+V2 = rec(f("clicks", "long"), f("page", "string"), f("sessions", "long", default=0))
+PAGE_ENUM = {"type": "enum", "name": "Page", "symbols": ["HOME", "CART", "OTHER"]}
+V3 = rec(f("clicks", "long"), f("page", PAGE_ENUM), f("sessions", "long", default=0))
+V1_ENUM = rec(f("clicks", "long"), f("page", PAGE_ENUM))
+
+CLICK = rec(f("user", "string"), f("page", "string"), name="Click")
+STATS = rec(f("user", "string"), f("total", "long"), name="Stats")
+
+
+def to_enum(value: dict[str, Any]) -> dict[str, Any]:
+    page = value["page"].upper()
+    return {**value, "page": page if page in PAGE_ENUM["symbols"] else "OTHER"}
+
+
+def state(
+    versions: dict[int, Any],
+    migrations: dict[int, Any] | None = None,
+    kind: str = "value",
+    name: str = "session",
+) -> dict[str, Any]:
+    """A manifest state entry, as ``StateSpec.describe()`` writes it."""
+    return {
+        "kind": kind,
+        "layout": STATE_LAYOUT,
+        **StateSchema(name, versions, migrations).describe(),
+    }
+
+
+def manifest(
+    *,
+    job: str = "shop",
+    version: str = "1",
+    states: dict[str, dict[str, Any]] | None = None,
+    sources: list[dict[str, Any]] | None = None,
+    sinks: list[dict[str, Any]] | None = None,
+    mode: str = "thread",
+    flink: str = "2.2.1",
+    dropped: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A manifest shaped like ``build_manifest``'s (see test_helper_matches_real_manifest)."""
+    states = {"session-stats": {"session": state({1: V1})}} if states is None else states
+    sources = [source()] if sources is None else sources
+    sinks = [sink()] if sinks is None else sinks
+    uids: list[str] = []
+    for s in sources:
+        uids += [s["uid"], f"{s['uid']}.decode", f"{s['uid']}.dlq"]
+    for s in sinks:
+        uids += [s["uid"], f"{s['uid']}.encode"]
+    uids += list(states)
+    return {
+        "format": 1,
+        "job": job,
+        "version": version,
+        "code_digest": "sha256:" + "0" * 64,
+        "script": "/nowhere/job.py",
+        "flink_version": flink,
+        "execution_mode": mode,
+        "state_layout": STATE_LAYOUT,
+        "sources": sources,
+        "sinks": sinks,
+        "operator_uids": sorted(uids),
+        "stateful": {
+            uid: {"uid": uid, "class": "Op", "states": dict(sorted(st.items()))}
+            for uid, st in sorted(states.items())
+        },
+        "dropped": sorted(dropped),
+    }
+
+
+def source(
+    uid: str = "clicks-source", topic: str = "clicks", schema: Any = CLICK
+) -> dict[str, Any]:
+    return {"uid": uid, "topic": topic, "schema": schema, "dead_letter_topic": f"{topic}.dlq"}
+
+
+def sink(uid: str = "stats-sink", topic: str = "stats", schema: Any = STATS) -> dict[str, Any]:
+    return {"uid": uid, "topic": topic, "schema": schema}
+
+
+def kinds(report: UpgradeReport, severity: str | None = None) -> set[str]:
+    return {p.kind for p in report.problems if severity is None or p.severity == severity}
+
+
+def one(report: UpgradeReport, kind: str) -> Any:
+    found = [p for p in report.problems if p.kind == kind]
+    assert len(found) == 1, report
+    return found[0]
+
+
+# the manifest shape -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_manifest() -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE_JOB), "--manifest"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_helper_matches_real_manifest(real_manifest: dict[str, Any]) -> None:
+    mine = manifest()
+    assert set(mine) == set(real_manifest)
+    real_op = next(iter(real_manifest["stateful"].values()))
+    real_state = next(iter(real_op["states"].values()))
+    my_state = mine["stateful"]["session-stats"]["states"]["session"]
+    assert set(my_state) == set(real_state)
+    assert set(my_state["versions"][0]) == set(real_state["versions"][0])
+    assert set(mine["sources"][0]) == set(real_manifest["sources"][0])
+    assert set(mine["sinks"][0]) == set(real_manifest["sinks"][0])
+
+
+def test_real_manifest_against_itself_and_other_mode(real_manifest: dict[str, Any]) -> None:
+    assert check_upgrade(real_manifest, real_manifest).compatible
+    process = dict(real_manifest, execution_mode="process")
+    report = check_upgrade(real_manifest, process)
+    assert not report.compatible
+    assert kinds(report) == {"execution_mode_changed"}
+
+
+# job and bad input ------------------------------------------------------------------------
+
+
+def test_identical_is_compatible_without_problems() -> None:
+    report = check_upgrade(manifest(), manifest(version="2"))
+    assert report.compatible
+    assert report.problems == ()
+    assert any("stored versions 1 readable by v1" in line for line in report.checked)
+
+
+def test_job_mismatch() -> None:
+    report = check_upgrade(manifest(), manifest(job="other"))
+    assert not report.compatible
+    assert one(report, "job_mismatch").severity == "error"
+
+
+@pytest.mark.parametrize("fmt", [2, None, "1"])
+def test_unknown_format_is_bad_input(fmt: Any) -> None:
+    bad = dict(manifest(), format=fmt)
+    with pytest.raises(ConfigError, match="format"):
+        check_upgrade(manifest(), bad)
+    with pytest.raises(ConfigError, match="old manifest"):
+        check_upgrade(bad, manifest())
+
+
+def test_not_a_manifest_is_bad_input() -> None:
+    with pytest.raises(ConfigError, match="lacks"):
+        check_upgrade({"format": 1, "job": "shop"}, manifest())
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        check_upgrade(manifest(), [1, 2])  # type: ignore[arg-type]
+
+
+# operators --------------------------------------------------------------------------------
+
+
+def test_stateful_operator_removed() -> None:
+    report = check_upgrade(manifest(), manifest(states={}))
+    assert not report.compatible
+    problem = one(report, "stateful_operator_removed")
+    assert problem.where == "operator session-stats"
+    assert "dropped" in problem.hint
+
+
+def test_stateful_operator_dropped_is_a_warning() -> None:
+    report = check_upgrade(manifest(), manifest(states={}, dropped=("session-stats",)))
+    assert report.compatible
+    assert kinds(report) == {"state_dropped"}
+    assert "allowNonRestoredState" in one(report, "state_dropped").hint
+
+
+def test_source_uid_renamed_is_an_error() -> None:
+    report = check_upgrade(manifest(), manifest(sources=[source(uid="clicks-in")]))
+    assert not report.compatible
+    problem = one(report, "source_uid_changed")
+    assert "Kafka offsets" in problem.message
+    assert "'clicks-in'" in problem.message  # the likely rename is named
+    assert "operator_added" in kinds(report, "warning")
+
+
+def test_sink_removed_is_a_warning() -> None:
+    report = check_upgrade(manifest(), manifest(sinks=[]))
+    assert report.compatible
+    assert kinds(report) == {"operator_removed"}
+    assert "stats-sink.encode" in one(report, "operator_removed").message
+
+
+def test_operator_added_is_a_warning() -> None:
+    states = {"session-stats": {"session": state({1: V1})}, "fraud": {"score": state({1: V1})}}
+    report = check_upgrade(manifest(), manifest(states=states))
+    assert report.compatible
+    assert one(report, "operator_added").where == "operator fraud"
+
+
+# states -----------------------------------------------------------------------------------
+
+
+def test_state_removed() -> None:
+    old = manifest(states={"session-stats": {"session": state({1: V1}), "seen": state({1: V1})}})
+    report = check_upgrade(old, manifest())
+    assert not report.compatible
+    assert one(report, "state_removed").where == "operator session-stats / state seen"
+
+
+def test_state_kind_changed() -> None:
+    new = manifest(states={"session-stats": {"session": state({1: V1}, kind="map")}})
+    report = check_upgrade(manifest(), new)
+    assert not report.compatible
+    assert kinds(report) == {"state_kind_changed"}
+
+
+def test_state_added_is_a_warning() -> None:
+    new = manifest(states={"session-stats": {"session": state({1: V1}), "seen": state({1: V1})}})
+    report = check_upgrade(manifest(), new)
+    assert report.compatible
+    assert kinds(report) == {"state_added"}
+
+
+# state versions ---------------------------------------------------------------------------
+
+
+def test_additive_version_is_compatible() -> None:
+    new = manifest(version="2", states={"session-stats": {"session": state({1: V1, 2: V2})}})
+    report = check_upgrade(manifest(), new)
+    assert report.compatible, report
+    assert report.problems == ()
+    assert (
+        "operator session-stats / state session: stored versions 1 readable by v2 "
+        "(1 -> 2 by Avro resolution)"
+    ) in report.checked
+
+
+def test_type_change_with_migration_is_compatible() -> None:
+    old = manifest(states={"session-stats": {"session": state({1: V1, 2: V2})}})
+    new_state = state({1: V1, 2: V2, 3: V3}, migrations={3: to_enum})
+    report = check_upgrade(old, manifest(states={"session-stats": {"session": new_state}}))
+    assert report.compatible, report
+    assert (
+        "stored versions 1,2 readable by v3 (1 -> 2 by Avro resolution, 2 -> 3 by migrate function)"
+    ) in str(report)
+
+
+def test_type_change_in_place_is_refused_with_the_field() -> None:
+    # history rewritten: version 1 now declares page as an enum
+    new = manifest(states={"session-stats": {"session": state({1: V1_ENUM})}})
+    report = check_upgrade(manifest(), new)
+    assert not report.compatible
+    problem = one(report, "unknown_writer_version")
+    assert problem.where.startswith("operator session-stats / state session / version 1 ")
+    assert "StateSchema(versions=...)" in problem.hint
+    mismatch = one(report, "type_mismatch")  # why: explained by the schema checker
+    assert "/fields/1" in mismatch.where
+    assert "page" in mismatch.message
+    assert "page" in str(report)
+
+
+def test_compatible_schema_under_unknown_fingerprint_is_still_refused() -> None:
+    # v1 replaced by a compatible schema: Avro could read it, the codec cannot find it
+    new = manifest(states={"session-stats": {"session": state({1: V2})}})
+    report = check_upgrade(manifest(), new)
+    assert kinds(report, "error") == {"unknown_writer_version"}
+    assert "fingerprint" in one(report, "unknown_writer_version").message
+
+
+def test_version_rewritten_same_fingerprint() -> None:
+    old = manifest(states={"session-stats": {"session": state({1: V2})}})
+    changed = rec(f("clicks", "long"), f("page", "string"), f("sessions", "long", default=7))
+    report = check_upgrade(
+        old, manifest(states={"session-stats": {"session": state({1: changed})}})
+    )
+    assert not report.compatible
+    assert kinds(report) == {"version_rewritten"}
+
+
+def test_doc_only_edit_is_not_a_rewrite() -> None:
+    documented = dict(V1, doc="Per-user session state.")
+    new = manifest(states={"session-stats": {"session": state({1: documented})}})
+    assert check_upgrade(manifest(), new).compatible
+
+
+def test_version_renumbered_is_a_warning() -> None:
+    wider = rec(f("clicks", "long"), f("page", "string"), f("extra", "int"))
+    new = manifest(states={"session-stats": {"session": state({1: wider, 2: V1})}})
+    report = check_upgrade(manifest(), new)
+    assert report.compatible, report
+    assert kinds(report) == {"version_renumbered"}
+
+
+def test_missing_migration_in_the_manifest() -> None:
+    new = manifest(
+        states={"session-stats": {"session": state({1: V1, 2: V1_ENUM}, migrations={2: to_enum})}}
+    )
+    assert check_upgrade(manifest(), new).compatible
+    broken = copy.deepcopy(new)
+    broken["stateful"]["session-stats"]["states"]["session"]["versions"][1]["migration"] = False
+    report = check_upgrade(manifest(), broken)
+    assert not report.compatible
+    problem = one(report, "missing_migration")
+    assert problem.where == "operator session-stats / state session / version 2"
+    assert "migrations={2: fn}" in problem.hint
+
+
+# runtime ----------------------------------------------------------------------------------
+
+
+def test_execution_mode_changed() -> None:
+    report = check_upgrade(manifest(mode="process"), manifest(mode="thread"))
+    assert not report.compatible
+    assert "EMPTY" in one(report, "execution_mode_changed").message
+
+
+def test_state_layout_changed() -> None:
+    new = manifest()
+    new["state_layout"] = "flowship-avro-latin1-string/2"
+    report = check_upgrade(manifest(), new)
+    assert not report.compatible
+    assert kinds(report) == {"state_layout_changed"}
+
+
+def test_flink_minor_change_warns_patch_does_not() -> None:
+    assert check_upgrade(manifest(), manifest(flink="2.2.2")).problems == ()
+    report = check_upgrade(manifest(), manifest(flink="2.3.0"))
+    assert report.compatible
+    assert kinds(report) == {"flink_version_changed"}
+
+
+# sources and sinks ------------------------------------------------------------------------
+
+
+def test_source_topic_changed_is_a_warning() -> None:
+    report = check_upgrade(manifest(), manifest(sources=[source(topic="clicks-v2")]))
+    assert report.compatible
+    assert kinds(report) == {"source_topic_changed"}
+
+
+def test_source_schema_changed_is_a_warning_with_problems() -> None:
+    narrowed = rec(f("user", "string"), f("page", PAGE_ENUM), name="Click")
+    report = check_upgrade(manifest(), manifest(sources=[source(schema=narrowed)]))
+    assert report.compatible
+    assert kinds(report) == {"source_schema_changed"}
+    assert all(p.severity == "warning" for p in report.problems)
+    assert any("type_mismatch" in p.message and "/fields/1" in p.where for p in report.problems)
+
+
+def test_sink_schema_incompatible() -> None:
+    dropped_field = rec(f("user", "string"), name="Stats")
+    report = check_upgrade(manifest(), manifest(sinks=[sink(schema=dropped_field)]))
+    assert not report.compatible
+    problem = one(report, "sink_schema_incompatible")
+    assert "new topic" in problem.hint
+    assert "missing_default" in problem.message
+
+
+def test_sink_schema_added_field_is_compatible() -> None:
+    wider = rec(f("user", "string"), f("total", "long"), f("avg", "double"), name="Stats")
+    report = check_upgrade(manifest(), manifest(sinks=[sink(schema=wider)]))
+    assert report.compatible
+    assert report.problems == ()
+    assert "sink stats-sink: new schema readable by consumers of the old schema" in report.checked
+
+
+def test_sink_topic_changed_is_a_warning() -> None:
+    report = check_upgrade(manifest(), manifest(sinks=[sink(topic="stats-2")]))
+    assert report.compatible
+    assert kinds(report) == {"sink_topic_changed"}
+
+
+# the report -------------------------------------------------------------------------------
+
+
+def test_report_text_and_json() -> None:
+    new = manifest(
+        version="2",
+        mode="process",
+        states={"session-stats": {"session": state({1: V1, 2: V2})}},
+    )
+    report = check_upgrade(manifest(), new)
+    text = str(report)
+    assert text.startswith("upgrade shop 1 -> 2: INCOMPATIBLE (1 errors, 0 warnings)")
+    assert "compatible:" in text and "1 -> 2 by Avro resolution" in text
+    assert "[execution_mode_changed] execution_mode" in text
+    assert "fix: keep execution_mode='thread'" in text
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["compatible"] is False
+    assert data["errors"] == 1
+    assert [p["kind"] for p in data["problems"]] == ["execution_mode_changed"]
+    assert report.errors == report.problems and report.warnings == ()
