@@ -119,15 +119,19 @@ class EncodeAvro(MapFunction):
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSink {self._uid!r} schema")
+        # the headers are the same for every record but the provenance: encode them once
+        self._plain_headers = H.encode_headers([(H.VERSION, self._version)])
+        self._source_prefix = H.encode_headers([(H.VERSION, self._version), (H.SOURCE, "")])
 
     def map(self, element: Any) -> Row:
         codec = self._codec
         assert codec is not None  # set in open()
-        headers = [(H.VERSION, self._version)]
         if isinstance(element, Record):
-            headers.append((H.SOURCE, element.provenance))
+            # topic names cannot contain NUL, so the provenance needs no escaping
+            headers = f"{self._source_prefix}{element.topic}/{element.partition}/{element.offset}"
             value = element.value
         else:
+            headers = self._plain_headers
             value = element
         try:
             payload = codec.encode(value)
@@ -145,7 +149,7 @@ class EncodeAvro(MapFunction):
             key = key.encode()
         elif key is not None and not isinstance(key, bytes):
             key = str(key).encode()
-        return Row(self._topic, key, payload, H.encode_headers(headers))
+        return Row(self._topic, key, payload, headers)
 
 
 def _jvm() -> Any:
