@@ -11,8 +11,10 @@ Everything started is stopped by pid at teardown, also when the test fails.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,6 +22,19 @@ import pytest
 if TYPE_CHECKING:
     from flowship.testing.kafka_broker import KafkaBroker
     from flowship.testing.session_cluster import SessionCluster
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM would end the interpreter without running fixture finalizers, leaving the broker
+    # and cluster processes behind; turn it into an interrupt so teardown stops them by pid
+    msg = f"signal {signum}"
+    raise KeyboardInterrupt(msg)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make SIGTERM tear the session down like Ctrl-C (fixtures stop what they started)."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 @pytest.fixture(scope="session")
