@@ -1,0 +1,76 @@
+"""The upgrade state machine: every step a deployment goes through, and which steps may follow.
+
+::
+
+    PLANNED -> CHECKED -> SAVEPOINTING -> STOPPED -> SUBMITTED -> RUNNING -> STABLE
+       |          |            |             |           |           |
+       v          v            +------+------+-----+-----+-----------+
+    REFUSED    REFUSED                |            v
+                                      |         FAILED -> ROLLING_BACK -> ROLLED_BACK
+                                      +------------^
+
+A first deploy skips the checks and the savepoint: PLANNED -> SUBMITTED. Transitions are checked
+here and nowhere else; the ledger records each one *before* the action it names is taken, so a
+deployer that died can tell, from the last recorded step, what to do next.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from flowship.errors import FlowshipError
+
+
+class Step(StrEnum):
+    """Where a deployment is."""
+
+    PLANNED = "PLANNED"
+    CHECKED = "CHECKED"
+    SAVEPOINTING = "SAVEPOINTING"
+    STOPPED = "STOPPED"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    STABLE = "STABLE"
+    REFUSED = "REFUSED"
+    FAILED = "FAILED"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether nothing follows this step."""
+        return not NEXT[self]
+
+
+NEXT: dict[Step, frozenset[Step]] = {
+    Step.PLANNED: frozenset({Step.CHECKED, Step.REFUSED, Step.SUBMITTED, Step.FAILED}),
+    Step.CHECKED: frozenset({Step.SAVEPOINTING, Step.REFUSED, Step.FAILED}),
+    Step.SAVEPOINTING: frozenset({Step.STOPPED, Step.FAILED}),
+    Step.STOPPED: frozenset({Step.SUBMITTED, Step.FAILED}),
+    Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED}),
+    Step.RUNNING: frozenset({Step.STABLE, Step.FAILED}),
+    Step.STABLE: frozenset(),
+    Step.REFUSED: frozenset(),
+    Step.FAILED: frozenset({Step.ROLLING_BACK}),
+    Step.ROLLING_BACK: frozenset({Step.ROLLED_BACK, Step.FAILED}),
+    Step.ROLLED_BACK: frozenset(),
+}
+
+
+class TransitionError(FlowshipError, RuntimeError):
+    """A deployment was asked to move to a step that cannot follow its current one."""
+
+
+def check_transition(current: Step | None, new: Step) -> None:
+    """Raise :class:`TransitionError` unless ``new`` may follow ``current`` (None: a new one)."""
+    if current is None:
+        if new is not Step.PLANNED:
+            msg = f"a deployment starts at PLANNED, not {new.value}"
+            raise TransitionError(msg)
+        return
+    if new not in NEXT[current]:
+        allowed = ", ".join(sorted(s.value for s in NEXT[current])) or "nothing (terminal)"
+        msg = (
+            f"deployment step {current.value} cannot be followed by {new.value}; allowed: {allowed}"
+        )
+        raise TransitionError(msg)
