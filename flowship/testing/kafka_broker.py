@@ -25,6 +25,17 @@ from flowship.testing._proc import LOOPBACK, free_port, port_open, spawn, stop_p
 _JAVA_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id (a uuid, URL-safe base64) that does not start with '-'.
+
+    kafka-storage's argument parser reads an id starting with '-' as an option and fails.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """One KRaft broker+controller process, formatted in ``workdir``, stopped by its pid.
 
@@ -79,7 +90,7 @@ class KafkaBroker:
         return path
 
     def _format(self, props: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = [
             self._java,
             "-cp",

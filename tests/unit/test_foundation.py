@@ -235,3 +235,10 @@ def test_jars_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     jars = find_jars()
     assert jars.provenance == tmp_path / "flowship-provenance.jar"
     assert jars.pipeline_jars().count("file://") == 2
+
+
+def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
+    from flowship.testing.kafka_broker import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(3000)]  # about 1 in 64 raw ids starts with '-'
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
