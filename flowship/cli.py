@@ -136,8 +136,98 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     manifest.add_argument("job", metavar="JOB.py", help="the job file")
-    # next: `status`, `history` and `rollback` (deployment ledger), as further subparsers here
+    for name, text in (
+        ("status", "the job's current deployment and the last one's step"),
+        ("history", "every deployment of the job and its transitions"),
+    ):
+        cmd = sub.add_parser(
+            name,
+            help=text,
+            description=text.capitalize() + " (ledger).",
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_argument("job", metavar="JOB", help="the job's name (fs.Job(name, ...))")
+        cmd.add_argument(
+            "--ledger-dir",
+            type=Path,
+            default=None,
+            help="the ledger directory (default: .flowship/state/ledger, the "
+            "job's default; env FLOWSHIP_LEDGER_DIR)",
+        )
+        cmd.add_argument("--json", action="store_true", help="print JSON")
+    # next: `rollback` (needs the health watch), as a further subparser here
     return parser
+
+
+def _ledger(args: argparse.Namespace) -> Any:
+    import os
+
+    from flowship.deploy.ledger import LocalLedger
+
+    root = (
+        args.ledger_dir
+        or os.environ.get("FLOWSHIP_LEDGER_DIR")
+        or Path(os.environ.get("FLOWSHIP_STATE_DIR", ".flowship/state")) / "ledger"
+    )
+    ledger = LocalLedger(Path(root))
+    if not ledger.entries(args.job):
+        msg = f"unknown job {args.job!r}: no deployments recorded in the ledger at {root}"
+        raise ConfigError(msg)
+    return ledger
+
+
+def _history(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    deployments = ledger.deployments(args.job)
+    if args.json:
+        print(json.dumps({d: [e.to_json() for e in es] for d, es in deployments.items()}, indent=2))
+        return EXIT_OK
+    for deployment, entries in deployments.items():
+        version = next((e.data["version"] for e in entries if "version" in e.data), "?")
+        steps = " -> ".join(e.step.value for e in entries)
+        print(f"{deployment}  version {version}: {steps}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    deployments = ledger.deployments(args.job)
+    last_id, last = list(deployments.items())[-1]
+    current = ledger.current(args.job)
+    status = {
+        "job": args.job,
+        "current": None
+        if current is None
+        else {
+            "deployment": current[0],
+            "version": current[1].get("version"),
+            "job_id": current[1].get("job_id"),
+            "rest_url": current[1].get("rest_url"),
+        },
+        "last": {
+            "deployment": last_id,
+            "step": last[-1].step.value,
+            "version": next((e.data["version"] for e in last if "version" in e.data), None),
+        },
+    }
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    cur = status["current"]
+    print(
+        f"{args.job}: "
+        + (
+            f"version {cur['version']} is the current deployment (Flink job "
+            f"{cur['job_id']} at {cur['rest_url']})"
+            if cur
+            else "no deployment reached RUNNING"
+        )
+    )
+    print(
+        f"last deployment {last_id}: version {status['last']['version']}, {status['last']['step']}"
+    )
+    return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -163,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exits with 2 on invalid flags.
     """
     args = build_parser().parse_args(None if argv is None else list(argv))
-    handlers = {"check": _check, "manifest": _manifest}
+    handlers = {"check": _check, "manifest": _manifest, "status": _status, "history": _history}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -68,20 +68,28 @@ def reference(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def reference_staged(batches: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Expected outputs when batch 1 is processed by v1, batch 2 by v2, batch 3 by v3, ...
+    """Expected outputs when batch 1 is processed by v1, batch 2 by v2, batch 3 by v3, ..."""
+    version_of = {e["event_id"]: n for n, batch in enumerate(batches, start=1) for e in batch}
+    return reference_versioned([e for batch in batches for e in batch], version_of)
+
+
+def reference_versioned(
+    events: list[dict[str, Any]], version_of: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Expected outputs when each event was processed by the job version ``version_of`` names.
 
     Session fields carry over through state (as :func:`reference`); ``previous_page`` is None
     for v1 outputs, and from v2 on the page of the user's previous click if a version >= 2
     processed it, else ``""`` (the default that state written by v1 resolves to).
     """
-    everything = [e for batch in batches for e in batch]
-    expected = reference(everything)
+    expected = reference(events)
     last_page: dict[str, str] = {}
-    for version, batch in enumerate(batches, start=1):
-        for e in sorted(batch, key=lambda e: e["event_id"]):
-            if version == 1:
-                expected[e["event_id"]]["previous_page"] = None
-            else:
-                expected[e["event_id"]]["previous_page"] = last_page.get(e["user_id"], "")
-                last_page[e["user_id"]] = e["page"]
+    for e in sorted(events, key=lambda e: e["event_id"]):
+        out = expected[e["event_id"]]
+        if version_of[e["event_id"]] == 1:
+            out["previous_page"] = None
+            last_page.pop(e["user_id"], None)
+        else:
+            out["previous_page"] = last_page.get(e["user_id"], "")
+            last_page[e["user_id"]] = e["page"]
     return expected

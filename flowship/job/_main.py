@@ -7,6 +7,8 @@ Exit codes (documented in docs/reference/cli.md):
 2   bad input: invalid flags, settings or job definition
 3   the job failed or could not be submitted
 4   a cluster or JVM artifact could not be reached / found
+5   ``--upgrade-from savepoint`` refused: the new code cannot read the running version's
+    state (nothing was stopped; the ledger records REFUSED with the report)
 ==  ===========================================================
 """
 
@@ -19,10 +21,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from flowship._log import configure_for_cli, get_logger
+from flowship.deploy.ledger import Lease, Ledger, LocalLedger
+from flowship.deploy.machine import Step
+from flowship.deploy.upgrade import UpgradeRefused
 from flowship.errors import (
     ClusterError,
     ConfigError,
@@ -39,6 +44,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_JOB_FAILED = 3
 EXIT_UNREACHABLE = 4
+EXIT_REFUSED = 5
 
 log = get_logger("flowship.job")
 
@@ -65,12 +71,34 @@ def run_main(job: Job, argv: list[str]) -> int:
         if args.manifest:
             print(json.dumps(job.manifest(settings.execution_mode), indent=2, sort_keys=True))
             return EXIT_OK
+        if args.upgrade_from == "latest-checkpoint":
+            msg = (
+                "--upgrade-from latest-checkpoint is not implemented yet; pass the retained "
+                "checkpoint's directory (STATE_DIR/JOB/checkpoints/<job id>/chk-N) as PATH"
+            )
+            raise ConfigError(msg)
+        if args.upgrade_from == "savepoint":
+            if not settings.is_local:
+                msg = (
+                    "--upgrade-from savepoint supports the local target so far; on a session "
+                    "cluster stop the job with a savepoint over REST and pass its PATH"
+                )
+                raise ConfigError(msg)
+            return _upgrade_local(job, settings)
         restore = restore_path(args.upgrade_from)
         if settings.is_local:
-            return _run_local(job, settings, restore)
+            return _deploy_local(job, settings, restore)
         if args.flowship_submitted:
             return _run_submitted(job, settings, restore)
         return _submit_to_cluster(job, settings, argv)
+    except UpgradeRefused as exc:
+        print(str(exc.report))
+        print(
+            f"flowship: upgrade of {job.name} to version {job.version} refused: nothing was "
+            "stopped; fix the problems above (see `flowship check`)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     except FlowshipError as exc:
         log.error(
             "job.error",
@@ -102,29 +130,147 @@ def _restore_options(restore: str | None) -> dict[str, str]:
     return {} if restore is None else {"execution.state-recovery.path": restore}
 
 
-def _run_local(job: Job, settings: Settings, restore: str | None = None) -> int:
-    from flowship.job._runtime import execute, flink_options, local_options, make_env
+def _upgrade_local(job: Job, settings: Settings) -> int:
+    """Gate, stop the running version with a savepoint, then run this version from it."""
+    from flowship.deploy.upgrade import prepare_upgrade
+
+    ledger = LocalLedger(settings.ledger_path)
+    prepared = prepare_upgrade(
+        ledger,
+        job.name,
+        job.version,
+        job.manifest(settings.execution_mode),
+        str(job.script),
+        settings.state_dir.resolve() / job.name / "savepoints",
+    )
+    # the old local version exits once stopped; wait for its REST port before reusing it
+    wait_port_free(settings.rest_port, timeout=60)
+    return _run_local(
+        job,
+        settings,
+        ledger,
+        prepared.deployment,
+        prepared.lease,
+        restore=prepared.savepoint.removeprefix("file:"),
+    )
+
+
+def _deploy_local(job: Job, settings: Settings, restore: str | None) -> int:
+    """A first deploy (or a restore from an explicit PATH), recorded in the ledger."""
+    ledger = LocalLedger(settings.ledger_path)
+    lease = ledger.acquire(job.name)
+    try:
+        current = ledger.current(job.name)
+        if current is not None and _still_running(current[1]):
+            msg = (
+                f"{job.name} already runs (version {current[1].get('version')}, Flink job "
+                f"{current[1].get('job_id')} at {current[1].get('rest_url')}); upgrade it "
+                "with --upgrade-from savepoint"
+            )
+            raise ConfigError(msg)
+        deployment = ledger.new_deployment_id()
+        ledger.record(
+            job.name,
+            deployment,
+            Step.PLANNED,
+            version=job.version,
+            manifest=job.manifest(settings.execution_mode),
+            script=str(job.script),
+            restored_from=restore,
+        )
+    except BaseException:
+        ledger.release(lease)
+        raise
+    return _run_local(job, settings, ledger, deployment, lease, restore)
+
+
+def _still_running(data: dict[str, Any]) -> bool:
+    from flowship.deploy.rest import FlinkRest
+
+    try:
+        return bool(
+            FlinkRest(data["rest_url"], timeout=3).job(data["job_id"])["state"] == "RUNNING"
+        )
+    except (ClusterError, KeyError):
+        return False
+
+
+def wait_port_free(port: int, timeout: float) -> None:
+    """Wait until nothing listens on loopback ``port`` any more."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    msg = f"REST port {port} is still in use after {timeout:.0f}s; is another job running?"
+    raise ClusterError(msg)
+
+
+def _run_local(
+    job: Job,
+    settings: Settings,
+    ledger: Ledger,
+    deployment: str,
+    lease: Lease,
+    restore: str | None = None,
+) -> int:
+    """Run the job in this process; record SUBMITTED and RUNNING; block until it ends."""
+    from flowship.deploy.rest import FlinkRest
+    from flowship.job._runtime import flink_options, local_options, make_env
 
     started = time.monotonic()
-    env = make_env(
-        {**flink_options(job, settings), **local_options(settings), **_restore_options(restore)}
-    )
-    job.build(env, settings)
-    log.info(
-        "job.start",
-        job=job.name,
-        version=job.version,
-        target="local",
-        rest=f"http://127.0.0.1:{settings.rest_port}",
-        mode=settings.execution_mode,
-        bounded=settings.bounded,
-        restored_from=restore,
-    )
+    rest_url = f"http://127.0.0.1:{settings.rest_port}"
     try:
-        execute(env, job, detached=False)
-    except Exception as exc:  # Py4JJavaError and friends: translate at the boundary
+        if restore is not None and not restore.startswith("file:"):
+            restore = Path(restore).resolve().as_uri()
+        env = make_env(
+            {**flink_options(job, settings), **local_options(settings), **_restore_options(restore)}
+        )
+        job.build(env, settings)
+        if ledger.last_step(job.name, deployment) is not Step.SUBMITTED:
+            ledger.record(
+                job.name, deployment, Step.SUBMITTED, rest_url=rest_url, restored_from=restore
+            )
+        log.info(
+            "job.start",
+            job=job.name,
+            version=job.version,
+            target="local",
+            rest=rest_url,
+            mode=settings.execution_mode,
+            bounded=settings.bounded,
+            restored_from=restore,
+            deployment=deployment,
+        )
+        try:
+            client = env.execute_async(f"{job.name}@{job.version}")
+            job_id = str(client.get_job_id())
+        except Exception as exc:  # Py4JJavaError and friends: translate at the boundary
+            ledger.record(job.name, deployment, Step.FAILED, reason=_java_error(job, exc))
+            raise JobFailedError(_java_error(job, exc)) from exc
+        _wait_running(FlinkRest(rest_url), job_id, settings, client)
+        ledger.record(
+            job.name,
+            deployment,
+            Step.RUNNING,
+            job_id=job_id,
+            rest_url=rest_url,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        log.info(
+            "job.running", job=job.name, version=job.version, job_id=job_id, deployment=deployment
+        )
+    finally:
+        ledger.release(lease)
+    try:
+        client.get_job_execution_result().result()
+    except Exception as exc:
         raise JobFailedError(_java_error(job, exc)) from exc
-    # execute() returns when the input is exhausted (--bounded) or when the job was stopped
+    # the result arrives when the input is exhausted (--bounded) or when the job was stopped
     # with a savepoint (an upgrade): either way this process is done, successfully
     log.info(
         "job.finished",
@@ -134,6 +280,22 @@ def _run_local(job: Job, settings: Settings, restore: str | None = None) -> int:
         note="input exhausted, or stopped with a savepoint for an upgrade",
     )
     return EXIT_OK
+
+
+def _wait_running(rest: Any, job_id: str, settings: Settings, client: Any) -> None:
+    """Until the job is RUNNING (or already FINISHED, for a short bounded run)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            state = rest.job(job_id)["state"]
+        except ClusterError:
+            state = "UNKNOWN"
+        if state in ("RUNNING", "FINISHED"):
+            return
+        if state in ("FAILED", "CANCELED"):
+            break
+        time.sleep(0.2)
+    client.get_job_execution_result().result()  # raises the job's failure, if it failed
 
 
 def _run_submitted(job: Job, settings: Settings, restore: str | None = None) -> int:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         Path(".flowship/state"), description="where checkpoints and savepoints are written"
     )
+    ledger_dir: Path | None = Field(
+        None, description="the deployment ledger's directory (default: STATE_DIR/ledger)"
+    )
     bounded: bool = Field(
         False, description="stop at the Kafka offsets that are latest when the job starts"
     )
@@ -51,6 +54,11 @@ class Settings(BaseSettings):
             msg = f"target {value!r} is neither 'local' nor a Flink REST URL like http://host:8081"
             raise ValueError(msg)
         return value.rstrip("/")
+
+    @property
+    def ledger_path(self) -> Path:
+        """Where the local ledger lives."""
+        return self.ledger_dir if self.ledger_dir is not None else self.state_dir / "ledger"
 
     @property
     def is_local(self) -> bool:

@@ -1,0 +1,211 @@
+"""``--upgrade-from savepoint``: gate, savepoint, stop, in the order the ledger records them.
+
+This module talks to Flink over REST and to the job through manifests; it never imports PyFlink.
+The caller (``job.main()``) starts the new version from the savepoint this returns, then records
+SUBMITTED and RUNNING. Every transition is appended to the ledger before its action, so running
+the same command again after the deployer died resumes from the last recorded step:
+
+* PLANNED / CHECKED: nothing was touched yet; the old version still runs: start over.
+* SAVEPOINTING: a savepoint completed in the recorded directory is used; if none did and the old
+  job still runs, the stop is taken again.
+* STOPPED / SUBMITTED: the old version is gone; start the new one from the recorded savepoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowship._log import get_logger
+from flowship.deploy.check import UpgradeReport, check_upgrade
+from flowship.deploy.ledger import Lease, Ledger
+from flowship.deploy.machine import Step
+from flowship.deploy.rest import FlinkRest, _completed_savepoint
+from flowship.errors import ClusterError, ConfigError, FlowshipError
+
+log = get_logger("flowship.deploy")
+
+
+class UpgradeRefused(FlowshipError):
+    """The new version cannot read the running version's state: nothing was stopped."""
+
+    def __init__(self, report: UpgradeReport) -> None:
+        super().__init__(str(report))
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The old version is stopped with a savepoint; start the new version from it."""
+
+    deployment: str
+    savepoint: str
+    lease: Lease
+    previous: str
+
+
+def _running(rest: FlinkRest, job_id: str) -> bool:
+    try:
+        return rest.job(job_id)["state"] == "RUNNING"
+    except ClusterError:
+        return False
+
+
+def prepare_upgrade(
+    ledger: Ledger,
+    job: str,
+    version: str,
+    manifest: Mapping[str, Any],
+    script: str,
+    savepoint_root: Path,
+) -> Prepared:
+    """Check the new version against the running one, then stop that one with a savepoint.
+
+    Raises :class:`UpgradeRefused` (recorded as REFUSED; the old job untouched, no savepoint)
+    when the manifests are incompatible, and ConfigError / ClusterError for bad input before
+    anything is recorded.
+    """
+    lease = ledger.acquire(job)
+    try:
+        resumed = _resume(ledger, job, version, lease)
+        if resumed is not None:
+            return resumed
+        current = ledger.current(job)
+        if current is None:
+            msg = (
+                f"unknown job {job!r}: the ledger records no running deployment of it; "
+                "deploy it first (without --upgrade-from), or pass --upgrade-from PATH"
+            )
+            raise ConfigError(msg)
+        previous, old = current
+        rest = FlinkRest(old["rest_url"])
+        rest.overview()  # unreachable: ClusterError, nothing recorded
+        if not _running(rest, old["job_id"]):
+            msg = (
+                f"the running version of {job!r} (Flink job {old['job_id']} at "
+                f"{old['rest_url']}) is not RUNNING; if it died, resume from its retained "
+                "checkpoint with --upgrade-from PATH"
+            )
+            raise ClusterError(msg)
+
+        deployment = ledger.new_deployment_id()
+        started = time.monotonic()
+        ledger.record(
+            job,
+            deployment,
+            Step.PLANNED,
+            version=version,
+            manifest=dict(manifest),
+            script=script,
+            code_digest=manifest.get("code_digest"),
+            previous=previous,
+            previous_version=old.get("version"),
+        )
+        report = check_upgrade(old["manifest"], manifest)
+        if not report.compatible:
+            ledger.record(job, deployment, Step.REFUSED, report=report.to_json())
+            log.warning("upgrade.refused", job=job, version=version, errors=len(report.errors))
+            raise UpgradeRefused(report)
+        ledger.record(
+            job,
+            deployment,
+            Step.CHECKED,
+            warnings=len(report.warnings),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        log.info("upgrade.checked", job=job, version=version, warnings=len(report.warnings))
+        return _stop(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
+    except BaseException:
+        ledger.release(lease)
+        raise
+
+
+def _stop(
+    ledger: Ledger,
+    job: str,
+    deployment: str,
+    previous: str,
+    old: Mapping[str, Any],
+    target: Path,
+    lease: Lease,
+) -> Prepared:
+    ledger.record(
+        job,
+        deployment,
+        Step.SAVEPOINTING,
+        target=str(target),
+        old_job_id=old["job_id"],
+        old_rest_url=old["rest_url"],
+    )
+    started = time.monotonic()
+    savepoint = FlinkRest(old["rest_url"]).stop_with_savepoint(old["job_id"], target)
+    ledger.record(
+        job,
+        deployment,
+        Step.STOPPED,
+        savepoint=savepoint,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    log.info(
+        "upgrade.stopped",
+        job=job,
+        savepoint=savepoint,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    return Prepared(deployment, savepoint, lease, previous)
+
+
+def _resume(ledger: Ledger, job: str, version: str, lease: Lease) -> Prepared | None:
+    """Pick up this version's unfinished deployment after the deployer died, if there is one."""
+    deployments = ledger.deployments(job)
+    if not deployments:
+        return None
+    deployment, entries = list(deployments.items())[-1]
+    data: dict[str, Any] = {}
+    for e in entries:
+        data.update(e.data)
+    last = entries[-1].step
+    if (
+        data.get("version") != version
+        or last in (Step.PLANNED, Step.CHECKED)
+        or last.terminal
+        or last in (Step.RUNNING, Step.FAILED, Step.ROLLING_BACK)
+    ):
+        if last in (Step.PLANNED, Step.CHECKED):
+            ledger.record(
+                job,
+                deployment,
+                Step.FAILED,
+                reason="deployer died before stopping the old version; starting over",
+            )
+        return None
+    previous = str(data.get("previous", ""))
+    if last is Step.SAVEPOINTING:
+        found = _completed_savepoint(Path(data["target"]))
+        if found is None:
+            rest = FlinkRest(data["old_rest_url"])
+            if _running(rest, data["old_job_id"]):
+                return _resume_stop(ledger, job, deployment, previous, data, lease)
+            msg = (
+                f"deployment {deployment} of {job!r} died while stopping the old version, "
+                f"which is gone, and no savepoint completed in {data['target']}; resume from "
+                "its retained checkpoint with --upgrade-from PATH"
+            )
+            raise ClusterError(msg)
+        ledger.record(job, deployment, Step.STOPPED, savepoint=found, resumed=True)
+        return Prepared(deployment, found, lease, previous)
+    # STOPPED or SUBMITTED: the old version is gone; (re)start from the recorded savepoint
+    log.info("upgrade.resumed", job=job, deployment=deployment, step=last.value)
+    return Prepared(deployment, str(data["savepoint"]), lease, previous)
+
+
+def _resume_stop(
+    ledger: Ledger, job: str, deployment: str, previous: str, data: Mapping[str, Any], lease: Lease
+) -> Prepared:
+    target = Path(data["target"])
+    savepoint = FlinkRest(data["old_rest_url"]).stop_with_savepoint(data["old_job_id"], target)
+    ledger.record(job, deployment, Step.STOPPED, savepoint=savepoint, resumed=True)
+    return Prepared(deployment, savepoint, lease, previous)

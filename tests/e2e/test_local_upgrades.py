@@ -1,0 +1,130 @@
+"""`python job.py --upgrade-from savepoint` on the local target, under continuous production."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import events
+import pytest
+from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step
+from flowship.deploy.rest import FlinkRest
+from flowship.testing.jobs import JobProcess, job_command
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
+
+JOB = "click-sessions"
+
+
+def wait_running(ledger: LocalLedger, version: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = ledger.current(JOB)
+        if current is not None and current[1].get("version") == version:
+            data = current[1]
+            if FlinkRest(data["rest_url"]).job(data["job_id"])["state"] == "RUNNING":
+                return data
+        time.sleep(0.5)
+    raise AssertionError(f"version {version} not RUNNING within {timeout}s")
+
+
+def savepoints(state: Path) -> set[Path]:
+    return set(state.glob(f"{JOB}/savepoints/*/savepoint-*"))
+
+
+def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path: Path) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(30_000, users=300))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 500.0))  # 60 s
+
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    procs = [v1]
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(15)
+        v2 = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from",
+                        "savepoint").start()
+        procs.append(v2)
+        wait_running(ledger, "2")
+        assert v1.wait(timeout=60) == 0, tail(v1.output())  # stopped for the upgrade, exit 0
+
+        # an incompatible version is refused before anything stops
+        running = wait_running(ledger, "2")
+        before = savepoints(state)
+        refused = subprocess.run(
+            job_command(EXAMPLE / "job_v3_incompatible.py", bootstrap, state,
+                        "--upgrade-from", "savepoint"),
+            capture_output=True, text=True, timeout=300, check=False)
+        assert refused.returncode == 5, tail(refused.stdout + refused.stderr)
+        assert "unknown_writer_version" in refused.stdout
+        assert FlinkRest(running["rest_url"]).job(running["job_id"])["state"] == "RUNNING"
+        assert savepoints(state) == before
+        last = list(ledger.deployments(JOB).values())[-1]
+        assert last[-1].step is Step.REFUSED
+        assert last[-1].data["report"]["compatible"] is False
+
+        time.sleep(10)
+        v3 = JobProcess(EXAMPLE / "job_v3.py", bootstrap, state, "--upgrade-from",
+                        "savepoint").start()
+        procs.append(v3)
+        wait_running(ledger, "3")
+        assert v2.wait(timeout=60) == 0, tail(v2.output())
+        producer.join(timeout=300)
+        assert not producer.is_alive()
+        outputs = read_outputs(bootstrap, expect=30_000, timeout=240)
+        assert v3.running(), tail(v3.output())
+    finally:
+        for p in procs:
+            p.stop()
+
+    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
+                  for m in outputs if m.value}
+    assert set(version_of.values()) == {1, 2, 3}
+    assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
+    # the ledger tells the story: each upgrade went through every step, in order
+    histories = [[e.step for e in entries] for entries in ledger.deployments(JOB).values()]
+    upgrade = [Step.PLANNED, Step.CHECKED, Step.SAVEPOINTING, Step.STOPPED, Step.SUBMITTED,
+               Step.RUNNING]
+    assert histories == [[Step.PLANNED, Step.SUBMITTED, Step.RUNNING], upgrade,
+                         [Step.PLANNED, Step.REFUSED], upgrade]
+
+
+def test_upgrade_of_unknown_job_changes_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "job_v2.py"), "--upgrade-from", "savepoint",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "unknown job 'click-sessions'" in done.stderr
+    assert not list((tmp_path / "state").rglob("*.jsonl"))
+
+
+def test_upgrade_with_unreachable_running_version_changes_nothing(tmp_path: Path) -> None:
+    from flowship.testing._proc import free_port
+
+    ledger = LocalLedger(tmp_path / "state" / "ledger")
+    manifest = json.loads(subprocess.run(
+        [sys.executable, str(EXAMPLE / "job.py"), "--manifest"], capture_output=True,
+        text=True, check=True, timeout=120).stdout)
+    ledger.record(JOB, "d1", Step.PLANNED, version="1", manifest=manifest)
+    ledger.record(JOB, "d1", Step.SUBMITTED, rest_url=f"http://127.0.0.1:{free_port()}")
+    ledger.record(JOB, "d1", Step.RUNNING, job_id="0" * 32)
+    before = (tmp_path / "state" / "ledger" / f"{JOB}.jsonl").read_text()
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "job_v2.py"), "--upgrade-from", "savepoint",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 4, done.stderr
+    assert "unreachable" in done.stderr
+    assert (tmp_path / "state" / "ledger" / f"{JOB}.jsonl").read_text() == before

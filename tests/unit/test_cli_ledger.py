@@ -1,0 +1,41 @@
+"""`flowship status` and `flowship history` read the deployment ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flowship.cli import main
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step
+
+
+def _ledger(root: Path) -> None:
+    ledger = LocalLedger(root)
+    ledger.record("jobx", "d1", Step.PLANNED, version="1")
+    ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
+    ledger.record("jobx", "d1", Step.RUNNING, job_id="a" * 32)
+    ledger.record("jobx", "d2", Step.PLANNED, version="2")
+    ledger.record("jobx", "d2", Step.REFUSED, report={"compatible": False})
+
+
+def test_history_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _ledger(tmp_path)
+    assert main(["history", "jobx", "--ledger-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["d1  version 1: PLANNED -> SUBMITTED -> RUNNING",
+                   "d2  version 2: PLANNED -> REFUSED"]
+    assert main(["status", "jobx", "--ledger-dir", str(tmp_path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["current"] == {"deployment": "d1", "version": "1", "job_id": "a" * 32,
+                                 "rest_url": "http://127.0.0.1:1"}
+    assert status["last"] == {"deployment": "d2", "step": "REFUSED", "version": "2"}
+    assert main(["history", "jobx", "--ledger-dir", str(tmp_path), "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["d1", "d2"]
+
+
+def test_unknown_job_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "nope", "--ledger-dir", str(tmp_path)]) == 2
+    assert "unknown job 'nope'" in capsys.readouterr().err
