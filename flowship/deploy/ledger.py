@@ -124,7 +124,9 @@ class Ledger(ABC):
         """The newest deployment that reached RUNNING (or STABLE), with its merged data."""
         for deployment, entries in reversed(self.deployments(job).items()):
             steps = {e.step for e in entries}
-            if steps & {Step.RUNNING, Step.STABLE, Step.ROLLED_BACK}:
+            if entries[-1].step in (Step.FAILED, Step.ROLLING_BACK, Step.ROLLED_BACK):
+                continue  # it ran, then failed: not the current deployment
+            if steps & {Step.RUNNING, Step.STABLE}:
                 merged: dict[str, Any] = {}
                 for e in entries:
                     merged.update(e.data)

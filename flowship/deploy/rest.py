@@ -93,6 +93,16 @@ class FlinkRest:
         )
         raise ClusterError(msg)
 
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/:id/checkpoints``: counts, latest completed and restored checkpoints."""
+        result: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/checkpoints")
+        return result
+
+    def exceptions(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/:id/exceptions``: the job's failure history (newest first)."""
+        result: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/exceptions")
+        return result
+
     def cancel(self, job_id: str) -> None:
         """``PATCH /jobs/:id?mode=cancel``: cancel a job (no savepoint)."""
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")

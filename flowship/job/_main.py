@@ -9,11 +9,15 @@ Exit codes (documented in docs/reference/cli.md):
 4   a cluster or JVM artifact could not be reached / found
 5   ``--upgrade-from savepoint`` refused: the new code cannot read the running version's
     state (nothing was stopped; the ledger records REFUSED with the report)
+6   the upgraded version was not healthy within the window: the previous version was started
+    again from the pre-upgrade savepoint (the ledger records ROLLED_BACK with the reason)
+7   another deployment of this job is in progress (it holds the job's lease)
 ==  ===========================================================
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from flowship._log import configure_for_cli, get_logger
-from flowship.deploy.ledger import Lease, Ledger, LocalLedger
+from flowship.deploy.ledger import Lease, LeaseHeldError, Ledger, LocalLedger
 from flowship.deploy.machine import Step
 from flowship.deploy.upgrade import UpgradeRefused
 from flowship.errors import (
@@ -45,6 +49,8 @@ EXIT_BAD_INPUT = 2
 EXIT_JOB_FAILED = 3
 EXIT_UNREACHABLE = 4
 EXIT_REFUSED = 5
+EXIT_ROLLED_BACK = 6
+EXIT_BUSY = 7
 
 log = get_logger("flowship.job")
 
@@ -53,6 +59,8 @@ def exit_code_for(exc: FlowshipError) -> int:
     """Map a flowship error to the documented exit code."""
     if isinstance(exc, ConfigError):
         return EXIT_BAD_INPUT
+    if isinstance(exc, LeaseHeldError):
+        return EXIT_BUSY
     if isinstance(exc, (ClusterError, MissingJarError)):
         return EXIT_UNREACHABLE
     return EXIT_JOB_FAILED
@@ -84,10 +92,10 @@ def run_main(job: Job, argv: list[str]) -> int:
                     "cluster stop the job with a savepoint over REST and pass its PATH"
                 )
                 raise ConfigError(msg)
-            return _upgrade_local(job, settings)
+            return _upgrade_local(job, settings, argv)
         restore = restore_path(args.upgrade_from)
         if settings.is_local:
-            return _deploy_local(job, settings, restore)
+            return _deploy_local(job, settings, restore, args.flowship_rollback_of)
         if args.flowship_submitted:
             return _run_submitted(job, settings, restore)
         return _submit_to_cluster(job, settings, argv)
@@ -126,11 +134,19 @@ def restore_path(given: str | None) -> str | None:
     return path.resolve().as_uri()
 
 
-def _restore_options(restore: str | None) -> dict[str, str]:
-    return {} if restore is None else {"execution.state-recovery.path": restore}
+def _restore_options(restore: str | None, job: Job | None = None) -> dict[str, str]:
+    """Flink options to restore from ``restore``; state of declared-dropped uids is let go."""
+    if restore is None:
+        return {}
+    options = {"execution.state-recovery.path": restore}
+    if job is not None and job.dropped:
+        # the new code declared these stateful uids dropped (check_upgrade allowed it): their
+        # state in the savepoint has no operator to go to, which Flink refuses unless told
+        options["execution.state-recovery.ignore-unclaimed-state"] = "true"
+    return options
 
 
-def _upgrade_local(job: Job, settings: Settings) -> int:
+def _upgrade_local(job: Job, settings: Settings, argv: list[str]) -> int:
     """Gate, stop the running version with a savepoint, then run this version from it."""
     from flowship.deploy.upgrade import prepare_upgrade
 
@@ -152,10 +168,13 @@ def _upgrade_local(job: Job, settings: Settings) -> int:
         prepared.deployment,
         prepared.lease,
         restore=prepared.savepoint.removeprefix("file:"),
+        argv=argv,
     )
 
 
-def _deploy_local(job: Job, settings: Settings, restore: str | None) -> int:
+def _deploy_local(
+    job: Job, settings: Settings, restore: str | None, rollback_of: str | None = None
+) -> int:
     """A first deploy (or a restore from an explicit PATH), recorded in the ledger."""
     ledger = LocalLedger(settings.ledger_path)
     lease = ledger.acquire(job.name)
@@ -177,6 +196,7 @@ def _deploy_local(job: Job, settings: Settings, restore: str | None) -> int:
             manifest=job.manifest(settings.execution_mode),
             script=str(job.script),
             restored_from=restore,
+            rollback_of=rollback_of,
         )
     except BaseException:
         ledger.release(lease)
@@ -217,8 +237,12 @@ def _run_local(
     deployment: str,
     lease: Lease,
     restore: str | None = None,
+    argv: list[str] | None = None,
 ) -> int:
-    """Run the job in this process; record SUBMITTED and RUNNING; block until it ends."""
+    """Run the job in this process; record SUBMITTED and RUNNING; block until it ends.
+
+    After an upgrade (``argv`` given), the new version is watched until stable, or rolled back.
+    """
     from flowship.deploy.rest import FlinkRest
     from flowship.job._runtime import flink_options, local_options, make_env
 
@@ -228,7 +252,11 @@ def _run_local(
         if restore is not None and not restore.startswith("file:"):
             restore = Path(restore).resolve().as_uri()
         env = make_env(
-            {**flink_options(job, settings), **local_options(settings), **_restore_options(restore)}
+            {
+                **flink_options(job, settings),
+                **local_options(settings),
+                **_restore_options(restore, job),
+            }
         )
         job.build(env, settings)
         if ledger.last_step(job.name, deployment) is not Step.SUBMITTED:
@@ -259,11 +287,31 @@ def _run_local(
             Step.RUNNING,
             job_id=job_id,
             rest_url=rest_url,
+            pid=os.getpid(),
             duration_ms=int((time.monotonic() - started) * 1000),
         )
         log.info(
             "job.running", job=job.name, version=job.version, job_id=job_id, deployment=deployment
         )
+        if argv is not None and not settings.bounded:
+            from flowship.deploy.health import watch
+
+            health = watch(
+                FlinkRest(rest_url), job_id, settings.health_window_s, settings.health_checkpoints
+            )
+            if not health.stable:
+                return _roll_back(
+                    job, settings, ledger, deployment, lease, job_id, rest_url, health.reason, argv
+                )
+            ledger.record(
+                job.name,
+                deployment,
+                Step.STABLE,
+                reason=health.reason,
+                checkpoints=health.checkpoints,
+                waited_s=round(health.waited_s, 1),
+            )
+            log.info("upgrade.stable", job=job.name, version=job.version, reason=health.reason)
     finally:
         ledger.release(lease)
     try:
@@ -280,6 +328,112 @@ def _run_local(
         note="input exhausted, or stopped with a savepoint for an upgrade",
     )
     return EXIT_OK
+
+
+def _roll_back(
+    job: Job,
+    settings: Settings,
+    ledger: Ledger,
+    deployment: str,
+    lease: Lease,
+    job_id: str,
+    rest_url: str,
+    reason: str,
+    argv: list[str],
+) -> int:
+    """Cancel the unhealthy new version, start the previous one from the pre-upgrade savepoint."""
+    from flowship.deploy.rest import FlinkRest
+
+    ledger.record(job.name, deployment, Step.FAILED, reason=reason)
+    log.error("upgrade.failed", job=job.name, version=job.version, reason=reason)
+    entries = ledger.deployments(job.name)[deployment]
+    data: dict[str, Any] = {}
+    for e in entries:
+        data.update(e.data)
+    previous = ledger.deployments(job.name).get(str(data.get("previous")), [])
+    script = next((e.data["script"] for e in previous if "script" in e.data), None)
+    previous_version = next((e.data["version"] for e in previous if "version" in e.data), None)
+    savepoint = str(data["savepoint"]).removeprefix("file:")
+    ledger.record(
+        job.name,
+        deployment,
+        Step.ROLLING_BACK,
+        to_version=previous_version,
+        from_savepoint=savepoint,
+    )
+    with contextlib.suppress(ClusterError):
+        FlinkRest(rest_url).cancel(job_id)
+    wait_port_free(settings.rest_port, timeout=60)
+    ledger.release(lease)
+    if script is None:
+        msg = (
+            f"cannot roll back {job.name}: the ledger has no script for the previous "
+            f"deployment; restart it by hand with --upgrade-from {savepoint}"
+        )
+        raise JobFailedError(msg)
+    passthrough = _without_upgrade_flag(argv)
+    cmd = [
+        sys.executable,
+        script,
+        *passthrough,
+        "--upgrade-from",
+        savepoint,
+        "--flowship-rollback-of",
+        deployment,
+    ]
+    log_file = settings.state_dir.resolve() / job.name / f"rollback-{deployment}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        child = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        current = ledger.current(job.name)
+        if current is not None and current[1].get("rollback_of") == deployment:
+            ledger.record(
+                job.name,
+                deployment,
+                Step.ROLLED_BACK,
+                reason=reason,
+                to_version=previous_version,
+                rollback_deployment=current[0],
+                pid=child.pid,
+            )
+            print(
+                f"flowship: {job.name} {job.version} was not healthy ({reason}); rolled back "
+                f"to version {previous_version} from {savepoint} (pid {child.pid})",
+                file=sys.stderr,
+            )
+            return EXIT_ROLLED_BACK
+        if child.poll() is not None:
+            break
+        time.sleep(0.5)
+    msg = (
+        f"rolling {job.name} back to version {previous_version} failed; see {log_file}; "
+        f"restart it by hand: python {script} --upgrade-from {savepoint}"
+    )
+    raise JobFailedError(msg)
+
+
+def _without_upgrade_flag(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--upgrade-from":
+            skip = True
+            continue
+        if arg.startswith("--upgrade-from="):
+            continue
+        out.append(arg)
+    return out
 
 
 def _wait_running(rest: Any, job_id: str, settings: Settings, client: Any) -> None:
@@ -302,7 +456,7 @@ def _run_submitted(job: Job, settings: Settings, restore: str | None = None) -> 
     """Inside ``flink run``: build the graph and hand it to the CLI's cluster."""
     from flowship.job._runtime import execute, flink_options, make_env
 
-    env = make_env({**flink_options(job, settings), **_restore_options(restore)})
+    env = make_env({**flink_options(job, settings), **_restore_options(restore, job)})
     job.build(env, settings)
     client = execute(env, job, detached=True)
     print(f"flowship: submitted job_id={client.get_job_id()}", flush=True)

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     ledger_dir: Path | None = Field(
         None, description="the deployment ledger's directory (default: STATE_DIR/ledger)"
     )
+    health_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="after an upgrade, how long the new version has to prove "
+        "itself stable (RUNNING, checkpoints, no failures, records flowing)",
+    )
+    health_checkpoints: int = Field(
+        2, ge=0, description="completed checkpoints a new version needs to be stable"
+    )
     bounded: bool = Field(
         False, description="stop at the Kafka offsets that are latest when the job starts"
     )
@@ -100,6 +109,7 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "holding _metadata); its operator state and Kafka offsets are restored",
     )
     parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flowship-rollback-of", default=None, help=argparse.SUPPRESS)
     return parser
 
 

@@ -23,16 +23,32 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 JOB = "click-sessions"
 
 
-def wait_running(ledger: LocalLedger, version: str, timeout: float = 180) -> dict:
+def wait_running(ledger: LocalLedger, version: str, timeout: float = 180,
+                 stable: bool = False) -> dict:
+    """Until ``version`` is the current deployment (and, with ``stable``, recorded STABLE)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = ledger.current(JOB)
         if current is not None and current[1].get("version") == version:
             data = current[1]
-            if FlinkRest(data["rest_url"]).job(data["job_id"])["state"] == "RUNNING":
+            steps = [e.step for e in ledger.deployments(JOB)[current[0]]]
+            if (not stable or Step.STABLE in steps) and \
+                    FlinkRest(data["rest_url"]).job(data["job_id"])["state"] == "RUNNING":
                 return data
         time.sleep(0.5)
-    raise AssertionError(f"version {version} not RUNNING within {timeout}s")
+    raise AssertionError(f"version {version} not RUNNING{' and STABLE' * stable} in {timeout}s")
+
+
+def stop_recorded_pids(ledger: LocalLedger) -> None:
+    """Stop every job process the ledger recorded (e.g. a rollback's), also after failures."""
+    import os
+
+    from flowship.testing._proc import pid_alive, stop_pid
+
+    for entry in ledger.entries(JOB) if ledger.root.exists() else []:
+        pid = entry.data.get("pid")
+        if pid and pid != os.getpid() and pid_alive(pid):
+            stop_pid(pid)
 
 
 def savepoints(state: Path) -> set[Path]:
@@ -60,7 +76,7 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
         assert v1.wait(timeout=60) == 0, tail(v1.output())  # stopped for the upgrade, exit 0
 
         # an incompatible version is refused before anything stops
-        running = wait_running(ledger, "2")
+        running = wait_running(ledger, "2", stable=True)
         before = savepoints(state)
         refused = subprocess.run(
             job_command(EXAMPLE / "job_v3_incompatible.py", bootstrap, state,
@@ -78,7 +94,7 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
         v3 = JobProcess(EXAMPLE / "job_v3.py", bootstrap, state, "--upgrade-from",
                         "savepoint").start()
         procs.append(v3)
-        wait_running(ledger, "3")
+        wait_running(ledger, "3", stable=True)
         assert v2.wait(timeout=60) == 0, tail(v2.output())
         producer.join(timeout=300)
         assert not producer.is_alive()
@@ -95,7 +111,7 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
     # the ledger tells the story: each upgrade went through every step, in order
     histories = [[e.step for e in entries] for entries in ledger.deployments(JOB).values()]
     upgrade = [Step.PLANNED, Step.CHECKED, Step.SAVEPOINTING, Step.STOPPED, Step.SUBMITTED,
-               Step.RUNNING]
+               Step.RUNNING, Step.STABLE]
     assert histories == [[Step.PLANNED, Step.SUBMITTED, Step.RUNNING], upgrade,
                          [Step.PLANNED, Step.REFUSED], upgrade]
 
@@ -128,3 +144,56 @@ def test_upgrade_with_unreachable_running_version_changes_nothing(tmp_path: Path
     assert done.returncode == 4, done.stderr
     assert "unreachable" in done.stderr
     assert (tmp_path / "state" / "ledger" / f"{JOB}.jsonl").read_text() == before
+
+
+def test_broken_version_is_rolled_back(fresh_kafka_broker, tmp_path: Path) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(12_000, users=200))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 400.0))  # 30 s
+    broken = Path(__file__).parent / "jobs" / "broken_v2.py"
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    rollback_pid = None
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(8)
+        v2 = subprocess.run(
+            job_command(broken, bootstrap, state, "--upgrade-from", "savepoint",
+                        "--health-window-s", "45"),
+            capture_output=True, text=True, timeout=400, check=False)
+        assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
+        assert "rolled back to version 1" in v2.stderr
+        assert v1.wait(timeout=60) == 0  # the original v1 process was stopped for the upgrade
+        data = wait_running(ledger, "1")
+        rollback_pid = data["pid"]
+        failed = list(ledger.deployments(JOB).values())[-2]
+        assert [e.step for e in failed][-4:] == [Step.RUNNING, Step.FAILED, Step.ROLLING_BACK,
+                                                 Step.ROLLED_BACK]
+        assert "bug in version 2" in failed[-1].data["reason"]
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=12_000, timeout=240)
+    finally:
+        v1.stop()
+        stop_recorded_pids(ledger)
+    assert rollback_pid is not None
+    # nothing the broken version did was committed; v1 carried on where it stopped
+    assert {m.headers["flowship.version"] for m in outputs} == {"1"}
+    assert_exactly_once(outputs, evs)
+
+
+def test_concurrent_deploy_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path / "state" / "ledger")
+    lease = ledger.acquire(JOB)  # another deployer (this test) holds the job's lease
+    try:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE / "job_v2.py"), "--upgrade-from", "savepoint",
+             "--state-dir", str(tmp_path / "state")],
+            capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        ledger.release(lease)
+    assert done.returncode == 7, done.stderr
+    assert "is being deployed by pid" in done.stderr
+    assert ledger.entries(JOB) == []

@@ -1,0 +1,114 @@
+"""Is a freshly started job healthy? Watched over the Flink REST API within a time window.
+
+"Stable" means, within the window: the job is RUNNING, at least ``min_checkpoints`` checkpoints
+completed since it started, no failure is in its exception history (a failure means a restart
+under a restart strategy), and records flowed through it (unless its input was idle: then the
+report says so). The first failure seen ends the watch early with the exception's root cause.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flowship.deploy.rest import FlinkRest
+from flowship.errors import ClusterError
+
+
+@dataclass(frozen=True)
+class Health:
+    """The outcome of a health watch."""
+
+    stable: bool
+    reason: str
+    checkpoints: int = 0
+    failures: int = 0
+    records: int = 0
+    waited_s: float = 0.0
+
+
+def _records(job: dict[str, Any]) -> int:
+    return sum(
+        int(v.get("metrics", {}).get("read-records", 0) or 0) for v in job.get("vertices", [])
+    )
+
+
+def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
+    raw = rest.exceptions(job_id)
+    entries = (raw.get("exceptionHistory") or {}).get("entries") or []
+    if not entries:
+        return 0, ""
+    first = entries[-1] if entries else {}
+    text = str(first.get("stacktrace") or first.get("exceptionName") or "unknown failure")
+    root = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line for line in root if line.startswith("Caused by:")]
+    return len(entries), (causes[-1] if causes else root[0])[:500]
+
+
+def watch(
+    rest: FlinkRest, job_id: str, window_s: float, min_checkpoints: int = 2, poll_s: float = 1.0
+) -> Health:
+    """Watch ``job_id`` for up to ``window_s`` seconds; return as soon as it is known."""
+    started = time.monotonic()
+    first_records: int | None = None
+    checkpoints = records = 0
+    while True:
+        waited = time.monotonic() - started
+        try:
+            job = rest.job(job_id)
+            failures, reason = _failure(rest, job_id)
+            checkpoints = int(rest.checkpoints(job_id)["counts"]["completed"])
+        except ClusterError as exc:
+            return Health(
+                False,
+                f"the job's REST API stopped answering: {exc}",
+                checkpoints,
+                0,
+                records,
+                waited,
+            )
+        if failures:
+            return Health(
+                False,
+                f"the job failed {failures}x: {reason}",
+                checkpoints,
+                failures,
+                records,
+                waited,
+            )
+        if job["state"] != "RUNNING":
+            return Health(False, f"the job is {job['state']}", checkpoints, 0, records, waited)
+        total = _records(job)
+        first_records = total if first_records is None else first_records
+        records = total - first_records
+        if checkpoints >= min_checkpoints and records > 0:
+            return Health(
+                True,
+                f"{checkpoints} checkpoints, {records} records, no failures",
+                checkpoints,
+                0,
+                records,
+                waited,
+            )
+        if waited >= window_s:
+            if checkpoints >= min_checkpoints:
+                return Health(
+                    True,
+                    f"{checkpoints} checkpoints, no failures; no records "
+                    f"flowed in {window_s:.0f}s (idle input)",
+                    checkpoints,
+                    0,
+                    0,
+                    waited,
+                )
+            return Health(
+                False,
+                f"only {checkpoints} of {min_checkpoints} checkpoints "
+                f"completed within {window_s:.0f}s",
+                checkpoints,
+                0,
+                records,
+                waited,
+            )
+        time.sleep(poll_s)
