@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import time
 import uuid
@@ -27,6 +28,8 @@ from flowship.deploy.machine import Step, check_transition
 from flowship.errors import ConfigError, FlowshipError
 
 FORMAT = 1
+#: Testing hook: the deployer SIGKILLs itself right after recording this step (e.g. STOPPED).
+FAULT_ENV = "FLOWSHIP_FAULT_KILL_AFTER"
 
 
 class LedgerError(FlowshipError, OSError):
@@ -106,6 +109,9 @@ class Ledger(ABC):
         check_transition(current, step)
         entry = Entry(job=job, deployment=deployment, step=step, at=time.time(), data=data)
         self._append(entry)
+        if os.environ.get(FAULT_ENV) == step.value:
+            # fault injection for tests: die right after recording this step, as a crash would
+            os.kill(os.getpid(), signal.SIGKILL)
         return entry
 
     def last_step(self, job: str, deployment: str) -> Step | None:

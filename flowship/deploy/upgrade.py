@@ -29,6 +29,17 @@ from flowship.errors import ClusterError, ConfigError, FlowshipError
 log = get_logger("flowship.deploy")
 
 
+class AlreadyDeployed(FlowshipError):
+    """The version to deploy already is the running deployment: nothing to do."""
+
+    def __init__(self, deployment: str, data: Mapping[str, Any]) -> None:
+        super().__init__(
+            f"version {data.get('version')} already runs as deployment "
+            f"{deployment} (Flink job {data.get('job_id')})"
+        )
+        self.deployment = deployment
+
+
 class UpgradeRefused(FlowshipError):
     """The new version cannot read the running version's state: nothing was stopped."""
 
@@ -61,6 +72,7 @@ def prepare_upgrade(
     manifest: Mapping[str, Any],
     script: str,
     savepoint_root: Path,
+    checkpoint_root: Path | None = None,
 ) -> Prepared:
     """Check the new version against the running one, then stop that one with a savepoint.
 
@@ -68,9 +80,10 @@ def prepare_upgrade(
     when the manifests are incompatible, and ConfigError / ClusterError for bad input before
     anything is recorded.
     """
+    checkpoint_root = checkpoint_root or savepoint_root.parent / "checkpoints"
     lease = ledger.acquire(job)
     try:
-        resumed = _resume(ledger, job, version, lease)
+        resumed = _resume(ledger, job, version, lease, checkpoint_root)
         if resumed is not None:
             return resumed
         current = ledger.current(job)
@@ -158,7 +171,9 @@ def _stop(
     return Prepared(deployment, savepoint, lease, previous)
 
 
-def _resume(ledger: Ledger, job: str, version: str, lease: Lease) -> Prepared | None:
+def _resume(
+    ledger: Ledger, job: str, version: str, lease: Lease, checkpoint_root: Path
+) -> Prepared | None:
     """Pick up this version's unfinished deployment after the deployer died, if there is one."""
     deployments = ledger.deployments(job)
     if not deployments:
@@ -168,6 +183,13 @@ def _resume(ledger: Ledger, job: str, version: str, lease: Lease) -> Prepared | 
     for e in entries:
         data.update(e.data)
     last = entries[-1].step
+    if last in (Step.RUNNING, Step.STABLE) and data.get("version") == version:
+        if _running(FlinkRest(data["rest_url"]), data["job_id"]):
+            raise AlreadyDeployed(deployment, data)
+        if last is Step.RUNNING:
+            return _resume_dead_running(
+                ledger, job, deployment, data, entries, lease, checkpoint_root
+            )
     if (
         data.get("version") != version
         or last in (Step.PLANNED, Step.CHECKED)
@@ -197,9 +219,62 @@ def _resume(ledger: Ledger, job: str, version: str, lease: Lease) -> Prepared | 
             raise ClusterError(msg)
         ledger.record(job, deployment, Step.STOPPED, savepoint=found, resumed=True)
         return Prepared(deployment, found, lease, previous)
-    # STOPPED or SUBMITTED: the old version is gone; (re)start from the recorded savepoint
-    log.info("upgrade.resumed", job=job, deployment=deployment, step=last.value)
-    return Prepared(deployment, str(data["savepoint"]), lease, previous)
+    # STOPPED or SUBMITTED: the old version is gone; start from the recorded savepoint, or from
+    # a checkpoint the new version completed after it (it may have committed output since)
+    since = next(e.at for e in entries if e.step is Step.STOPPED)
+    start = latest_checkpoint(checkpoint_root, since) or str(data["savepoint"])
+    log.info("upgrade.resumed", job=job, deployment=deployment, step=last.value, start=start)
+    return Prepared(deployment, start, lease, previous)
+
+
+def _resume_dead_running(
+    ledger: Ledger,
+    job: str,
+    deployment: str,
+    data: Mapping[str, Any],
+    entries: list[Any],
+    lease: Lease,
+    checkpoint_root: Path,
+) -> Prepared:
+    """A version reached RUNNING, then its process died: restart it from its last checkpoint."""
+    ledger.record(
+        job,
+        deployment,
+        Step.FAILED,
+        reason="the job's process is gone (the deployer "
+        "died after RUNNING); restarting from its latest checkpoint",
+    )
+    since = next(e.at for e in entries if e.step in (Step.STOPPED, Step.SUBMITTED))
+    start = latest_checkpoint(checkpoint_root, since) or str(data.get("savepoint") or "")
+    if not start:
+        msg = (
+            f"deployment {deployment} of {job!r} died and left no checkpoint or savepoint "
+            f"to restart from (looked in {checkpoint_root})"
+        )
+        raise ClusterError(msg)
+    restarted = ledger.new_deployment_id()
+    ledger.record(
+        job,
+        restarted,
+        Step.PLANNED,
+        version=data.get("version"),
+        manifest=data.get("manifest"),
+        script=data.get("script"),
+        previous=data.get("previous"),
+        restarts=deployment,
+        restored_from=start,
+    )
+    log.info("upgrade.resumed", job=job, deployment=restarted, step="RUNNING", start=start)
+    return Prepared(restarted, start, lease, str(data.get("previous", "")))
+
+
+def latest_checkpoint(root: Path, since: float) -> str | None:
+    """The newest completed checkpoint under ``root`` (JOB_ID/chk-N/_metadata) after ``since``."""
+    found = [m for m in root.glob("*/chk-*/_metadata") if m.stat().st_mtime > since]
+    if not found:
+        return None
+    newest = max(found, key=lambda m: m.stat().st_mtime)
+    return newest.parent.as_uri()
 
 
 def _resume_stop(

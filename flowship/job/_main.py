@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 from flowship._log import configure_for_cli, get_logger
 from flowship.deploy.ledger import Lease, LeaseHeldError, Ledger, LocalLedger
 from flowship.deploy.machine import Step
-from flowship.deploy.upgrade import UpgradeRefused
+from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import (
     ClusterError,
     ConfigError,
@@ -99,6 +99,9 @@ def run_main(job: Job, argv: list[str]) -> int:
         if args.flowship_submitted:
             return _run_submitted(job, settings, restore)
         return _submit_to_cluster(job, settings, argv)
+    except AlreadyDeployed as exc:
+        print(f"flowship: {job.name}: {exc}; nothing to do", file=sys.stderr)
+        return EXIT_OK
     except UpgradeRefused as exc:
         print(str(exc.report))
         print(
@@ -158,6 +161,7 @@ def _upgrade_local(job: Job, settings: Settings, argv: list[str]) -> int:
         job.manifest(settings.execution_mode),
         str(job.script),
         settings.state_dir.resolve() / job.name / "savepoints",
+        settings.state_dir.resolve() / job.name / "checkpoints",
     )
     # the old local version exits once stopped; wait for its REST port before reusing it
     wait_port_free(settings.rest_port, timeout=60)

@@ -41,9 +41,17 @@ def run_job(
 class JobProcess:
     """A job running in the background (unbounded), stopped by its pid on exit."""
 
-    def __init__(self, script: Path | str, bootstrap: str, state_dir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        script: Path | str,
+        bootstrap: str,
+        state_dir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.argv = job_command(script, bootstrap, state_dir, *extra)
         self.log = Path(state_dir) / "job.log"
+        self.env = env
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +66,7 @@ class JobProcess:
 
     def start(self) -> JobProcess:
         """Start the job process."""
-        self._proc = spawn(self.argv, self.log)
+        self._proc = spawn(self.argv, self.log, self.env)
         return self
 
     def running(self) -> bool:
