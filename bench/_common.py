@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "click_sessions"
 sys.path.insert(0, str(EXAMPLE))
 
+import events  # noqa: E402  (the example's event generator, on the path just set)
+
+__all__ = ["EXAMPLE", "ROOT", "events", "median", "reset_consumer_groups", "result",
+           "timed_run"]
+
 
 def timed_run(argv: list[str], timeout: float = 1800.0) -> float:
     """Run a job to completion; return its wall time in seconds (start-up included)."""

@@ -16,8 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import events
-from _common import EXAMPLE, ROOT, median, reset_consumer_groups, result, timed_run
+from _common import EXAMPLE, ROOT, events, median, reset_consumer_groups, result, timed_run
 
 from flowship.schema import AvroCodec
 from flowship.testing._proc import free_port

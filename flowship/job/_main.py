@@ -86,19 +86,15 @@ def run_main(job: Job, argv: list[str]) -> int:
             )
             raise ConfigError(msg)
         if args.upgrade_from == "savepoint":
-            if not settings.is_local:
-                msg = (
-                    "--upgrade-from savepoint supports the local target so far; on a session "
-                    "cluster stop the job with a savepoint over REST and pass its PATH"
-                )
-                raise ConfigError(msg)
-            return _upgrade_local(job, settings, argv)
+            if settings.is_local:
+                return _upgrade_local(job, settings, argv)
+            return _submit_to_cluster(job, settings, argv, upgrade=True)
         restore = restore_path(args.upgrade_from)
         if settings.is_local:
             return _deploy_local(job, settings, restore, args.flowship_rollback_of)
         if args.flowship_submitted:
             return _run_submitted(job, settings, restore)
-        return _submit_to_cluster(job, settings, argv)
+        return _submit_to_cluster(job, settings, argv, restore, args.flowship_rollback_of)
     except AlreadyDeployed as exc:
         print(f"flowship: {job.name}: {exc}; nothing to do", file=sys.stderr)
         return EXIT_OK
@@ -367,7 +363,8 @@ def _roll_back(
     )
     with contextlib.suppress(ClusterError):
         FlinkRest(rest_url).cancel(job_id)
-    wait_port_free(settings.rest_port, timeout=60)
+    if settings.is_local:
+        wait_port_free(settings.rest_port, timeout=60)
     ledger.release(lease)
     if script is None:
         msg = (
@@ -474,12 +471,9 @@ def flink_cli() -> Path:
     return Path(pyflink.__file__).parent / "bin" / "flink"
 
 
-def _submit_to_cluster(job: Job, settings: Settings, argv: list[str]) -> int:
-    """Submit this script to a session cluster with ``flink run -d`` (the pyflink CLI)."""
-    from flowship.deploy.rest import FlinkRest
-
+def _flink_run(job: Job, settings: Settings, argv: list[str]) -> str:
+    """Submit this script to the session cluster with ``flink run -d``; return the job id."""
     url = urlparse(settings.target)
-    FlinkRest(settings.target).overview()  # fail fast, with a clear error, if unreachable
     cmd = [
         str(flink_cli()),
         "run",
@@ -510,14 +504,144 @@ def _submit_to_cluster(job: Job, settings: Settings, argv: list[str]) -> int:
             f"(flink run exit {done.returncode}):\n{tail}"
         )
         raise JobFailedError(msg)
-    job_id = found.group(1)
-    log.info(
-        "job.submitted", job=job.name, version=job.version, job_id=job_id, target=settings.target
-    )
-    print(
-        f"flowship: job {job.name}@{job.version} submitted to {settings.target} as {job_id}",
-        flush=True,
-    )
+    return found.group(1)
+
+
+def _wait_cluster_running(rest: Any, job_id: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        state = rest.job(job_id)["state"]
+        if state == "RUNNING":
+            return
+        if state in ("FAILED", "CANCELED", "FINISHED"):
+            break
+        time.sleep(0.3)
+    msg = f"Flink job {job_id} is {state}, not RUNNING (see {rest.url}/jobs/{job_id}/exceptions)"
+    raise JobFailedError(msg)
+
+
+def _with_restore(argv: list[str], restore: str | None) -> list[str]:
+    out = _without_upgrade_flag(argv)
+    return out if restore is None else [*out, "--upgrade-from", restore]
+
+
+def _submit_to_cluster(
+    job: Job,
+    settings: Settings,
+    argv: list[str],
+    restore: str | None = None,
+    rollback_of: str | None = None,
+    upgrade: bool = False,
+) -> int:
+    """Deploy to a session cluster: a first deploy, a restore from PATH, or a checked upgrade."""
+    from flowship.deploy.rest import FlinkRest
+
+    rest = FlinkRest(settings.target)
+    rest.overview()  # fail fast, with a clear error, if unreachable
+    ledger = LocalLedger(settings.ledger_path)
+    if upgrade:
+        from flowship.deploy.upgrade import prepare_upgrade
+
+        prepared = prepare_upgrade(
+            ledger,
+            job.name,
+            job.version,
+            job.manifest(settings.execution_mode),
+            str(job.script),
+            settings.state_dir.resolve() / job.name / "savepoints",
+            settings.state_dir.resolve() / job.name / "checkpoints",
+        )
+        deployment, lease = prepared.deployment, prepared.lease
+        restore = prepared.savepoint.removeprefix("file://").removeprefix("file:")
+    else:
+        lease = ledger.acquire(job.name)
+        try:
+            current = ledger.current(job.name)
+            if current is not None and _still_running(current[1]):
+                msg = (
+                    f"{job.name} already runs (version {current[1].get('version')}, Flink "
+                    f"job {current[1].get('job_id')}); upgrade it with --upgrade-from "
+                    "savepoint"
+                )
+                raise ConfigError(msg)
+            deployment = ledger.new_deployment_id()
+            ledger.record(
+                job.name,
+                deployment,
+                Step.PLANNED,
+                version=job.version,
+                manifest=job.manifest(settings.execution_mode),
+                script=str(job.script),
+                restored_from=restore,
+                rollback_of=rollback_of,
+            )
+        except BaseException:
+            ledger.release(lease)
+            raise
+    try:
+        started = time.monotonic()
+        if ledger.last_step(job.name, deployment) is not Step.SUBMITTED:
+            ledger.record(
+                job.name,
+                deployment,
+                Step.SUBMITTED,
+                rest_url=settings.target,
+                restored_from=restore,
+            )
+        try:
+            job_id = _flink_run(job, settings, _with_restore(argv, restore))
+            _wait_cluster_running(rest, job_id)
+        except JobFailedError as exc:
+            ledger.record(job.name, deployment, Step.FAILED, reason=str(exc)[:2000])
+            raise
+        ledger.record(
+            job.name,
+            deployment,
+            Step.RUNNING,
+            job_id=job_id,
+            rest_url=settings.target,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        log.info(
+            "job.submitted",
+            job=job.name,
+            version=job.version,
+            job_id=job_id,
+            target=settings.target,
+            deployment=deployment,
+        )
+        print(
+            f"flowship: job {job.name}@{job.version} submitted to {settings.target} as {job_id}",
+            flush=True,
+        )
+        if upgrade:
+            from flowship.deploy.health import watch
+
+            health = watch(rest, job_id, settings.health_window_s, settings.health_checkpoints)
+            if not health.stable:
+                return _roll_back(
+                    job,
+                    settings,
+                    ledger,
+                    deployment,
+                    lease,
+                    job_id,
+                    settings.target,
+                    health.reason,
+                    argv,
+                )
+            ledger.record(
+                job.name,
+                deployment,
+                Step.STABLE,
+                reason=health.reason,
+                checkpoints=health.checkpoints,
+                waited_s=round(health.waited_s, 1),
+            )
+            log.info("upgrade.stable", job=job.name, version=job.version, reason=health.reason)
+    finally:
+        ledger.release(lease)
     return EXIT_OK
 
 

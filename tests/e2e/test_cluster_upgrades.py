@@ -1,0 +1,74 @@
+"""`--upgrade-from savepoint --target URL`: the same upgrades on a real Flink session cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import events
+import pytest
+from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from test_local_upgrades import JOB, savepoints
+
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step
+
+pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.timeout(900)]
+
+
+def deploy(script: str, cluster, bootstrap: str, state: Path, *extra: str):
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE / script), "--target", cluster.rest_url,
+         "--kafka-bootstrap", bootstrap, "--state-dir", str(state), *extra],
+        capture_output=True, text=True, timeout=400, check=False)
+
+
+def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session_cluster,
+                                                tmp_path: Path) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    rest = flink_session_cluster.rest
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(30_000, users=300))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 500.0))  # 60 s
+    try:
+        first = deploy("job.py", flink_session_cluster, bootstrap, state)
+        assert first.returncode == 0, tail(first.stdout + first.stderr)
+        producer.start()
+        time.sleep(12)
+        v2 = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
+                    "--upgrade-from", "savepoint")
+        assert v2.returncode == 0, tail(v2.stdout + v2.stderr)
+
+        running = ledger.current(JOB)
+        assert running is not None and running[1]["version"] == "2"
+        before = savepoints(state)
+        refused = deploy("job_v3_incompatible.py", flink_session_cluster, bootstrap, state,
+                         "--upgrade-from", "savepoint")
+        assert refused.returncode == 5, tail(refused.stdout + refused.stderr)
+        assert rest.job(running[1]["job_id"])["state"] == "RUNNING"
+        assert savepoints(state) == before
+
+        time.sleep(8)
+        v3 = deploy("job_v3.py", flink_session_cluster, bootstrap, state,
+                    "--upgrade-from", "savepoint")
+        assert v3.returncode == 0, tail(v3.stdout + v3.stderr)
+        producer.join(timeout=300)
+        outputs = read_outputs(bootstrap, expect=30_000, timeout=240)
+    finally:
+        for job in rest.jobs():
+            if job["state"] == "RUNNING":
+                rest.cancel(job["jid"])
+    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
+                  for m in outputs if m.value}
+    assert set(version_of.values()) == {1, 2, 3}
+    assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
+    histories = [[e.step for e in entries] for entries in ledger.deployments(JOB).values()]
+    upgrade = [Step.PLANNED, Step.CHECKED, Step.SAVEPOINTING, Step.STOPPED, Step.SUBMITTED,
+               Step.RUNNING, Step.STABLE]
+    assert histories == [[Step.PLANNED, Step.SUBMITTED, Step.RUNNING], upgrade,
+                         [Step.PLANNED, Step.REFUSED], upgrade]
