@@ -44,7 +44,8 @@ class Step(StrEnum):
 
 NEXT: dict[Step, frozenset[Step]] = {
     Step.PLANNED: frozenset({Step.CHECKED, Step.REFUSED, Step.SUBMITTED, Step.FAILED}),
-    Step.CHECKED: frozenset({Step.SAVEPOINTING, Step.REFUSED, Step.FAILED}),
+    # CHECKED -> STOPPED: the old version is already gone (--upgrade-from latest-checkpoint)
+    Step.CHECKED: frozenset({Step.SAVEPOINTING, Step.STOPPED, Step.REFUSED, Step.FAILED}),
     Step.SAVEPOINTING: frozenset({Step.STOPPED, Step.FAILED}),
     Step.STOPPED: frozenset({Step.SUBMITTED, Step.FAILED}),
     Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED}),

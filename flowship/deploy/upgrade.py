@@ -73,8 +73,12 @@ def prepare_upgrade(
     script: str,
     savepoint_root: Path,
     checkpoint_root: Path | None = None,
+    from_checkpoint: bool = False,
 ) -> Prepared:
     """Check the new version against the running one, then stop that one with a savepoint.
+
+    With ``from_checkpoint`` the old version must already be gone (dead or failing and
+    cancelled): its latest retained checkpoint stands in for the savepoint.
 
     Raises :class:`UpgradeRefused` (recorded as REFUSED; the old job untouched, no savepoint)
     when the manifests are incompatible, and ConfigError / ClusterError for bad input before
@@ -95,6 +99,10 @@ def prepare_upgrade(
             raise ConfigError(msg)
         previous, old = current
         rest = FlinkRest(old["rest_url"])
+        if from_checkpoint:
+            return _from_checkpoint(
+                ledger, job, version, manifest, script, previous, old, checkpoint_root, lease
+            )
         rest.overview()  # unreachable: ClusterError, nothing recorded
         if not _running(rest, old["job_id"]):
             msg = (
@@ -227,6 +235,72 @@ def _resume(
     return Prepared(deployment, start, lease, previous)
 
 
+def _plan_and_check(
+    ledger: Ledger,
+    job: str,
+    version: str,
+    manifest: Mapping[str, Any],
+    script: str,
+    previous: str,
+    old: Mapping[str, Any],
+    **data: Any,
+) -> str:
+    """Record PLANNED, run the gate, record CHECKED (or REFUSED and raise); the deployment id."""
+    deployment = ledger.new_deployment_id()
+    ledger.record(
+        job,
+        deployment,
+        Step.PLANNED,
+        version=version,
+        manifest=dict(manifest),
+        script=script,
+        code_digest=manifest.get("code_digest"),
+        previous=previous,
+        previous_version=old.get("version"),
+        **data,
+    )
+    report = check_upgrade(old["manifest"], manifest)
+    if not report.compatible:
+        ledger.record(job, deployment, Step.REFUSED, report=report.to_json())
+        log.warning("upgrade.refused", job=job, version=version, errors=len(report.errors))
+        raise UpgradeRefused(report)
+    ledger.record(job, deployment, Step.CHECKED, warnings=len(report.warnings))
+    return deployment
+
+
+def _from_checkpoint(
+    ledger: Ledger,
+    job: str,
+    version: str,
+    manifest: Mapping[str, Any],
+    script: str,
+    previous: str,
+    old: Mapping[str, Any],
+    checkpoint_root: Path,
+    lease: Lease,
+) -> Prepared:
+    """The old version is gone: start from its latest retained checkpoint (no savepoint)."""
+    if _running(FlinkRest(old["rest_url"]), old["job_id"]):
+        msg = (
+            f"the running version of {job!r} (Flink job {old['job_id']}) is alive; upgrade "
+            "it with --upgrade-from savepoint (a checkpoint is for a version that died)"
+        )
+        raise ConfigError(msg)
+    found = latest_checkpoint(checkpoint_root / str(old["job_id"]), 0.0, pattern="chk-*")
+    if found is None:
+        msg = (
+            f"no retained checkpoint of Flink job {old['job_id']} under {checkpoint_root}; "
+            "pass a savepoint or checkpoint directory with --upgrade-from PATH"
+        )
+        raise ConfigError(msg)
+    deployment = _plan_and_check(
+        ledger, job, version, manifest, script, previous, old, from_checkpoint=found
+    )
+    ledger.record(job, deployment, Step.STOPPED, savepoint=found, checkpoint=True)
+    log.info("upgrade.from_checkpoint", job=job, checkpoint=found)
+    return Prepared(deployment, found, lease, previous)
+
+
 def _resume_dead_running(
     ledger: Ledger,
     job: str,
@@ -268,9 +342,9 @@ def _resume_dead_running(
     return Prepared(restarted, start, lease, str(data.get("previous", "")))
 
 
-def latest_checkpoint(root: Path, since: float) -> str | None:
+def latest_checkpoint(root: Path, since: float, pattern: str = "*/chk-*") -> str | None:
     """The newest completed checkpoint under ``root`` (JOB_ID/chk-N/_metadata) after ``since``."""
-    found = [m for m in root.glob("*/chk-*/_metadata") if m.stat().st_mtime > since]
+    found = [m for m in root.glob(f"{pattern}/_metadata") if m.stat().st_mtime > since]
     if not found:
         return None
     newest = max(found, key=lambda m: m.stat().st_mtime)

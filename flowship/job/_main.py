@@ -79,16 +79,13 @@ def run_main(job: Job, argv: list[str]) -> int:
         if args.manifest:
             print(json.dumps(job.manifest(settings.execution_mode), indent=2, sort_keys=True))
             return EXIT_OK
-        if args.upgrade_from == "latest-checkpoint":
-            msg = (
-                "--upgrade-from latest-checkpoint is not implemented yet; pass the retained "
-                "checkpoint's directory (STATE_DIR/JOB/checkpoints/<job id>/chk-N) as PATH"
-            )
-            raise ConfigError(msg)
-        if args.upgrade_from == "savepoint":
+        if args.upgrade_from in ("savepoint", "latest-checkpoint"):
+            from_checkpoint = args.upgrade_from == "latest-checkpoint"
             if settings.is_local:
-                return _upgrade_local(job, settings, argv)
-            return _submit_to_cluster(job, settings, argv, upgrade=True)
+                return _upgrade_local(job, settings, argv, from_checkpoint)
+            return _submit_to_cluster(
+                job, settings, argv, upgrade=True, from_checkpoint=from_checkpoint
+            )
         restore = restore_path(args.upgrade_from)
         if settings.is_local:
             return _deploy_local(job, settings, restore, args.flowship_rollback_of)
@@ -145,7 +142,9 @@ def _restore_options(restore: str | None, job: Job | None = None) -> dict[str, s
     return options
 
 
-def _upgrade_local(job: Job, settings: Settings, argv: list[str]) -> int:
+def _upgrade_local(
+    job: Job, settings: Settings, argv: list[str], from_checkpoint: bool = False
+) -> int:
     """Gate, stop the running version with a savepoint, then run this version from it."""
     from flowship.deploy.upgrade import prepare_upgrade
 
@@ -158,6 +157,7 @@ def _upgrade_local(job: Job, settings: Settings, argv: list[str]) -> int:
         str(job.script),
         settings.state_dir.resolve() / job.name / "savepoints",
         settings.state_dir.resolve() / job.name / "checkpoints",
+        from_checkpoint=from_checkpoint,
     )
     # the old local version exits once stopped; wait for its REST port before reusing it
     wait_port_free(settings.rest_port, timeout=60)
@@ -533,6 +533,7 @@ def _submit_to_cluster(
     restore: str | None = None,
     rollback_of: str | None = None,
     upgrade: bool = False,
+    from_checkpoint: bool = False,
 ) -> int:
     """Deploy to a session cluster: a first deploy, a restore from PATH, or a checked upgrade."""
     from flowship.deploy.rest import FlinkRest
@@ -551,6 +552,7 @@ def _submit_to_cluster(
             str(job.script),
             settings.state_dir.resolve() / job.name / "savepoints",
             settings.state_dir.resolve() / job.name / "checkpoints",
+            from_checkpoint=from_checkpoint,
         )
         deployment, lease = prepared.deployment, prepared.lease
         restore = prepared.savepoint.removeprefix("file://").removeprefix("file:")

@@ -103,10 +103,13 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--upgrade-from",
-        metavar="PATH",
+        metavar="savepoint|latest-checkpoint|PATH",
         default=None,
-        help="start from this savepoint or retained checkpoint (a directory "
-        "holding _metadata); its operator state and Kafka offsets are restored",
+        help="'savepoint': check this code against the running version (from the ledger), "
+        "stop that one with a savepoint, start this one from it, watch it, roll back if it is "
+        "not healthy; 'latest-checkpoint': the same from the dead running version's latest "
+        "retained checkpoint; PATH: start from this savepoint or checkpoint directory "
+        "(holding _metadata)",
     )
     parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flowship-rollback-of", default=None, help=argparse.SUPPRESS)

@@ -36,6 +36,7 @@ class SessionCluster:
         self.conf_dir = self.workdir / "conf"
         self.log_dir = self.workdir / "log"
         self.pid_dir = self.workdir / "pids"
+        self.lib_dir = self.workdir / "lib"
         self._started = False
 
     @property
@@ -78,11 +79,26 @@ class SessionCluster:
         (self.conf_dir / "masters").write_text(f"{LOOPBACK}:{self.rest_port}\n")
         (self.conf_dir / "workers").write_text(f"{LOOPBACK}\n")
 
+    def _write_lib(self) -> None:
+        """lib/ = the wheel's lib/ plus opt/flink-python, as PyFlink session clusters need.
+
+        With flink-python on the job's classpath only, each job loads PEMJA (thread mode)
+        through its own class loader, and the next job on a TaskManager fails on Java 17
+        (NoSuchFieldException: loadedLibraryNames). The official PyFlink images move the jar
+        into lib/ for this reason.
+        """
+        shutil.rmtree(self.lib_dir, ignore_errors=True)
+        self.lib_dir.mkdir(parents=True)
+        jars = [*(FLINK_HOME / "lib").glob("*.jar"), *(FLINK_HOME / "opt").glob("flink-python-*")]
+        for jar in jars:
+            (self.lib_dir / jar.name).symlink_to(jar)
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
                 "FLINK_HOME": str(FLINK_HOME),
+                "FLINK_LIB_DIR": str(self.lib_dir),
                 "FLINK_CONF_DIR": str(self.conf_dir),
                 "FLINK_LOG_DIR": str(self.log_dir),
                 "FLINK_PID_DIR": str(self.pid_dir),
@@ -117,6 +133,7 @@ class SessionCluster:
         for d in (self.log_dir, self.pid_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._write_conf()
+        self._write_lib()
         self._started = True
         try:
             self._daemon("jobmanager.sh", "start")

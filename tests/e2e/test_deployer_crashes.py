@@ -66,3 +66,46 @@ def test_rerun_after_deployer_killed_converges(step: str, fresh_kafka_broker,
     version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
                   for m in outputs if m.value}
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
+
+
+def test_upgrade_from_latest_checkpoint_after_the_running_version_died(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    import signal
+
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(6_000, users=100))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 300.0))  # 20 s
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    jobs = [v1]
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(8)  # a few checkpoints
+        assert v1.pid is not None
+        os.killpg(v1.pid, signal.SIGKILL)  # the running version dies hard, JVM included
+        assert v1.wait(timeout=30) == -9
+        alive = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from",
+                           "savepoint").start()
+        jobs.append(alive)
+        assert alive.wait(timeout=120) == 4  # its REST API is gone: use a checkpoint instead
+        v2 = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from",
+                        "latest-checkpoint").start()
+        jobs.append(v2)
+        wait_running(ledger, "2", stable=True)
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
+    finally:
+        for job in jobs:
+            job.stop()
+        stop_recorded_pids(ledger)
+    upgrade = list(ledger.deployments(JOB).values())[-1]
+    assert [e.step for e in upgrade] == [Step.PLANNED, Step.CHECKED, Step.STOPPED,
+                                         Step.SUBMITTED, Step.RUNNING, Step.STABLE]
+    assert "/chk-" in upgrade[0].data["from_checkpoint"]
+    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
+                  for m in outputs if m.value}
+    assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
