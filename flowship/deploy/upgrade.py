@@ -108,36 +108,11 @@ def prepare_upgrade(
             msg = (
                 f"the running version of {job!r} (Flink job {old['job_id']} at "
                 f"{old['rest_url']}) is not RUNNING; if it died, resume from its retained "
-                "checkpoint with --upgrade-from PATH"
+                "checkpoint with --upgrade-from latest-checkpoint"
             )
             raise ClusterError(msg)
 
-        deployment = ledger.new_deployment_id()
-        started = time.monotonic()
-        ledger.record(
-            job,
-            deployment,
-            Step.PLANNED,
-            version=version,
-            manifest=dict(manifest),
-            script=script,
-            code_digest=manifest.get("code_digest"),
-            previous=previous,
-            previous_version=old.get("version"),
-        )
-        report = check_upgrade(old["manifest"], manifest)
-        if not report.compatible:
-            ledger.record(job, deployment, Step.REFUSED, report=report.to_json())
-            log.warning("upgrade.refused", job=job, version=version, errors=len(report.errors))
-            raise UpgradeRefused(report)
-        ledger.record(
-            job,
-            deployment,
-            Step.CHECKED,
-            warnings=len(report.warnings),
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
-        log.info("upgrade.checked", job=job, version=version, warnings=len(report.warnings))
+        deployment = _plan_and_check(ledger, job, version, manifest, script, previous, old)
         return _stop(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
     except BaseException:
         ledger.release(lease)
@@ -247,6 +222,7 @@ def _plan_and_check(
 ) -> str:
     """Record PLANNED, run the gate, record CHECKED (or REFUSED and raise); the deployment id."""
     deployment = ledger.new_deployment_id()
+    started = time.monotonic()
     ledger.record(
         job,
         deployment,
@@ -264,7 +240,14 @@ def _plan_and_check(
         ledger.record(job, deployment, Step.REFUSED, report=report.to_json())
         log.warning("upgrade.refused", job=job, version=version, errors=len(report.errors))
         raise UpgradeRefused(report)
-    ledger.record(job, deployment, Step.CHECKED, warnings=len(report.warnings))
+    ledger.record(
+        job,
+        deployment,
+        Step.CHECKED,
+        warnings=len(report.warnings),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    log.info("upgrade.checked", job=job, version=version, warnings=len(report.warnings))
     return deployment
 
 

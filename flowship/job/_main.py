@@ -177,6 +177,18 @@ def _deploy_local(
 ) -> int:
     """A first deploy (or a restore from an explicit PATH), recorded in the ledger."""
     ledger = LocalLedger(settings.ledger_path)
+    deployment, lease = _begin_deployment(job, settings, ledger, restore, rollback_of)
+    return _run_local(job, settings, ledger, deployment, lease, restore)
+
+
+def _begin_deployment(
+    job: Job, settings: Settings, ledger: Ledger, restore: str | None, rollback_of: str | None
+) -> tuple[str, Lease]:
+    """Take the lease and record PLANNED for a first deploy, a restore, or a rollback.
+
+    Refused (ConfigError) when the ledger's current deployment of the job still runs: a
+    running job is changed with --upgrade-from savepoint, never by starting a second one.
+    """
     lease = ledger.acquire(job.name)
     try:
         current = ledger.current(job.name)
@@ -201,7 +213,7 @@ def _deploy_local(
     except BaseException:
         ledger.release(lease)
         raise
-    return _run_local(job, settings, ledger, deployment, lease, restore)
+    return deployment, lease
 
 
 def _still_running(data: dict[str, Any]) -> bool:
@@ -557,30 +569,7 @@ def _submit_to_cluster(
         deployment, lease = prepared.deployment, prepared.lease
         restore = prepared.savepoint.removeprefix("file://").removeprefix("file:")
     else:
-        lease = ledger.acquire(job.name)
-        try:
-            current = ledger.current(job.name)
-            if current is not None and _still_running(current[1]):
-                msg = (
-                    f"{job.name} already runs (version {current[1].get('version')}, Flink "
-                    f"job {current[1].get('job_id')}); upgrade it with --upgrade-from "
-                    "savepoint"
-                )
-                raise ConfigError(msg)
-            deployment = ledger.new_deployment_id()
-            ledger.record(
-                job.name,
-                deployment,
-                Step.PLANNED,
-                version=job.version,
-                manifest=job.manifest(settings.execution_mode),
-                script=str(job.script),
-                restored_from=restore,
-                rollback_of=rollback_of,
-            )
-        except BaseException:
-            ledger.release(lease)
-            raise
+        deployment, lease = _begin_deployment(job, settings, ledger, restore, rollback_of)
     try:
         started = time.monotonic()
         if ledger.last_step(job.name, deployment) is not Step.SUBMITTED:
