@@ -65,6 +65,7 @@ class StateCodec:
         self._header = _HEADER.pack(FORMAT, self._current_fp)
         self._compatible: dict[tuple[int, int], bool] = {}
         self._validated = 0
+        self._defaulted: dict[int, list[tuple[str, Any, Any]]] = {}
         self._plans: dict[int, tuple[int, list[_Step]]] = {}
         for number in range(1, state_schema.current + 1):
             fp = state_schema.fingerprint(number)
@@ -242,12 +243,15 @@ class StateCodec:
         """Fill top-level fields a migrate function left out that have a default."""
         if not isinstance(value, dict):
             return value
-        schema = self._parsed[version]
-        for field in schema["fields"]:
-            if field["name"] not in value and "default" in field:
-                value[field["name"]] = default_value(
-                    field["type"], field["default"], collect_names(schema)
-                )
+        defaulted = self._defaulted.get(version)
+        if defaulted is None:
+            schema = self._parsed[version]
+            defaulted = self._defaulted[version] = [
+                (f["name"], f["type"], f["default"]) for f in schema["fields"] if "default" in f
+            ]
+        for name, kind, default in defaulted:
+            if name not in value:
+                value[name] = default_value(kind, default, collect_names(self._parsed[version]))
         return value
 
     # errors ------------------------------------------------------------------------------
