@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -159,8 +158,3 @@ def info_of(obj: Any) -> StatefulInfo:
         msg = f"{name} is not decorated with @fs.stateful; flowship.apply needs a stateful operator"
         raise ConfigError(msg)
     return info
-
-
-def _module_of_caller(depth: int = 2) -> str:
-    frame = sys._getframe(depth)
-    return str(frame.f_globals.get("__name__", "__main__"))
