@@ -93,6 +93,34 @@ class FlinkRest:
         )
         raise ClusterError(msg)
 
+    def trigger_savepoint(
+        self, job_id: str, target_directory: str | Path, timeout: float = 300.0
+    ) -> str:
+        """``POST /jobs/:id/savepoints`` (not cancelling), then poll; the savepoint's location.
+
+        The job keeps running: this is the dry run's savepoint, taken without stopping anything.
+        """
+        target = Path(str(target_directory).removeprefix("file:"))
+        body = {"cancel-job": False, "formatType": "CANONICAL", "target-directory": str(target)}
+        trigger = self._call("POST", f"/jobs/{job_id}/savepoints", body)["request-id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation") or {}
+                if "failure-cause" in operation:
+                    cause = operation["failure-cause"].get("stack-trace", "")[:2000]
+                    msg = f"savepoint of job {job_id} (job left running) failed: {cause}"
+                    raise ClusterError(msg)
+                location: str = operation["location"]
+                return location
+            time.sleep(0.3)
+        msg = (
+            f"savepoint of job {job_id} did not complete within {timeout:.0f}s (no savepoint "
+            f"in {target}); the job was left running"
+        )
+        raise ClusterError(msg)
+
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/:id/checkpoints``: counts, latest completed and restored checkpoints."""
         result: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/checkpoints")
