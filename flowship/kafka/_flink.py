@@ -1,21 +1,29 @@
 """PyFlink wiring of flowship's Kafka sources and sinks (imports PyFlink; used at build time).
 
 Source: the Flink Kafka connector with flowship's ``ProvenanceDeserializationSchema`` (Java),
-which hands Python a row (topic, partition, offset, timestamp, key, value); a Python
-``ProcessFunction`` decodes the Avro value into a :class:`Record`, or sends the raw record to the
-dead-letter side output. Sinks: a Python map encodes values into rows (topic, key, value,
-headers) that flowship's ``HeaderRowSerializationSchema`` writes with an exactly-once KafkaSink.
+which hands Python each record packed in one byte array (partition, offset, timestamp, key,
+value); a Python ``ProcessFunction`` decodes the Avro value into a :class:`Record`, or sends the
+raw record to the dead-letter side output. Sinks: a Python map packs key, headers and the
+Avro-encoded value into one byte array that flowship's ``PackedRecordSerializationSchema`` writes
+to the sink's topic with an exactly-once KafkaSink.
+
+Why byte arrays: every field of a row crosses between the JVM and Python as a conversion of its
+own; one array per record costs one. The layouts are documented on the two Java classes, and
+``pack_sink_record`` / ``unpack_source_record`` below are their Python halves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Row, Types, WatermarkStrategy
 from pyflink.datastream import (
     DataStream,
+    KeyedStream,
+    KeySelector,
     MapFunction,
     OutputTag,
     ProcessFunction,
@@ -32,15 +40,12 @@ from flowship.kafka._declare import KafkaSink, KafkaSource
 from flowship.kafka._record import Record
 from flowship.schema import AvroCodec
 
-SINK_ROW = Types.ROW_NAMED(
-    ["topic", "key", "value", "headers"],
-    [
-        Types.STRING(),
-        Types.PRIMITIVE_ARRAY(Types.BYTE()),
-        Types.PRIMITIVE_ARRAY(Types.BYTE()),
-        Types.STRING(),
-    ],
-)
+PACKED = Types.PRIMITIVE_ARRAY(Types.BYTE())
+
+# ProvenanceDeserializationSchema: partition, offset, timestamp, key length, value length
+_SOURCE_HEAD = struct.Struct(">iqqii")
+_INT = struct.Struct(">i")
+_NO_KEY = _INT.pack(-1)
 
 # Kafka's broker default transaction.max.timeout.ms is 15 min; the connector's default producer
 # transaction timeout (1 h) would be refused, so stay below it.
@@ -55,40 +60,84 @@ class KafkaContext:
     job: str
     version: str
     bounded: bool = False
+    #: ``--dry-run``'s suffix (``.dryrun-<token>``): every topic written, consumer group,
+    #: transactional id prefix and sink uid gets it, so a rehearsal never touches production's
+    rehearsal: str = ""
+
+    def named(self, name: str) -> str:
+        """``name`` as this run uses it (with the rehearsal's suffix in a dry run)."""
+        return name + self.rehearsal
 
 
-def _bytes(value: Any) -> bytes | None:
-    """PyFlink hands BYTES fields over as bytes (process mode) or bytearray/list (thread mode)."""
-    if value is None or isinstance(value, bytes):
-        return value
-    return bytes(value)
+def unpack_source_record(
+    packed: bytes,
+) -> tuple[int, int, int, bytes | None, bytes | None]:
+    """(partition, offset, timestamp, key, value) from ``ProvenanceDeserializationSchema``."""
+    if not isinstance(packed, bytes):  # process mode may hand over a bytearray
+        packed = bytes(packed)
+    partition, offset, timestamp, key_len, value_len = _SOURCE_HEAD.unpack_from(packed)
+    at = _SOURCE_HEAD.size
+    key = None
+    if key_len >= 0:
+        key = packed[at : at + key_len]
+        at += key_len
+    value = packed[at : at + value_len] if value_len >= 0 else None
+    return partition, offset, timestamp, key, value
+
+
+def pack_headers(headers: list[tuple[str, str]]) -> bytes:
+    """The length-prefixed header block of a packed sink record."""
+    encoded = H.encode_headers(headers).encode()
+    return _INT.pack(len(encoded)) + encoded
+
+
+def pack_sink_record(key: bytes | None, headers: bytes, value: bytes) -> bytes:
+    """One record for ``PackedRecordSerializationSchema``; ``headers`` from :func:`pack_headers`."""
+    if key is None:
+        return b"".join((_NO_KEY, headers, value))
+    return b"".join((_INT.pack(len(key)), key, headers, value))
 
 
 class DecodeAvro(ProcessFunction):
-    """Row(topic, partition, offset, timestamp, key, value) -> Record, or a dead-letter row."""
+    """A packed source record -> Record, or a packed dead-letter record on the side output.
 
-    def __init__(self, source: KafkaSource, ctx: KafkaContext, dlq_tag: OutputTag) -> None:
+    With ``key_selector``, it also keys the record (``Row(key, Record)``, what PyFlink's
+    ``key_by`` hands to ``keyBy``), so decoding and keying run as one Python operator: PyFlink
+    does not chain an operator that has a side output with its consumer. Without ``dlq_tag``
+    (a second branch of the same source), records that do not decode are dropped: the first
+    branch dead-letters them, exactly once.
+    """
+
+    def __init__(
+        self,
+        source: KafkaSource,
+        ctx: KafkaContext,
+        dlq_tag: OutputTag | None,
+        key_selector: Callable[[Record], Any] | None = None,
+    ) -> None:
         self._schema = source.schema
         self._uid = source.uid
-        self._dlq_topic = source.dead_letter_topic
+        self._topic = source.topic
         self._job = ctx.job
         self._version = ctx.version
         self._tag = dlq_tag
+        self._key_selector = key_selector
         self._codec: AvroCodec | None = None
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSource {self._uid!r} schema")
 
-    def process_element(self, row: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
+    def process_element(self, packed: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         codec = self._codec
         assert codec is not None  # set in open()
-        topic, partition, offset, timestamp, key, value = row
-        key = _bytes(key)
-        value = _bytes(value)
+        partition, offset, timestamp, key, value = unpack_source_record(packed)
+        topic = self._topic
         try:
             decoded = codec.decode(value)  # type: ignore[arg-type]
         except PayloadError as exc:
-            headers = H.encode_headers(
+            if self._tag is None:
+                return
+            headers = pack_headers(
                 [
                     (H.ERROR, str(exc)),
                     (H.ERROR_TYPE, type(exc.__cause__ or exc).__name__),
@@ -101,13 +150,90 @@ class DecodeAvro(ProcessFunction):
                     (H.VERSION, self._version),
                 ]
             )
-            yield self._tag, Row(self._dlq_topic, key, value if value is not None else b"", headers)
+            yield self._tag, pack_sink_record(key, headers, value if value is not None else b"")
             return
-        yield Record(decoded, key, topic, partition, offset, timestamp)
+        record = Record(decoded, key, topic, partition, offset, timestamp)
+        if self._key_selector is None:
+            yield record
+        else:
+            yield Row(self._key_selector(record), record)
+
+
+class SourceStream(DataStream):
+    """The stream of :class:`Record` a flowship source hands to the job's topology.
+
+    A plain PyFlink ``DataStream`` to the job author. Its decoding operator is added when the
+    stream is first used: ``key_by`` (the usual first step) gets one fused decode-and-key
+    operator, anything else the plain decoder. Only the first use dead-letters records that do
+    not decode; later uses of the same source decode on their own and skip them.
+    """
+
+    def __init__(
+        self,
+        env: StreamExecutionEnvironment,
+        raw: DataStream,
+        source: KafkaSource,
+        ctx: KafkaContext,
+    ) -> None:
+        # DataStream.__init__ only sets _j_data_stream, which is lazy here
+        self._env = env
+        self._raw = raw
+        self._source = source
+        self._ctx = ctx
+        self._decoded: DataStream | None = None
+        self._dead_lettered = False
+        self._branches = 0
+
+    @property
+    def _j_data_stream(self) -> Any:
+        if self._decoded is None:
+            self._decoded = self._decode(key_selector=None, key_type=None)
+        return self._decoded._j_data_stream
+
+    def _decode(self, key_selector: Any, key_type: Any) -> DataStream:
+        source = self._source
+        tag = None if self._dead_lettered else OutputTag(f"{source.uid}.dead-letter", PACKED)
+        first = tag is not None
+        self._dead_lettered = True
+        function = DecodeAvro(source, self._ctx, tag, key_selector)
+        self._branches += 1
+        uid = f"{source.uid}.decode" if first else f"{source.uid}.decode.{self._branches}"
+        if key_selector is None:
+            decoded = self._raw.process(function)
+        else:
+            decoded = self._raw.process(
+                function, output_type=Types.ROW([key_type, Types.PICKLED_BYTE_ARRAY()])
+            )
+        decoded = decoded.uid(uid).name(f"decode:{source.uid}")
+        if tag is not None:
+            dlq_sink = _kafka_sink(self._ctx, f"{source.uid}.dlq", source.dead_letter_topic)
+            dead = DataStream(decoded._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+            dead.sink_to(dlq_sink).uid(self._ctx.named(f"{source.uid}.dlq")).name(
+                f"dead-letter:{source.dead_letter_topic}"
+            )
+        return decoded
+
+    def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
+        """Decode and key in one operator (the first use); as PyFlink's ``key_by`` otherwise."""
+        if self._decoded is not None or self._dead_lettered:
+            return super().key_by(key_selector, key_type)
+        if isinstance(key_selector, KeySelector):
+            selector = key_selector.get_key
+        elif callable(key_selector):
+            selector = key_selector
+        else:
+            msg = f"key_by on source {self._source.uid!r}: key_selector must be callable"
+            raise TypeError(msg)
+        key_type = key_type or Types.PICKLED_BYTE_ARRAY()
+        keyed = self._decode(selector, key_type)
+        j_keyed = keyed._j_data_stream.keyBy(
+            get_gateway().jvm.KeyByKeySelector(), Types.ROW([key_type]).get_java_type_info()
+        )
+        return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), self)
 
 
 class EncodeAvro(MapFunction):
-    """dict | Record -> Row(topic, key, value, headers) for ``HeaderRowSerializationSchema``."""
+    """dict | Record -> one packed record for ``PackedRecordSerializationSchema``."""
 
     def __init__(self, sink: KafkaSink, ctx: KafkaContext) -> None:
         self._schema = sink.schema
@@ -120,15 +246,17 @@ class EncodeAvro(MapFunction):
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSink {self._uid!r} schema")
         # the headers are the same for every record but the provenance: encode them once
-        self._plain_headers = H.encode_headers([(H.VERSION, self._version)])
+        self._plain_headers = pack_headers([(H.VERSION, self._version)])
         self._source_prefix = H.encode_headers([(H.VERSION, self._version), (H.SOURCE, "")])
 
-    def map(self, element: Any) -> Row:
+    def map(self, element: Any) -> bytes:
         codec = self._codec
         assert codec is not None  # set in open()
         if isinstance(element, Record):
             # topic names cannot contain NUL, so the provenance needs no escaping
-            headers = f"{self._source_prefix}{element.topic}/{element.partition}/{element.offset}"
+            text = f"{self._source_prefix}{element.topic}/{element.partition}/{element.offset}"
+            encoded = text.encode()
+            headers = _INT.pack(len(encoded)) + encoded
             value = element.value
         else:
             headers = self._plain_headers
@@ -149,7 +277,7 @@ class EncodeAvro(MapFunction):
             key = key.encode()
         elif key is not None and not isinstance(key, bytes):
             key = str(key).encode()
-        return Row(self._topic, key, payload, headers)
+        return pack_sink_record(key, headers, payload)
 
 
 def _jvm() -> Any:
@@ -187,7 +315,7 @@ def add_source(
     topics = _jvm().java.util.ArrayList()
     topics.add(source.topic)
     builder.setTopics(topics)
-    builder.setGroupId(source.group_id or f"flowship.{ctx.job}.{source.uid}")
+    builder.setGroupId(ctx.named(source.group_id or f"flowship.{ctx.job}.{source.uid}"))
     builder.setStartingOffsets(_offsets(source.start_from))
     if ctx.bounded:
         builder.setBounded(_offsets("latest"))
@@ -202,29 +330,25 @@ def add_source(
     raw = env.from_source(
         _PyKafkaSource(builder.build()), WatermarkStrategy.no_watermarks(), f"kafka:{source.uid}"
     ).uid(source.uid)
-    dlq_tag = OutputTag(f"{source.uid}.dead-letter", SINK_ROW)
-    decoded = (
-        raw.process(DecodeAvro(source, ctx, dlq_tag))
-        .uid(f"{source.uid}.decode")
-        .name(f"decode:{source.uid}")
-    )
-    dead = decoded.get_side_output(dlq_tag)
-    dead.sink_to(_kafka_sink(ctx, f"{source.uid}.dlq")).uid(f"{source.uid}.dlq").name(
-        f"dead-letter:{source.dead_letter_topic}"
-    )
-    return decoded
+    return SourceStream(env, raw, source, ctx)
 
 
-def _kafka_sink(ctx: KafkaContext, uid: str, extra: dict[str, str] | None = None) -> Any:
+def _kafka_sink(
+    ctx: KafkaContext, uid: str, topic: str, extra: dict[str, str] | None = None
+) -> Any:
     jvm = _jvm()
-    serializer = load_java_class("dev.flowship.kafka.HeaderRowSerializationSchema").newInstance()
+    serializer = (
+        load_java_class("dev.flowship.kafka.PackedRecordSerializationSchema")
+        .newInstance()
+        .withTopic(ctx.named(topic))
+    )
     props = {"transaction.timeout.ms": _TXN_TIMEOUT_MS, **(extra or {})}
     builder = (
         jvm.org.apache.flink.connector.kafka.sink.KafkaSink.builder()
         .setBootstrapServers(ctx.bootstrap)
         .setRecordSerializer(serializer)
         .setDeliveryGuarantee(jvm.org.apache.flink.connector.base.DeliveryGuarantee.EXACTLY_ONCE)
-        .setTransactionalIdPrefix(f"flowship.{ctx.job}.{uid}")
+        .setTransactionalIdPrefix(ctx.named(f"flowship.{ctx.job}.{uid}"))
         .setKafkaProducerConfig(_properties(props))
     )
     return _PyKafkaSink(builder.build())
@@ -233,10 +357,10 @@ def _kafka_sink(ctx: KafkaContext, uid: str, extra: dict[str, str] | None = None
 def add_sink(stream: DataStream, sink: KafkaSink, ctx: KafkaContext) -> None:
     """Encode ``stream`` with ``sink``'s schema and write it exactly once to its topic."""
     rows = (
-        stream.map(EncodeAvro(sink, ctx), output_type=SINK_ROW)
+        stream.map(EncodeAvro(sink, ctx), output_type=PACKED)
         .uid(f"{sink.uid}.encode")
         .name(f"encode:{sink.uid}")
     )
-    rows.sink_to(_kafka_sink(ctx, sink.uid, dict(sink.properties))).uid(sink.uid).name(
-        f"kafka:{sink.topic}"
-    )
+    rows.sink_to(_kafka_sink(ctx, sink.uid, sink.topic, dict(sink.properties))).uid(
+        ctx.named(sink.uid)
+    ).name(f"kafka:{sink.topic}")

@@ -19,7 +19,7 @@ _SEP = "\x00"
 
 
 def encode_headers(headers: Iterable[tuple[str, str]]) -> str:
-    r"""Encode headers for ``HeaderRowSerializationSchema``: ``name\\0value\\0name\\0value``.
+    r"""Encode headers for ``PackedRecordSerializationSchema``: ``name\\0value\\0name\\0value``.
 
     NUL characters inside names or values are replaced by U+FFFD so the framing cannot break.
     """
