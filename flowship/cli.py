@@ -4,6 +4,8 @@ Subcommands::
 
     flowship check OLD NEW [--json]   can NEW take over from OLD (running) with its savepoint?
     flowship manifest JOB.py          print a job's manifest (JSON)
+    flowship status JOB / history JOB the ledger: current deployment, every deployment
+    flowship rollback JOB             back to the version deployed before the running one
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
 ``python JOB.py --manifest`` in a subprocess, so two versions of one job never share a process)
@@ -15,8 +17,11 @@ Exit codes:
 0   compatible (``check``), or done
 1   incompatible: the report lists what blocks the upgrade and how to fix it
 2   bad input: missing file, unreadable manifest, not a job, invalid flags
-3   reserved: a job failed (as ``job.main()`` uses it)
-4   reserved: a cluster or JVM artifact unreachable (as ``job.main()``)
+3   a job failed (``rollback``: the previous version did not start)
+4   a cluster or JVM artifact unreachable
+5   ``rollback`` refused: the previous version cannot read the current state
+6   ``rollback``: the previous version was not healthy; the current one runs again
+7   ``rollback``: another deployment of the job is in progress (it holds the lease)
 ==  =======================================================================
 """
 
@@ -37,7 +42,7 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "m
 EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1
 EXIT_BAD_INPUT = 2
-# 3 (job failed) and 4 (unreachable) are job.main()'s; keep them free here.
+# 3 to 7 mean what they mean for job.main() (flowship.deploy.rollback uses them).
 
 #: Seconds a job file gets to print its manifest.
 MANIFEST_TIMEOUT = 120.0
@@ -46,8 +51,13 @@ _EPILOG = """\
 exit codes:
   0  compatible (check) / done
   1  incompatible (check): the report says what, where and how to fix it
-  2  bad input: missing file, unreadable manifest, not a job, invalid flags
-  3, 4  reserved (job failed / cluster unreachable, as used by job.main())
+  2  bad input: missing file, unreadable manifest, not a job, invalid flags, unknown job,
+     no previous version or nothing running (rollback)
+  3  rollback: the previous version did not start
+  4  a cluster is unreachable
+  5  rollback refused: the previous version cannot read the current state (nothing stopped)
+  6  rollback: the previous version was not healthy; the current version was started again
+  7  rollback: another deployment of the job is in progress
 """
 
 
@@ -156,8 +166,68 @@ def build_parser() -> argparse.ArgumentParser:
             "job's default; env FLOWSHIP_LEDGER_DIR)",
         )
         cmd.add_argument("--json", action="store_true", help="print JSON")
-    # next: `rollback` (needs the health watch), as a further subparser here
+    _add_rollback(sub)
     return parser
+
+
+def _add_rollback(sub: Any) -> None:
+    from flowship.job._settings import ENV_PREFIX, Settings
+
+    text = "roll the job back to the version deployed before the running one"
+    cmd = sub.add_parser(
+        "rollback",
+        help=text,
+        description=(
+            text.capitalize() + ", from the ledger: check that the previous version can read "
+            "the current state, stop the current version with a savepoint, start the previous "
+            "version's script from it (--upgrade-from savepoint) and wait until it is stable. "
+            "Refused (exit 5, nothing stopped) when the previous version cannot read the "
+            "current state. The job flags below are passed to the previous version's script: "
+            "give the ones you deploy the job with (or set FLOWSHIP_* variables)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("job", metavar="JOB", help="the job's name (fs.Job(name, ...))")
+    cmd.add_argument(
+        "--from-pre-upgrade-savepoint",
+        action="store_true",
+        help="when the previous version cannot read the current state: start it from the "
+        "savepoint it was stopped with before the upgrade; REPLAYS the input since then "
+        "(downstream sees those outputs again)",
+    )
+    cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{info.description} (env {ENV_PREFIX}{name.upper()})"
+        if info.annotation is bool:
+            cmd.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
+        else:
+            cmd.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from flowship.deploy.ledger import LocalLedger
+    from flowship.deploy.rollback import Rollback, run_rollback
+    from flowship.job._settings import Settings, settings_from_args
+
+    settings = settings_from_args(args)
+    flags: list[str] = []
+    for name, info in Settings.model_fields.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if info.annotation is bool else [flag, str(value)]
+    rollback = Rollback(
+        LocalLedger(settings.ledger_path),
+        args.job,
+        settings.state_dir,
+        flags=flags,
+        replay=args.from_pre_upgrade_savepoint,
+        health_window_s=settings.health_window_s,
+    )
+    return run_rollback(rollback, as_json=args.json)
 
 
 def _ledger(args: argparse.Namespace) -> Any:
@@ -186,7 +256,9 @@ def _history(args: argparse.Namespace) -> int:
     for deployment, entries in deployments.items():
         version = next((e.data["version"] for e in entries if "version" in e.data), "?")
         steps = " -> ".join(e.step.value for e in entries)
-        print(f"{deployment}  version {version}: {steps}")
+        rollback_of = next((e.data["rollback_of"] for e in entries if "rollback_of" in e.data), "")
+        note = f" (rollback of {rollback_of})" if rollback_of else ""
+        print(f"{deployment}  version {version}{note}: {steps}")
     return EXIT_OK
 
 
@@ -253,7 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     exits with 2 on invalid flags.
     """
     args = build_parser().parse_args(None if argv is None else list(argv))
-    handlers = {"check": _check, "manifest": _manifest, "status": _status, "history": _history}
+    handlers = {
+        "check": _check,
+        "manifest": _manifest,
+        "status": _status,
+        "history": _history,
+        "rollback": _rollback,
+    }
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -79,6 +79,8 @@ def run_main(job: Job, argv: list[str]) -> int:
         if args.manifest:
             print(json.dumps(job.manifest(settings.execution_mode), indent=2, sort_keys=True))
             return EXIT_OK
+        if args.rollback or args.from_pre_upgrade_savepoint:
+            return _rollback(job, settings, args, argv)
         if args.upgrade_from in ("savepoint", "latest-checkpoint"):
             from_checkpoint = args.upgrade_from == "latest-checkpoint"
             if settings.is_local:
@@ -115,6 +117,25 @@ def run_main(job: Job, argv: list[str]) -> int:
         return exit_code_for(exc)
 
 
+def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:
+    """``--rollback``: back to the version deployed before (flowship/deploy/rollback.py)."""
+    from flowship.deploy.rollback import Rollback, run_rollback
+
+    if not args.rollback or args.upgrade_from is not None:
+        msg = "--rollback goes alone (--from-pre-upgrade-savepoint needs it; --upgrade-from not)"
+        raise ConfigError(msg)
+    own = ("--rollback", "--from-pre-upgrade-savepoint", "--json")
+    rollback = Rollback(
+        LocalLedger(settings.ledger_path),
+        job.name,
+        settings.state_dir,
+        flags=[a for a in argv if a not in own],
+        replay=args.from_pre_upgrade_savepoint,
+        health_window_s=settings.health_window_s,
+    )
+    return run_rollback(rollback, as_json=bool(getattr(args, "json", False)))
+
+
 def restore_path(given: str | None) -> str | None:
     """Validate ``--upgrade-from PATH``: a savepoint/checkpoint directory holding ``_metadata``."""
     if given is None:
@@ -127,6 +148,9 @@ def restore_path(given: str | None) -> str | None:
             "was started"
         )
         raise ConfigError(msg)
+    from flowship.deploy.savepoints import check_metadata
+
+    check_metadata(path / "_metadata", given)
     return path.resolve().as_uri()
 
 
@@ -289,10 +313,11 @@ def _run_local(
         try:
             client = env.execute_async(f"{job.name}@{job.version}")
             job_id = str(client.get_job_id())
+            _wait_running(FlinkRest(rest_url), job_id, settings, client)
         except Exception as exc:  # Py4JJavaError and friends: translate at the boundary
-            ledger.record(job.name, deployment, Step.FAILED, reason=_java_error(job, exc))
-            raise JobFailedError(_java_error(job, exc)) from exc
-        _wait_running(FlinkRest(rest_url), job_id, settings, client)
+            reason = _java_error(job, exc, restore)
+            ledger.record(job.name, deployment, Step.FAILED, reason=reason)
+            raise JobFailedError(reason) from exc
         ledger.record(
             job.name,
             deployment,
@@ -365,7 +390,8 @@ def _roll_back(
     previous = ledger.deployments(job.name).get(str(data.get("previous")), [])
     script = next((e.data["script"] for e in previous if "script" in e.data), None)
     previous_version = next((e.data["version"] for e in previous if "version" in e.data), None)
-    savepoint = str(data["savepoint"]).removeprefix("file:")
+    # a replaying rollback started from an older savepoint: go back to where it stopped
+    savepoint = str(data.get("old_savepoint") or data["savepoint"]).removeprefix("file:")
     ledger.record(
         job.name,
         deployment,
@@ -636,11 +662,17 @@ def _submit_to_cluster(
     return EXIT_OK
 
 
-def _java_error(job: Job, exc: BaseException) -> str:
+def _java_error(job: Job, exc: BaseException, restore: str | None = None) -> str:
     text = str(exc)
     causes = re.findall(r"Caused by: ([^\n]+)", text)
     root = causes[-1] if causes else text.splitlines()[0] if text else type(exc).__name__
+    restoring = (
+        ""
+        if restore is None
+        else f" while restoring from {restore} (if the cause is about reading the savepoint, "
+        "it is corrupt or incomplete: start from another savepoint or a retained checkpoint)"
+    )
     return (
-        f"job {job.name}@{job.version} failed: {root} (full Java trace in the log above; "
-        "a Python error in an operator appears as the last 'Caused by')"
+        f"job {job.name}@{job.version} failed{restoring}: {root} (full Java trace in the log "
+        "above; a Python error in an operator appears as the last 'Caused by')"
     )

@@ -111,6 +111,20 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "retained checkpoint; PATH: start from this savepoint or checkpoint directory "
         "(holding _metadata)",
     )
+    parser.add_argument(
+        "--rollback",
+        action="store_true",
+        help="roll this job back to the version deployed before the running one (from the "
+        "ledger): checked (can that version read the current state?), stopped with a "
+        "savepoint, started from it, watched; refused with exit code 5 when incompatible",
+    )
+    parser.add_argument(
+        "--from-pre-upgrade-savepoint",
+        action="store_true",
+        help="with --rollback: start the previous version from the savepoint it was stopped "
+        "with before the upgrade; REPLAYS the input since then (downstream sees those "
+        "outputs again)",
+    )
     parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flowship-rollback-of", default=None, help=argparse.SUPPRESS)
     return parser

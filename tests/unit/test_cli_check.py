@@ -33,7 +33,7 @@ def test_exit_codes_are_the_documented_ones() -> None:
     import flowship.cli
 
     doc = flowship.cli.__doc__ or ""
-    for line in ("0   compatible", "1   incompatible", "2   bad input", "3   reserved"):
+    for line in ("0   compatible", "1   incompatible", "2   bad input", "3   a job failed"):
         assert line in doc
 
 

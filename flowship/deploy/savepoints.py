@@ -1,0 +1,52 @@
+"""Is a savepoint or checkpoint directory really Flink's, checked before anything starts.
+
+Flink writes ``_metadata`` as ``[magic number (int) | format version (int) | metadata]``, big
+endian; the magic number is ``Checkpoints.HEADER_MAGIC_NUMBER`` in Flink's runtime
+(``org.apache.flink.runtime.checkpoint.Checkpoints``). A file that does not start with it is not
+a savepoint or checkpoint (truncated to nothing, overwritten, or some other file). A file that
+does but is damaged further in is only found out by Flink when it restores; ``job.main()`` then
+records FAILED with Flink's reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowship.errors import ConfigError
+
+#: ``Checkpoints.HEADER_MAGIC_NUMBER``: the first 4 bytes (big endian) of every ``_metadata``.
+FLINK_METADATA_MAGIC = 0x4960672D
+#: Metadata format versions Flink has used (1 to 6 up to Flink 2.2); leave room for new ones.
+MAX_METADATA_VERSION = 64
+
+
+def check_metadata(metadata: Path, given: str) -> int:
+    """Raise ConfigError unless ``metadata`` starts like Flink's ``_metadata``; its version.
+
+    ``given`` is what the user passed (``--upgrade-from``), named in the message.
+    """
+    try:
+        with metadata.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        msg = f"--upgrade-from {given}: cannot read {metadata}: {exc}; nothing was started"
+        raise ConfigError(msg) from exc
+    magic = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
+    if magic != FLINK_METADATA_MAGIC:
+        found = "it is empty" if not head else f"it starts with 0x{head[:4].hex()}"
+        msg = (
+            f"--upgrade-from {given}: {metadata} is not a Flink savepoint or checkpoint "
+            f"({found}, not Flink's magic number 0x{FLINK_METADATA_MAGIC:08x}); it is "
+            "truncated, corrupt or another file. Use another savepoint, or a retained "
+            "checkpoint (STATE_DIR/JOB/checkpoints/JOB_ID/chk-N); nothing was started"
+        )
+        raise ConfigError(msg)
+    version = int.from_bytes(head[4:8], "big") if len(head) == 8 else 0
+    if not 1 <= version <= MAX_METADATA_VERSION:
+        msg = (
+            f"--upgrade-from {given}: {metadata} starts with Flink's magic number but its "
+            f"format version is {version}, which no Flink writes; the file is corrupt. Use "
+            "another savepoint or a retained checkpoint; nothing was started"
+        )
+        raise ConfigError(msg)
+    return version

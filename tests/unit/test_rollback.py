@@ -1,0 +1,141 @@
+"""`flowship rollback` / `--rollback`: what the ledger says to go back to, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flowship.cli import main
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step
+from flowship.deploy.rollback import plan_rollback, version_before
+from flowship.errors import ConfigError
+
+UPGRADE = (
+    Step.PLANNED,
+    Step.CHECKED,
+    Step.SAVEPOINTING,
+    Step.STOPPED,
+    Step.SUBMITTED,
+    Step.RUNNING,
+    Step.STABLE,
+)
+
+
+def _deploy(
+    ledger: LocalLedger,
+    d: str,
+    version: str,
+    previous: str | None = None,
+    steps: tuple[Step, ...] = UPGRADE,
+    **planned: object,
+) -> None:
+    for step in steps:
+        data: dict[str, object] = {}
+        if step is Step.PLANNED:
+            data = {
+                "version": version,
+                "script": f"/jobs/v{version}.py",
+                "manifest": {"version": version},
+                **planned,
+            }
+            if previous:
+                data["previous"] = previous
+        if step is Step.STOPPED:
+            data = {"savepoint": f"file:///sp/{d}"}
+        if step is Step.SUBMITTED:
+            data = {"rest_url": "http://127.0.0.1:1"}
+        if step is Step.RUNNING:
+            data = {"job_id": d * 4, "pid": 1}
+        ledger.record("jobx", d, step, **data)
+
+
+FIRST = (Step.PLANNED, Step.SUBMITTED, Step.RUNNING)
+
+
+def test_before_is_the_previous_upgrade_and_rollback_is_undo(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    _deploy(ledger, "d1", "1", steps=FIRST)
+    _deploy(ledger, "d2", "2", "d1")
+    _deploy(ledger, "d3", "3", "d2")
+    deps = ledger.deployments("jobx")
+    assert version_before(deps, "d3") == "d2"
+    assert version_before(deps, "d2") == "d1"
+    assert version_before(deps, "d1") is None
+    plan = plan_rollback(ledger, "jobx")
+    assert (plan.current, plan.target, plan.version, plan.script) == (
+        "d3",
+        "d2",
+        "2",
+        "/jobs/v2.py",
+    )
+    # v2 was stopped for the upgrade to v3 with d3's savepoint
+    assert plan.pre_upgrade_savepoint == "file:///sp/d3"
+    # a rollback of d3 (back to v2) is undone by going one more version back: to v1
+    _deploy(ledger, "r1", "2", "d3", rollback_of="d3", kind="rollback")
+    deps = ledger.deployments("jobx")
+    assert version_before(deps, "r1") == "d1"
+    plan = plan_rollback(ledger, "jobx")
+    assert (plan.current, plan.target, plan.pre_upgrade_savepoint) == ("r1", "d1", "file:///sp/d2")
+    # an automatic rollback (a restore from PATH with rollback_of, no previous) counts the same
+    _deploy(ledger, "r2", "1", steps=FIRST, rollback_of="r1")
+    assert version_before(ledger.deployments("jobx"), "r2") is None
+
+
+def test_refused_rollback_is_not_current(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    _deploy(ledger, "d1", "1", steps=FIRST)
+    _deploy(ledger, "d2", "2", "d1")
+    _deploy(ledger, "r1", "1", "d2", steps=(Step.PLANNED, Step.REFUSED), rollback_of="d2")
+    plan = plan_rollback(ledger, "jobx")
+    assert (plan.current, plan.target) == ("d2", "d1")
+
+
+def test_unknown_job_no_previous_and_nothing_running_are_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    assert main(["rollback", "jobx", "--state-dir", str(state)]) == 2
+    assert "unknown job 'jobx'" in capsys.readouterr().err
+    assert not (state / "ledger" / "jobx.jsonl").exists()
+
+    ledger = LocalLedger(state / "ledger")
+    _deploy(ledger, "d1", "1", steps=FIRST)
+    before = (state / "ledger" / "jobx.jsonl").read_text()
+    assert main(["rollback", "jobx", "--state-dir", str(state), "--json"]) == 2
+    out = capsys.readouterr()
+    assert "no previous version" in out.err
+    assert json.loads(out.out)["exit_code"] == 2
+    _deploy(ledger, "d2", "2", "d1")
+    before = (state / "ledger" / "jobx.jsonl").read_text()
+    # d2's local mini-cluster (REST on port 1) is gone: nothing runs to roll back
+    assert main(["rollback", "jobx", "--ledger-dir", str(state / "ledger")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing running to roll back" in err and "file:///sp/d2" in err
+    assert (state / "ledger" / "jobx.jsonl").read_text() == before
+    assert not (state / "ledger" / "jobx.lease").exists()
+
+
+def test_a_held_lease_makes_rollback_busy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = LocalLedger(tmp_path)
+    _deploy(ledger, "d1", "1", steps=FIRST)
+    lease = ledger.acquire("jobx")
+    try:
+        assert main(["rollback", "jobx", "--ledger-dir", str(tmp_path)]) == 7
+    finally:
+        ledger.release(lease)
+    assert "is being deployed by pid" in capsys.readouterr().err
+
+
+def test_invalid_settings_are_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rollback", "jobx", "--ledger-dir", str(tmp_path), "--rest-port", "x"]) == 2
+    assert "rest_port" in capsys.readouterr().err
+
+
+def test_plan_without_ledger_entries_raises(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown job"):
+        plan_rollback(LocalLedger(tmp_path), "nope")
