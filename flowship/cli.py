@@ -207,10 +207,12 @@ def _add_rollback(sub: Any) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from flowship._log import configure_for_cli
     from flowship.deploy.ledger import LocalLedger
     from flowship.deploy.rollback import Rollback, run_rollback
     from flowship.job._settings import Settings, settings_from_args
 
+    configure_for_cli()  # log events go to stderr: stdout holds the outcome (--json)
     settings = settings_from_args(args)
     flags: list[str] = []
     for name, info in Settings.model_fields.items():

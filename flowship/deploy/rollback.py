@@ -549,5 +549,7 @@ def run_rollback(
         return code
     if as_json:
         print(json.dumps(outcome.to_json(), indent=2), file=out)
-    print(f"flowship rollback: {outcome.message}", file=err if outcome.exit_code else out)
+    # stdout holds only the JSON with --json; the message goes to stderr then
+    to = err if outcome.exit_code or as_json else out
+    print(f"flowship rollback: {outcome.message}", file=to)
     return outcome.exit_code

@@ -139,3 +139,30 @@ def test_invalid_settings_are_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
 def test_plan_without_ledger_entries_raises(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown job"):
         plan_rollback(LocalLedger(tmp_path), "nope")
+
+
+def test_json_outcome_is_the_only_thing_on_stdout(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ledger = LocalLedger(tmp_path)
+    _deploy(ledger, "d1", "1", steps=FIRST)
+    _deploy(ledger, "d2", "2", "d1")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowship.cli",
+            "rollback",
+            "jobx",
+            "--ledger-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["exit_code"] == 2
