@@ -280,23 +280,21 @@ class Rollback:
                 script, version = str(data["script"]), str(data["version"])
                 from_version = str(data.get("previous_version"))
             else:
-                if unfinished is not None:
-                    self.ledger.record(
-                        self.job,
-                        unfinished[0],
-                        Step.FAILED,
-                        reason="the rollback died before stopping anything; planned again",
-                    )
                 plan = plan_rollback(self.ledger, self.job)
-                deployment = self._stop_current(plan, lease)
+                stale = unfinished[0] if unfinished is not None else None
+                deployment = self._stop_current(plan, lease, stale)
                 script, version = plan.script, plan.version
                 from_version = str(plan.current_data.get("version"))
         finally:
             self.ledger.release(lease)
         return self._start_previous(deployment, script, version, from_version)
 
-    def _stop_current(self, plan: RollbackPlan, lease: Lease) -> str:
-        """Gate, record, stop the current version with a savepoint; the rollback's deployment."""
+    def _stop_current(self, plan: RollbackPlan, lease: Lease, stale: str | None = None) -> str:
+        """Gate, record, stop the current version with a savepoint; the rollback's deployment.
+
+        ``stale``: a rollback deployment that died before stopping anything, closed as FAILED
+        once this one is known to go ahead.
+        """
         if not _is_running(plan.current_data):
             how = (
                 f"python {plan.script} --upgrade-from {plan.pre_upgrade_savepoint}"
@@ -328,6 +326,13 @@ class Rollback:
             != plan.target_data["manifest"].get("code_digest"),
         }
         savepoints = self.state_dir.resolve() / self.job / "savepoints"
+        if stale is not None:
+            self.ledger.record(
+                self.job,
+                stale,
+                Step.FAILED,
+                reason="the rollback died before stopping anything; planned again",
+            )
         if not self.replay:
             try:
                 deployment = _plan_and_check(

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from flowship.cli import main
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.machine import Step
 from flowship.deploy.rollback import plan_rollback, version_before
 from flowship.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _unconfigure_logging() -> Iterator[None]:
+    # `flowship rollback` configures structlog for stderr, which is pytest's capture here
+    yield
+    structlog.reset_defaults()
+
 
 UPGRADE = (
     Step.PLANNED,
@@ -166,3 +176,57 @@ def test_json_outcome_is_the_only_thing_on_stdout(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert json.loads(done.stdout)["exit_code"] == 2
+
+
+def test_a_rollback_that_died_before_stopping_is_closed_and_planned_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steps a rollback records, without Flink: the REST stop and the start are stubbed."""
+    from test_check_upgrade import manifest
+
+    from flowship.deploy import rollback as rb
+    from flowship.deploy.rest import FlinkRest
+
+    ledger = LocalLedger(tmp_path)
+    v1, v2 = manifest(job="jobx", version="1"), manifest(job="jobx", version="2")
+    _deploy(ledger, "d1", "1", steps=FIRST, manifest=v1)
+    _deploy(ledger, "d2", "2", "d1", manifest=v2)
+    _deploy(ledger, "r1", "1", "d2", steps=(Step.PLANNED,), rollback_of="d2", kind="rollback")
+    monkeypatch.setattr(rb, "_is_running", lambda data: True)
+    monkeypatch.setattr(rb, "script_manifest", lambda script, flags: v1)
+    stopped: list[str] = []
+
+    def stop(self: FlinkRest, job_id: str, target: object) -> str:
+        stopped.append(job_id)
+        return "file:///sp/new"
+
+    monkeypatch.setattr(FlinkRest, "stop_with_savepoint", stop)
+    started: list[str] = []
+    monkeypatch.setattr(
+        rb.Rollback,
+        "_start_previous",
+        lambda self, d, script, version, frm: started.append(d) or rb.Outcome("jobx", 0, "ok"),
+    )
+    outcome = rb.Rollback(ledger, "jobx", tmp_path / "state").run()
+    assert outcome.exit_code == 0
+    deployments = ledger.deployments("jobx")
+    assert [e.step for e in deployments["r1"]] == [Step.PLANNED, Step.FAILED]
+    new = started[0]
+    assert [e.step for e in deployments[new]] == [
+        Step.PLANNED,
+        Step.CHECKED,
+        Step.SAVEPOINTING,
+        Step.STOPPED,
+    ]
+    planned = deployments[new][0].data
+    assert (planned["kind"], planned["rollback_of"], planned["rollback_to"]) == (
+        "rollback",
+        "d2",
+        "d1",
+    )
+    assert stopped == ["d2" * 4]
+    assert deployments[new][-1].data["savepoint"] == "file:///sp/new"
+    # run again: the deployment at STOPPED is handed to the previous script, nothing re-stopped
+    started.clear()
+    rb.Rollback(ledger, "jobx", tmp_path / "state").run()
+    assert started == [new] and stopped == ["d2" * 4]
