@@ -116,8 +116,13 @@ class Job:
         self._topology = fn
         return fn
 
-    def build(self, env: StreamExecutionEnvironment, settings: Settings) -> None:
-        """Add the whole graph (sources, topology, sinks, dead letters) to ``env``."""
+    def build(
+        self, env: StreamExecutionEnvironment, settings: Settings, *, rehearsal: str = ""
+    ) -> None:
+        """Add the whole graph (sources, topology, sinks, dead letters) to ``env``.
+
+        ``rehearsal`` (a ``--dry-run``'s suffix) isolates every Kafka name the graph uses.
+        """
         from flowship.kafka._flink import KafkaContext, add_sink, add_source
 
         if self._topology is None:
@@ -131,6 +136,7 @@ class Job:
             job=self.name,
             version=self.version,
             bounded=settings.bounded,
+            rehearsal=rehearsal,
         )
         streams = {s.name: add_source(env, s, ctx) for s in self.sources}
         out = self._topology(**streams)

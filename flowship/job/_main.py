@@ -12,6 +12,8 @@ Exit codes (documented in docs/reference/cli.md):
 6   the upgraded version was not healthy within the window: the previous version was started
     again from the pre-upgrade savepoint (the ledger records ROLLED_BACK with the reason)
 7   another deployment of this job is in progress (it holds the job's lease)
+8   ``--dry-run``: the rehearsal failed (state that does not read with this code, or the
+    rehearsal job failed); nothing production uses was changed
 ==  ===========================================================
 """
 
@@ -51,6 +53,7 @@ EXIT_UNREACHABLE = 4
 EXIT_REFUSED = 5
 EXIT_ROLLED_BACK = 6
 EXIT_BUSY = 7
+EXIT_DRY_RUN_FAILED = 8
 
 log = get_logger("flowship.job")
 
@@ -79,6 +82,13 @@ def run_main(job: Job, argv: list[str]) -> int:
         if args.manifest:
             print(json.dumps(job.manifest(settings.execution_mode), indent=2, sort_keys=True))
             return EXIT_OK
+        if args.flowship_rehearsal is not None or args.dry_run:
+            from flowship.job import _dry_run
+
+            if args.flowship_rehearsal is not None:  # the dry run's child process
+                restore = restore_path(args.upgrade_from)
+                return _dry_run.run_rehearsal(job, settings, restore, args.flowship_rehearsal)
+            return _dry_run.dry_run(job, settings, argv, args.upgrade_from, args.json)
         if args.rollback or args.from_pre_upgrade_savepoint:
             return _rollback(job, settings, args, argv)
         if args.upgrade_from in ("savepoint", "latest-checkpoint"):

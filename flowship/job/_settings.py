@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     bounded: bool = Field(
         False, description="stop at the Kafka offsets that are latest when the job starts"
     )
+    dry_run_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="--dry-run: how long the rehearsal may read its sample (the input from the "
+        "savepoint's offsets up to the latest offsets when it starts) before it is stopped",
+    )
     restart_attempts: int = Field(20, ge=0, description="fixed-delay restart attempts")
     restart_delay_ms: int = Field(2000, ge=0, description="delay between restarts")
 
@@ -125,6 +131,19 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "with before the upgrade; REPLAYS the input since then (downstream sees those "
         "outputs again)",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --upgrade-from (default savepoint): check this code against the running "
+        "version, take a savepoint without stopping it (or use the checkpoint / PATH), read "
+        "every key of its state with this code, rehearse this code from it on a bounded sample "
+        "in a throwaway mini-cluster with suffixed topics, groups and transactional ids; "
+        "report; change nothing production uses (exit 0 passed, 5 refused, 8 failed)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with --dry-run: print the report as JSON"
+    )
+    parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flowship-rollback-of", default=None, help=argparse.SUPPRESS)
     return parser

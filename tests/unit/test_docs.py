@@ -42,7 +42,7 @@ EXAMPLE_FLAGS = {
     "--expect": "examples/click_sessions/read.py",
 }
 # Planned flags the docs mention as not built yet; remove from here once they exist.
-PLANNED = {"--dry-run"}
+PLANNED: set[str] = set()
 # Real but hidden from --help (argparse.SUPPRESS).
 HIDDEN = {"--flowship-submitted"}
 # Build output of `make jars`: absent from a fresh checkout.

@@ -1,0 +1,364 @@
+"""``python job.py --dry-run --upgrade-from savepoint|latest-checkpoint|PATH``.
+
+The parent process (:func:`dry_run`) runs the upgrade gate, gets state without stopping the
+running version, reads every key of it with this code's codecs (:mod:`flowship.deploy.rehearse`)
+and starts a child process of this same script with the hidden ``--flowship-rehearsal SUFFIX``
+flag. The child (:func:`run_rehearsal`) restores this code from that state on an embedded
+mini-cluster of its own (a free REST port, a temporary state dir), bounded at the latest offsets
+when it starts, with every Kafka name suffixed; it prints one result line and exits.
+
+Nothing production uses is changed: no ledger entry, no lease, the running job keeps running,
+its consumer groups, topics and transactional ids are never used. The report is also kept as
+``STATE_DIR/JOB/dry-runs/<token>/report.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowship._log import get_logger
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.rehearse import (
+    DryRunReport,
+    Rehearsal,
+    count_committed,
+    create_rehearsal_topics,
+    format_report,
+    new_token,
+    read_state,
+    rehearsal_name,
+    rehearsal_suffix,
+    save_report,
+)
+from flowship.errors import ClusterError, ConfigError, StateError
+
+if TYPE_CHECKING:
+    from flowship.job._job import Job
+    from flowship.job._settings import Settings
+
+log = get_logger("flowship.dry_run")
+
+#: The child prints its outcome on one line starting with this.
+RESULT_PREFIX = "flowship-rehearsal-result "
+#: Exit codes (see docs/reference/cli.md).
+EXIT_OK = 0
+EXIT_JOB_FAILED = 3
+EXIT_REFUSED = 5
+EXIT_DRY_RUN_FAILED = 8
+
+
+def dry_run(
+    job: Job, settings: Settings, argv: list[str], upgrade_from: str | None, as_json: bool
+) -> int:
+    """Gate, state, read every key, rehearse, report. Exit 0, 5 (refused) or 8 (failed)."""
+    from flowship.deploy.check import check_upgrade
+
+    mode = upgrade_from or "savepoint"
+    ledger = LocalLedger(settings.ledger_path)
+    current = ledger.current(job.name)  # read only: a dry run records nothing
+    if current is None:
+        msg = (
+            f"unknown job {job.name!r}: the ledger ({settings.ledger_path}) records no running "
+            "deployment of it, so there is nothing to rehearse an upgrade against; deploy it "
+            "first (without --upgrade-from)"
+        )
+        raise ConfigError(msg)
+    _, old = current
+    manifest = job.manifest(settings.execution_mode)
+    token = new_token()
+    work = settings.state_dir.resolve() / job.name / "dry-runs" / token
+    gate = check_upgrade(old["manifest"], manifest)
+    report = DryRunReport(
+        job=job.name,
+        version=job.version,
+        running_version=str(old.get("version")),
+        token=token,
+        gate=gate.to_json(),
+    )
+    log.info("dry_run.checked", job=job.name, version=job.version, compatible=gate.compatible)
+    if not gate.compatible:
+        save_report(report, work)
+        _print(report, as_json, gate_text=str(gate))
+        print(
+            f"flowship: dry run: upgrade of {job.name} to version {job.version} would be "
+            "refused; nothing was touched (fix the problems above, see `flowship check`)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+
+    report.state_source = mode if mode in ("savepoint", "latest-checkpoint") else "path"
+    report.state_from = _obtain_state(job, settings, old, mode, work)
+    log.info("dry_run.state", job=job.name, source=report.state_source, at=report.state_from)
+
+    kinds, codecs = _declared_state(job)
+    try:
+        report.operators = read_state(report.state_from, kinds, codecs, work)
+    except StateError as exc:
+        report.state_error = str(exc)
+    log.info("dry_run.state_read", job=job.name, ok=report.state_ok)
+
+    report.rehearsal = _rehearse(
+        job, settings, argv, report.state_from, rehearsal_suffix(token), work
+    )
+    saved = save_report(report, work)
+    _print(report, as_json)
+    log.info("dry_run.done", job=job.name, passed=report.passed, report=str(saved))
+    return EXIT_OK if report.passed else EXIT_DRY_RUN_FAILED
+
+
+def _print(report: DryRunReport, as_json: bool, gate_text: str = "") -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True, default=str))
+        return
+    if gate_text:
+        print(gate_text)
+    print(format_report(report))
+
+
+def _obtain_state(job: Job, settings: Settings, old: dict[str, Any], mode: str, work: Path) -> str:
+    """The savepoint or checkpoint to rehearse from; the running job is never stopped."""
+    from flowship.deploy.rest import FlinkRest
+    from flowship.deploy.upgrade import latest_checkpoint
+
+    rest = FlinkRest(old["rest_url"])
+    if mode == "savepoint":
+        rest.overview()  # unreachable: ClusterError (exit 4), nothing done
+        if rest.job(old["job_id"])["state"] != "RUNNING":
+            msg = (
+                f"the running version of {job.name!r} (Flink job {old['job_id']} at "
+                f"{old['rest_url']}) is not RUNNING, so no savepoint can be taken; rehearse "
+                "from its retained checkpoint with --dry-run --upgrade-from latest-checkpoint"
+            )
+            raise ClusterError(msg)
+        return rest.trigger_savepoint(old["job_id"], work / "savepoint")
+    if mode == "latest-checkpoint":
+        running = False
+        with contextlib.suppress(ClusterError, KeyError):
+            running = FlinkRest(old["rest_url"], timeout=3).job(old["job_id"])["state"] in (
+                "RUNNING",
+                "RESTARTING",
+                "CREATED",
+            )
+        if running:
+            msg = (
+                f"the running version of {job.name!r} (Flink job {old['job_id']}) is alive and "
+                "deletes its older checkpoints as it takes new ones, so a checkpoint may vanish "
+                "mid-rehearsal; rehearse from a savepoint (--dry-run --upgrade-from savepoint)"
+            )
+            raise ConfigError(msg)
+        root = settings.state_dir.resolve() / job.name / "checkpoints" / str(old["job_id"])
+        found = latest_checkpoint(root, 0.0, pattern="chk-*")
+        if found is None:
+            msg = (
+                f"no retained checkpoint of Flink job {old['job_id']} under {root}; pass a "
+                "savepoint or checkpoint directory with --dry-run --upgrade-from PATH"
+            )
+            raise ConfigError(msg)
+        return found
+    from flowship.job._main import restore_path
+
+    found_path = restore_path(mode)
+    assert found_path is not None
+    return found_path
+
+
+def _declared_state(job: Job) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], Any]]:
+    """{uid: {state: kind}} and {(uid, state): StateCodec} of this code's stateful operators."""
+    from flowship.schema import StateCodec
+    from flowship.state import registered
+
+    kinds: dict[str, dict[str, str]] = {}
+    codecs: dict[tuple[str, str], Any] = {}
+    for uid, info in registered(job.module).items():
+        if uid in job.dropped:
+            continue
+        kinds[uid] = {name: spec.kind for name, spec in info.states.items()}
+        for name, spec in info.states.items():
+            codecs[(uid, name)] = StateCodec(spec.schema)
+    return kinds, codecs
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_argv(argv: list[str]) -> list[str]:
+    """The parent's flags minus the ones the dry run owns (``--dry-run``, ``--json``, ...)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--dry-run", "--json", "--bounded"):
+            continue
+        if arg in ("--upgrade-from", "--flowship-rehearsal"):
+            skip = True
+            continue
+        if arg.startswith(("--upgrade-from=", "--flowship-rehearsal=")):
+            continue
+        out.append(arg)
+    return out
+
+
+def _rehearse(
+    job: Job, settings: Settings, argv: list[str], state: str, suffix: str, work: Path
+) -> Rehearsal:
+    """Run this script as a child on a throwaway mini-cluster from ``state``; what it did."""
+    outputs = {rehearsal_name(s.topic, suffix): s.topic for s in job.sinks}
+    dead = {rehearsal_name(s.dead_letter_topic, suffix): s.dead_letter_topic for s in job.sources}
+    create_rehearsal_topics(settings.kafka_bootstrap, {**outputs, **dead})
+    child_dir = work / "rehearsal"
+    child_dir.mkdir(parents=True, exist_ok=True)
+    log_file = child_dir / "rehearsal.log"
+    cmd = [
+        sys.executable,
+        str(job.script),
+        *child_argv(argv),
+        "--target",
+        "local",
+        "--bounded",
+        "--state-dir",
+        str(child_dir / "state"),
+        "--ledger-dir",
+        str(child_dir / "ledger"),
+        "--rest-port",
+        str(_free_port()),
+        "--restart-attempts",
+        "0",
+        "--upgrade-from",
+        state.removeprefix("file://").removeprefix("file:"),
+        "--flowship-rehearsal",
+        suffix,
+    ]
+    result = Rehearsal(ran=True, log=str(log_file))
+    started = time.monotonic()
+    with log_file.open("ab") as out:
+        child = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    limit = settings.dry_run_timeout_s + 180.0  # the child stops itself at the time limit
+    try:
+        code = child.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        result.error = f"the rehearsal did not end within {limit:.0f}s and was killed"
+        code = -1
+    result.seconds = round(time.monotonic() - started, 1)
+    outcome = _child_result(log_file)
+    result.records_in = int(outcome.get("records_in", 0))
+    result.truncated = bool(outcome.get("truncated", False))
+    if code != 0 and not result.error:
+        result.error = str(
+            outcome.get("error") or f"the rehearsal exited {code}; see its log {log_file}"
+        )
+    for topic in outputs:
+        result.outputs[topic] = count_committed(settings.kafka_bootstrap, topic)
+    for topic in dead:
+        result.dead_letters[topic] = count_committed(settings.kafka_bootstrap, topic)
+    result.passed = code == 0 and not result.error
+    return result
+
+
+def _child_result(log_file: Path) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    with contextlib.suppress(OSError):
+        for line in log_file.read_text(errors="replace").splitlines():
+            if line.startswith(RESULT_PREFIX):
+                with contextlib.suppress(ValueError):
+                    found = json.loads(line[len(RESULT_PREFIX) :])
+    return found
+
+
+# the child ---------------------------------------------------------------------------------
+
+
+def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str) -> int:
+    """Inside the rehearsal child: run this code from ``restore`` with suffixed Kafka names."""
+    from flowship.deploy.rest import FlinkRest
+    from flowship.job._runtime import flink_options, local_options, make_env
+
+    rehearsal_name("", suffix)  # validates the suffix
+    if restore is None or not settings.is_local or not settings.bounded:
+        msg = "--flowship-rehearsal is internal to --dry-run (local, bounded, with a restore path)"
+        raise ConfigError(msg)
+    options = {
+        **flink_options(job, settings),
+        **local_options(settings),
+        "execution.state-recovery.path": restore,
+        # the production sinks' state (their transactions) stays behind: the rehearsal's sinks
+        # have suffixed uids, so nothing of production's transactional ids is ever touched
+        "execution.state-recovery.ignore-unclaimed-state": "true",
+    }
+    env = make_env(options)
+    job.build(env, settings, rehearsal=suffix)
+    rest = FlinkRest(f"http://127.0.0.1:{settings.rest_port}")
+    outcome: dict[str, Any] = {"suffix": suffix}
+    try:
+        client = env.execute_async(f"{job.name}@{job.version}{suffix}")
+    except Exception as exc:  # Py4JJavaError: translate at the boundary
+        outcome["error"] = _root_cause(str(exc))
+        print(RESULT_PREFIX + json.dumps(outcome), flush=True)
+        return EXIT_JOB_FAILED
+    job_id = str(client.get_job_id())
+    deadline = time.monotonic() + settings.dry_run_timeout_s
+    state = "UNKNOWN"
+    while True:
+        with contextlib.suppress(ClusterError):
+            state = rest.job(job_id)["state"]
+        if state in ("FINISHED", "FAILED", "CANCELED"):
+            break
+        if time.monotonic() > deadline:
+            # the sample is larger than the time limit allows: stop (committing what was
+            # written) and report the rehearsal as truncated
+            outcome["truncated"] = True
+            try:
+                rest.stop_with_savepoint(job_id, Path(settings.state_dir).resolve() / "stop")
+            except ClusterError as exc:
+                outcome["error"] = f"stopping the rehearsal at its time limit failed: {exc}"
+            state = "STOPPED"
+            break
+        time.sleep(0.5)
+    outcome["state"] = state
+    with contextlib.suppress(ClusterError, KeyError):
+        outcome["records_in"] = _source_records(rest.job(job_id))
+    if state == "FAILED":
+        try:
+            client.get_job_execution_result().result()
+        except Exception as exc:
+            outcome["error"] = _root_cause(str(exc))
+        outcome.setdefault("error", f"the rehearsal job {job_id} FAILED")
+    print(RESULT_PREFIX + json.dumps(outcome), flush=True)
+    return EXIT_OK if state in ("FINISHED", "STOPPED") and "error" not in outcome else 3
+
+
+def _source_records(details: dict[str, Any]) -> int:
+    """Records the source vertices emitted (the sample's size, as the job saw it)."""
+    total = 0
+    for vertex in details.get("vertices", []):
+        if str(vertex.get("name", "")).startswith("Source:"):
+            total += int(vertex.get("metrics", {}).get("write-records", 0))
+    return total
+
+
+def _root_cause(text: str) -> str:
+    causes = [line for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    root = causes[-1].strip() if causes else (text.splitlines() or ["unknown error"])[0]
+    return root[:2000]
