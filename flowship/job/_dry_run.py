@@ -30,13 +30,16 @@ from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rehearse import (
     DryRunReport,
     Rehearsal,
+    committed_offsets,
     count_committed,
     create_rehearsal_topics,
+    end_offsets,
     format_report,
     new_token,
     read_state,
     rehearsal_name,
     rehearsal_suffix,
+    sample_consumed,
     save_report,
 )
 from flowship.errors import ClusterError, ConfigError, StateError
@@ -311,6 +314,16 @@ def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str
     job.build(env, settings, rehearsal=suffix)
     rest = FlinkRest(f"http://127.0.0.1:{settings.rest_port}")
     outcome: dict[str, Any] = {"suffix": suffix}
+    # the sample ends at the offsets that are latest now. Restored Kafka splits keep the
+    # running version's "no stopping offset", so --bounded alone never ends a restored job:
+    # it is stopped once its own (suffixed) consumer group committed up to these offsets
+    ends = end_offsets(settings.kafka_bootstrap, [s.topic for s in job.sources])
+    groups = {
+        rehearsal_name(s.group_id or f"flowship.{job.name}.{s.uid}", suffix): [
+            tp for tp in ends if tp[0] == s.topic
+        ]
+        for s in job.sources
+    }
     try:
         client = env.execute_async(f"{job.name}@{job.version}{suffix}")
     except Exception as exc:  # Py4JJavaError: translate at the boundary
@@ -318,27 +331,11 @@ def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str
         print(RESULT_PREFIX + json.dumps(outcome), flush=True)
         return EXIT_JOB_FAILED
     job_id = str(client.get_job_id())
-    deadline = time.monotonic() + settings.dry_run_timeout_s
-    state = "UNKNOWN"
-    while True:
-        with contextlib.suppress(ClusterError):
-            state = rest.job(job_id)["state"]
-        if state in ("FINISHED", "FAILED", "CANCELED"):
-            break
-        if time.monotonic() > deadline:
-            # the sample is larger than the time limit allows: stop (committing what was
-            # written) and report the rehearsal as truncated
-            outcome["truncated"] = True
-            try:
-                rest.stop_with_savepoint(job_id, Path(settings.state_dir).resolve() / "stop")
-            except ClusterError as exc:
-                outcome["error"] = f"stopping the rehearsal at its time limit failed: {exc}"
-            state = "STOPPED"
-            break
-        time.sleep(0.5)
+    state = _watch(rest, job_id, settings, ends, groups, outcome)
     outcome["state"] = state
-    with contextlib.suppress(ClusterError, KeyError):
-        outcome["records_in"] = _source_records(rest.job(job_id))
+    if "records_in" not in outcome:
+        with contextlib.suppress(ClusterError, KeyError):
+            outcome["records_in"] = _source_records(rest.job(job_id))
     if state == "FAILED":
         try:
             client.get_job_execution_result().result()
@@ -347,6 +344,47 @@ def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str
         outcome.setdefault("error", f"the rehearsal job {job_id} FAILED")
     print(RESULT_PREFIX + json.dumps(outcome), flush=True)
     return EXIT_OK if state in ("FINISHED", "STOPPED") and "error" not in outcome else 3
+
+
+def _watch(
+    rest: Any,
+    job_id: str,
+    settings: Settings,
+    ends: dict[tuple[str, int], int],
+    groups: dict[str, list[tuple[str, int]]],
+    outcome: dict[str, Any],
+) -> str:
+    """Until the rehearsal consumed its sample (then stop it) or ended; its final state."""
+    deadline = time.monotonic() + settings.dry_run_timeout_s
+    last: dict[tuple[str, int], int] | None = None
+    changed = time.monotonic()
+    state = "UNKNOWN"
+    while True:
+        with contextlib.suppress(ClusterError):
+            state = rest.job(job_id)["state"]
+        if state in ("FINISHED", "FAILED", "CANCELED"):
+            return str(state)
+        done = False
+        if state == "RUNNING":
+            committed: dict[tuple[str, int], int] = {}
+            for group, partitions in groups.items():
+                committed.update(committed_offsets(settings.kafka_bootstrap, group, partitions))
+            if committed != last:
+                last, changed = committed, time.monotonic()
+            done = sample_consumed(ends, committed, time.monotonic() - changed > 8.0)
+        late = time.monotonic() > deadline
+        if done or late:
+            # stopping with a savepoint commits what the sinks wrote; the sample's outputs are
+            # committed already once the offsets are (both happen on checkpoint completion)
+            with contextlib.suppress(ClusterError, KeyError):
+                outcome["records_in"] = _source_records(rest.job(job_id))
+            outcome["truncated"] = late and not done
+            try:
+                rest.stop_with_savepoint(job_id, Path(settings.state_dir).resolve() / "stop")
+            except ClusterError as exc:
+                outcome["error"] = f"stopping the rehearsal failed: {exc}"
+            return "STOPPED"
+        time.sleep(1.0)
 
 
 def _source_records(details: dict[str, Any]) -> int:

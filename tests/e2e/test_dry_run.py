@@ -168,6 +168,7 @@ def test_unreadable_state_is_reported_with_uid_state_and_key(production: Product
     # reading every key of the savepoint finds the bug
     assert report["rehearsal"]["passed"] is True, report["rehearsal"]
     assert report["rehearsal"]["records_in"] == 0
+    assert report["rehearsal"]["truncated"] is False  # it ended at the sample's end
     # nothing production uses moved: its group's offsets, its output topic, ledger, job
     assert committed(production.bootstrap, GROUP) == offsets
     assert (
@@ -201,6 +202,8 @@ def test_compatible_version_passes_under_continuous_input(production: Production
     rehearsal = report["rehearsal"]
     suffix = f".dryrun-{report['token']}"
     assert rehearsal["passed"] is True
+    assert rehearsal["truncated"] is False  # stopped at the sample's end, not the time limit
+    assert rehearsal["records_in"] > 0
     assert set(rehearsal["outputs"]) == {f"session-stats{suffix}"}
     assert set(rehearsal["dead_letters"]) == {f"clicks.dlq{suffix}"}
     assert rehearsal["dead_letters"][f"clicks.dlq{suffix}"] == 0

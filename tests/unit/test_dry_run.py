@@ -14,6 +14,7 @@ from flowship.deploy.rehearse import (
     new_token,
     rehearsal_name,
     rehearsal_suffix,
+    sample_consumed,
 )
 from flowship.errors import ConfigError
 from flowship.job._dry_run import child_argv
@@ -147,3 +148,13 @@ def test_report_text_names_failures_and_the_verdict() -> None:
     assert report.failures()[0]["uid"] == "op"
     data = report.to_json()
     assert data["passed"] is False and data["state_ok"] is False
+
+
+def test_the_sample_is_consumed_once_every_partition_committed_its_end() -> None:
+    ends = {("clicks", 0): 10, ("clicks", 1): 0, ("clicks", 2): 5}
+    assert not sample_consumed(ends, {("clicks", 0): 10, ("clicks", 2): 4}, settled=False)
+    assert sample_consumed(ends, {("clicks", 0): 10, ("clicks", 2): 5}, settled=False)
+    # a transactional input ends with a commit marker: one short counts once settled
+    assert sample_consumed(ends, {("clicks", 0): 10, ("clicks", 2): 4}, settled=True)
+    assert not sample_consumed(ends, {("clicks", 0): 8, ("clicks", 2): 5}, settled=True)
+    assert not sample_consumed(ends, {}, settled=True)
