@@ -220,3 +220,24 @@ def test_compatible_version_passes_under_continuous_input(production: Production
     production.assert_untouched(before)
     # its consumer group is its own: committed up to the end of the input, by production
     assert sum(wait_committed_stable(production.bootstrap, GROUP).values()) == len(EVENTS)
+
+
+def test_latest_checkpoint_of_a_live_job_is_refused_and_a_path_is_rehearsed(
+    production: Production,
+) -> None:
+    before = production.ledger_bytes()
+    done = production.dry_run(EXAMPLE / "job_v2.py", "--upgrade-from", "latest-checkpoint")
+    assert done.returncode == 2, tail(done.stdout + done.stderr)
+    assert "is alive" in done.stderr and "--upgrade-from savepoint" in done.stderr
+    production.assert_untouched(before)
+
+    # an older savepoint (an earlier dry run's): its sample is everything produced since
+    savepoint = sorted(production.state.glob(f"{JOB}/dry-runs/*/savepoint/savepoint-*"))[0]
+    done = production.dry_run(EXAMPLE / "job_v2.py", "--upgrade-from", str(savepoint))
+    assert done.returncode == 0, tail(done.stdout + done.stderr)
+    report = report_of(done)
+    assert report["state_source"] == "path" and report["passed"] is True
+    assert report["operators"][0]["states"][0]["keys"] == USERS
+    (outputs,) = report["rehearsal"]["outputs"].values()
+    assert outputs == report["rehearsal"]["records_in"] > 0
+    production.assert_untouched(before)
