@@ -46,19 +46,49 @@ def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
     return len(entries), (causes[-1] if causes else root[0])[:500]
 
 
+def hand_over(rest: FlinkRest, job_id: str, budget_s: float = 4.0, wait_s: float = 60.0) -> int:
+    """Checkpoint a just-started job back to back for ``budget_s``; return how many completed.
+
+    An exactly-once sink's output becomes visible downstream only when a checkpoint completes.
+    Left to its schedule, a new version's first checkpoint comes up to one interval after its
+    tasks run, and downstream waits that long for its first output after an upgrade. So the
+    deployer triggers checkpoints one after the other from the moment the tasks accept them
+    (up to ``wait_s``) until ``budget_s`` after the first one completed; then the schedule
+    takes over. Failures are left to the health watch that follows.
+    """
+    deadline = time.monotonic() + wait_s
+    first: float | None = None
+    completed = 0
+    while time.monotonic() < (deadline if first is None else first + budget_s):
+        try:
+            rest.checkpoint_now(job_id, timeout=10.0)
+        except ClusterError:
+            time.sleep(0.1)  # tasks still starting, or a scheduled checkpoint in progress
+            continue
+        completed += 1
+        first = time.monotonic() if first is None else first
+    return completed
+
+
 def watch(
     rest: FlinkRest, job_id: str, window_s: float, min_checkpoints: int = 2, poll_s: float = 1.0
 ) -> Health:
-    """Watch ``job_id`` for up to ``window_s`` seconds; return as soon as it is known."""
+    """Watch ``job_id`` for up to ``window_s`` seconds; return as soon as it is known.
+
+    Only checkpoints that complete during the watch count (not, say, the hand-over ones).
+    """
     started = time.monotonic()
     first_records: int | None = None
     checkpoints = records = 0
+    before: int | None = None
     while True:
         waited = time.monotonic() - started
         try:
             job = rest.job(job_id)
             failures, reason = _failure(rest, job_id)
-            checkpoints = int(rest.checkpoints(job_id)["counts"]["completed"])
+            completed = int(rest.checkpoints(job_id)["counts"]["completed"])
+            before = completed if before is None else before
+            checkpoints = completed - before
         except ClusterError as exc:
             return Health(
                 False,

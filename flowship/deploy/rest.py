@@ -121,6 +121,28 @@ class FlinkRest:
         )
         raise ClusterError(msg)
 
+    def checkpoint_now(self, job_id: str, timeout: float = 30.0) -> int:
+        """``POST /jobs/:id/checkpoints``, then poll the trigger; the completed checkpoint's id.
+
+        Raises ClusterError when the checkpoint could not be taken (for instance while some of
+        the job's tasks are still starting) or did not complete within ``timeout``.
+        """
+        trigger = self._call("POST", f"/jobs/{job_id}/checkpoints", {})["request-id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self._call("GET", f"/jobs/{job_id}/checkpoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation") or {}
+                if "checkpointId" not in operation:  # failed: {"failureCause": {...}}
+                    failure = operation.get("failureCause") or operation.get("failure-cause")
+                    cause = str((failure or {}).get("stack-trace", operation)).splitlines()[0]
+                    msg = f"checkpoint of job {job_id} failed: {cause[:500]}"
+                    raise ClusterError(msg)
+                return int(operation["checkpointId"])
+            time.sleep(0.05)
+        msg = f"checkpoint of job {job_id} did not complete within {timeout:.0f}s"
+        raise ClusterError(msg)
+
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/:id/checkpoints``: counts, latest completed and restored checkpoints."""
         result: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/checkpoints")

@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from flowship._log import configure_for_cli, get_logger
 from flowship.deploy.ledger import Lease, LeaseHeldError, Ledger, LocalLedger
@@ -101,8 +100,6 @@ def run_main(job: Job, argv: list[str]) -> int:
         restore = restore_path(args.upgrade_from)
         if settings.is_local:
             return _deploy_local(job, settings, restore, args.flowship_rollback_of)
-        if args.flowship_submitted:
-            return _run_submitted(job, settings, restore)
         return _submit_to_cluster(job, settings, argv, restore, args.flowship_rollback_of)
     except AlreadyDeployed as exc:
         print(f"flowship: {job.name}: {exc}; nothing to do", file=sys.stderr)
@@ -340,6 +337,8 @@ def _run_local(
         log.info(
             "job.running", job=job.name, version=job.version, job_id=job_id, deployment=deployment
         )
+        if restore is not None and not settings.bounded:
+            _hand_over(FlinkRest(rest_url), job, job_id)
         if argv is not None and not settings.bounded:
             from flowship.deploy.health import watch
 
@@ -501,60 +500,6 @@ def _wait_running(rest: Any, job_id: str, settings: Settings, client: Any) -> No
     client.get_job_execution_result().result()  # raises the job's failure, if it failed
 
 
-def _run_submitted(job: Job, settings: Settings, restore: str | None = None) -> int:
-    """Inside ``flink run``: build the graph and hand it to the CLI's cluster."""
-    from flowship.job._runtime import execute, flink_options, make_env
-
-    env = make_env({**flink_options(job, settings), **_restore_options(restore, job)})
-    job.build(env, settings)
-    client = execute(env, job, detached=True)
-    print(f"flowship: submitted job_id={client.get_job_id()}", flush=True)
-    return EXIT_OK
-
-
-def flink_cli() -> Path:
-    """The ``flink`` command shipped inside the pyflink package."""
-    import pyflink
-
-    return Path(pyflink.__file__).parent / "bin" / "flink"
-
-
-def _flink_run(job: Job, settings: Settings, argv: list[str]) -> str:
-    """Submit this script to the session cluster with ``flink run -d``; return the job id."""
-    url = urlparse(settings.target)
-    cmd = [
-        str(flink_cli()),
-        "run",
-        "-d",
-        "-Drest.address=" + (url.hostname or "127.0.0.1"),
-        "-Drest.port=" + str(url.port or 8081),
-        "-pyexec",
-        sys.executable,
-        "-pyclientexec",
-        sys.executable,
-        "-py",
-        str(job.script),
-        "--",
-        *argv,
-        "--flowship-submitted",
-    ]
-    env = dict(os.environ)
-    env.setdefault("PYFLINK_CLIENT_EXECUTABLE", sys.executable)
-    log.info("job.submit", job=job.name, version=job.version, target=settings.target)
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    found = re.search(r"job_id=([0-9a-f]{32})", done.stdout) or re.search(
-        r"JobID ([0-9a-f]{32})", done.stdout
-    )
-    if done.returncode != 0 or not found:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
-        msg = (
-            f"submitting {job.script.name} to {settings.target} failed "
-            f"(flink run exit {done.returncode}):\n{tail}"
-        )
-        raise JobFailedError(msg)
-    return found.group(1)
-
-
 def _wait_cluster_running(rest: Any, job_id: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     state = "UNKNOWN"
@@ -569,11 +514,6 @@ def _wait_cluster_running(rest: Any, job_id: str, timeout: float = 120.0) -> Non
     raise JobFailedError(msg)
 
 
-def _with_restore(argv: list[str], restore: str | None) -> list[str]:
-    out = _without_upgrade_flag(argv)
-    return out if restore is None else [*out, "--upgrade-from", restore]
-
-
 def _submit_to_cluster(
     job: Job,
     settings: Settings,
@@ -585,10 +525,14 @@ def _submit_to_cluster(
 ) -> int:
     """Deploy to a session cluster: a first deploy, a restore from PATH, or a checked upgrade."""
     from flowship.deploy.rest import FlinkRest
+    from flowship.job._remote import PreparedSubmission
 
     rest = FlinkRest(settings.target)
     rest.overview()  # fail fast, with a clear error, if unreachable
     ledger = LocalLedger(settings.ledger_path)
+    # build the new graph before anything is stopped: the gap between the old version's last
+    # output and the new version's first is then the savepoint plus the cluster's own start-up
+    submission = PreparedSubmission(job, settings)
     if upgrade:
         from flowship.deploy.upgrade import prepare_upgrade
 
@@ -617,7 +561,7 @@ def _submit_to_cluster(
                 restored_from=restore,
             )
         try:
-            job_id = _flink_run(job, settings, _with_restore(argv, restore))
+            job_id = submission.submit(restore)
             _wait_cluster_running(rest, job_id)
         except JobFailedError as exc:
             ledger.record(job.name, deployment, Step.FAILED, reason=str(exc)[:2000])
@@ -642,6 +586,8 @@ def _submit_to_cluster(
             f"flowship: job {job.name}@{job.version} submitted to {settings.target} as {job_id}",
             flush=True,
         )
+        if restore is not None and not settings.bounded:
+            _hand_over(rest, job, job_id)
         if upgrade:
             from flowship.deploy.health import watch
 
@@ -670,6 +616,22 @@ def _submit_to_cluster(
     finally:
         ledger.release(lease)
     return EXIT_OK
+
+
+def _hand_over(rest: Any, job: Job, job_id: str) -> None:
+    """Back-to-back checkpoints while a restored job starts: its first output commits sooner."""
+    from flowship.deploy.health import hand_over
+
+    started = time.monotonic()
+    count = hand_over(rest, job_id)
+    log.info(
+        "job.handover",
+        job=job.name,
+        version=job.version,
+        job_id=job_id,
+        checkpoints=count,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
 
 
 def _java_error(job: Job, exc: BaseException, restore: str | None = None) -> str:

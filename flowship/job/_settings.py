@@ -144,7 +144,6 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "--json", action="store_true", help="with --dry-run: print the report as JSON"
     )
     parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--flowship-submitted", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flowship-rollback-of", default=None, help=argparse.SUPPRESS)
     return parser
 

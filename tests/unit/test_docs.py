@@ -44,7 +44,7 @@ EXAMPLE_FLAGS = {
 # Planned flags the docs mention as not built yet; remove from here once they exist.
 PLANNED: set[str] = set()
 # Real but hidden from --help (argparse.SUPPRESS).
-HIDDEN = {"--flowship-submitted"}
+HIDDEN: set[str] = set()
 # Build output of `make jars`: absent from a fresh checkout.
 GENERATED = re.compile(r"^jvm/[a-z]+/target/")
 
