@@ -279,6 +279,7 @@ class DryRunReport:
     state_source: str = ""  # savepoint | latest-checkpoint | path
     operators: list[OperatorRead] = field(default_factory=list)
     state_error: str = ""
+    state_not_read: str = ""  # why state was not read key by key (reported, not a failure)
     rehearsal: Rehearsal = field(default_factory=Rehearsal)
 
     @property
@@ -327,6 +328,8 @@ def format_report(report: DryRunReport) -> str:
         lines.append(f"state: {report.state_source} {report.state_from}")
     if report.state_error:
         lines.append(f"state read FAILED: {report.state_error}")
+    if report.state_not_read:
+        lines.append(f"state NOT READ key by key: {report.state_not_read}")
     for op in report.operators:
         head = f"  operator {op.uid!r}"
         if op.error:

@@ -103,10 +103,17 @@ def dry_run(
     log.info("dry_run.state", job=job.name, source=report.state_source, at=report.state_from)
 
     kinds, codecs = _declared_state(job)
-    try:
-        report.operators = read_state(report.state_from, kinds, codecs, work)
-    except StateError as exc:
-        report.state_error = str(exc)
+    if settings.execution_mode != "thread":
+        # process mode keeps Python state as the Python coder's bytes, in descriptors of its own
+        report.state_not_read = (
+            f"execution mode {settings.execution_mode!r}: the state reader knows the state "
+            "layout of thread mode only; the rehearsal still restores and runs this code"
+        )
+    else:
+        try:
+            report.operators = read_state(report.state_from, kinds, codecs, work)
+        except StateError as exc:
+            report.state_error = str(exc)
     log.info("dry_run.state_read", job=job.name, ok=report.state_ok)
 
     report.rehearsal = _rehearse(

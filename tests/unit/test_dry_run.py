@@ -158,3 +158,17 @@ def test_the_sample_is_consumed_once_every_partition_committed_its_end() -> None
     assert sample_consumed(ends, {("clicks", 0): 10, ("clicks", 2): 4}, settled=True)
     assert not sample_consumed(ends, {("clicks", 0): 8, ("clicks", 2): 5}, settled=True)
     assert not sample_consumed(ends, {}, settled=True)
+
+
+def test_state_that_was_not_read_is_said_and_does_not_fail_the_dry_run() -> None:
+    report = DryRunReport(
+        job="j",
+        version="2",
+        running_version="1",
+        token="t",
+        gate={"compatible": True, "errors": 0, "warnings": 0, "problems": []},
+        state_not_read="execution mode 'process': ...",
+        rehearsal=Rehearsal(ran=True, passed=True),
+    )
+    assert "state NOT READ key by key: execution mode 'process'" in format_report(report)
+    assert report.passed and report.to_json()["state_not_read"]
