@@ -50,7 +50,7 @@ from flowship._log import get_logger
 from flowship.deploy.ledger import Entry, Lease, LeaseHeldError, Ledger
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.upgrade import UpgradeRefused, _plan_and_check, _stop
+from flowship.deploy.upgrade import UpgradeRefused, _plan_and_check, _stop, stop_with_savepoint
 from flowship.errors import ClusterError, ConfigError, FlowshipError, MissingJarError
 
 log = get_logger("flowship.deploy")
@@ -411,7 +411,7 @@ class Rollback:
             old_job_id=old["job_id"],
             old_rest_url=old["rest_url"],
         )
-        kept = FlinkRest(old["rest_url"]).stop_with_savepoint(old["job_id"], target)
+        kept = stop_with_savepoint(FlinkRest(old["rest_url"]), old["job_id"], target)
         self.ledger.record(
             self.job, deployment, Step.STOPPED, savepoint=start, old_savepoint=kept, replay=True
         )

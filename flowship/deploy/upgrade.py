@@ -58,6 +58,27 @@ class Prepared:
     previous: str
 
 
+#: Flink refuses a savepoint while some of the job's tasks are not (yet, or again) running.
+_TASKS_NOT_RUNNING = "Not all required tasks are currently running"
+
+
+def stop_with_savepoint(rest: FlinkRest, job_id: str, target: Path, retry_s: float = 60.0) -> str:
+    """Stop ``job_id`` with a savepoint into ``target``; retried while tasks are not running.
+
+    A job whose state is RUNNING can still have tasks deploying or restarting; Flink then
+    aborts the savepoint and the job keeps running untouched, so taking it again is safe.
+    """
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return rest.stop_with_savepoint(job_id, target)
+        except ClusterError as exc:
+            if _TASKS_NOT_RUNNING not in str(exc) or time.monotonic() > deadline:
+                raise
+            log.info("upgrade.stop_retry", job_id=job_id, reason=_TASKS_NOT_RUNNING)
+            time.sleep(1.0)
+
+
 def _running(rest: FlinkRest, job_id: str) -> bool:
     try:
         return rest.job(job_id)["state"] == "RUNNING"
@@ -137,7 +158,7 @@ def _stop(
         old_rest_url=old["rest_url"],
     )
     started = time.monotonic()
-    savepoint = FlinkRest(old["rest_url"]).stop_with_savepoint(old["job_id"], target)
+    savepoint = stop_with_savepoint(FlinkRest(old["rest_url"]), old["job_id"], target)
     ledger.record(
         job,
         deployment,
@@ -338,6 +359,6 @@ def _resume_stop(
     ledger: Ledger, job: str, deployment: str, previous: str, data: Mapping[str, Any], lease: Lease
 ) -> Prepared:
     target = Path(data["target"])
-    savepoint = FlinkRest(data["old_rest_url"]).stop_with_savepoint(data["old_job_id"], target)
+    savepoint = stop_with_savepoint(FlinkRest(data["old_rest_url"]), data["old_job_id"], target)
     ledger.record(job, deployment, Step.STOPPED, savepoint=savepoint, resumed=True)
     return Prepared(deployment, savepoint, lease, previous)

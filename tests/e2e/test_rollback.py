@@ -37,7 +37,7 @@ UPGRADE = [
 
 
 def rollback(
-    bootstrap: str, state: Path, *extra: str
+    bootstrap: str, state: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], dict]:
     """`flowship rollback click-sessions --json` with the job's settings; (process, outcome)."""
     done = subprocess.run(
@@ -58,6 +58,7 @@ def rollback(
             "45",
             *extra,
         ],
+        env=env,
         capture_output=True,
         text=True,
         timeout=500,
@@ -250,3 +251,91 @@ def test_rollback_the_previous_version_cannot_read_is_refused(
     assert v3_ids, "v3 processed nothing"
     assert {i for i, vs in by_id.items() if len(vs) > 1} == v3_ids
     assert all(sorted(by_id[i]) == ["2", "3"] for i in v3_ids)
+
+
+@pytest.mark.parametrize("step", ["PLANNED", "STOPPED"])
+def test_rollback_killed_after_a_step_converges_when_run_again(
+    step: str, fresh_kafka_broker, tmp_path: Path
+) -> None:
+    import os
+
+    from flowship.deploy.ledger import FAULT_ENV
+
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(6_000, users=100))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 200.0))  # 30 s
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    procs = [v1]
+    pids: list[int] = []
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(4)
+        v11 = JobProcess(BUGFIX, bootstrap, state, "--upgrade-from", "savepoint").start()
+        procs.append(v11)
+        wait_running(ledger, "1.1", stable=True)
+        assert v1.wait(timeout=60) == 0, tail(v1.output())
+
+        crashed, _ = rollback(bootstrap, state, env={**os.environ, FAULT_ENV: step})
+        assert crashed.returncode == -9, tail(crashed.stdout + crashed.stderr)
+        first_id, first = list(ledger.deployments(JOB).items())[-1]
+        assert first[-1].step.value == step and first[0].data["kind"] == "rollback"
+
+        done, outcome = rollback(bootstrap, state)
+        pids += [outcome["pid"]] if outcome.get("pid") else []
+        assert done.returncode == 0, tail(done.stdout + done.stderr)
+        assert v11.wait(timeout=60) == 0, tail(v11.output())  # stopped once, with a savepoint
+        wait_running(ledger, "1", stable=True)
+        deployments = ledger.deployments(JOB)
+        if step == "PLANNED":  # nothing was touched: closed, and a new rollback went ahead
+            assert [e.step for e in deployments[first_id]] == [Step.PLANNED, Step.FAILED]
+            assert outcome["deployment"] != first_id
+        else:  # the current version was stopped: the same rollback was resumed from STOPPED
+            assert outcome["deployment"] == first_id
+        assert [e.step for e in deployments[outcome["deployment"]]] == UPGRADE
+        assert len([e for e in ledger.entries(JOB) if e.step is Step.SAVEPOINTING]) == 2
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
+    finally:
+        for p in procs:
+            p.stop()
+        for pid in pids:
+            if pid_alive(pid):
+                stop_pid(pid)
+        stop_recorded_pids(ledger)
+    assert_exactly_once(outputs, evs)
+
+
+def test_rollback_of_an_unknown_job_changes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "job_v2.py"), "--rollback", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "unknown job 'click-sessions'" in done.stderr
+    assert not list(state.rglob("*.jsonl"))
+    assert not list(state.rglob("*.lease"))
+    both = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE / "job_v2.py"),
+            "--rollback",
+            "--upgrade-from",
+            "savepoint",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert both.returncode == 2, both.stderr
+    assert "--rollback goes alone" in both.stderr

@@ -230,3 +230,32 @@ def test_a_rollback_that_died_before_stopping_is_closed_and_planned_again(
     started.clear()
     rb.Rollback(ledger, "jobx", tmp_path / "state").run()
     assert started == [new] and stopped == ["d2" * 4]
+
+
+def test_stop_is_taken_again_while_tasks_are_not_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowship.deploy import upgrade
+    from flowship.errors import ClusterError
+
+    monkeypatch.setattr(upgrade.time, "sleep", lambda s: None)
+    calls: list[str] = []
+
+    class Rest:
+        def stop_with_savepoint(self, job_id: str, target: object) -> str:
+            calls.append(job_id)
+            if len(calls) < 3:
+                msg = (
+                    "stop-with-savepoint of job j failed: CheckpointException: ... Failure "
+                    "reason: Not all required tasks are currently running."
+                )
+                raise ClusterError(msg)
+            return "file:///sp/1"
+
+    assert upgrade.stop_with_savepoint(Rest(), "j", Path("/sp")) == "file:///sp/1"  # type: ignore[arg-type]
+    assert calls == ["j", "j", "j"]
+
+    class Broken:
+        def stop_with_savepoint(self, job_id: str, target: object) -> str:
+            raise ClusterError("unreachable")
+
+    with pytest.raises(ClusterError, match="unreachable"):
+        upgrade.stop_with_savepoint(Broken(), "j", Path("/sp"))  # type: ignore[arg-type]
