@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -241,3 +242,54 @@ def test_latest_checkpoint_of_a_live_job_is_refused_and_a_path_is_rehearsed(
     (outputs,) = report["rehearsal"]["outputs"].values()
     assert outputs == report["rehearsal"]["records_in"] > 0
     production.assert_untouched(before)
+
+
+@pytest.mark.cluster
+def test_dry_run_against_a_session_cluster_deployment(
+    fresh_kafka_broker, flink_session_cluster, tmp_path: Path
+) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    rest = flink_session_cluster.rest
+    setup_topics(bootstrap)
+    produce_clicks(bootstrap, FIRST)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    flags = [
+        "--target",
+        flink_session_cluster.rest_url,
+        "--kafka-bootstrap",
+        bootstrap,
+        "--state-dir",
+        str(state),
+    ]
+    try:
+        first = subprocess.run(
+            [sys.executable, str(EXAMPLE / "job.py"), *flags],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+        assert first.returncode == 0, tail(first.stdout + first.stderr)
+        read_outputs(bootstrap, expect=len(FIRST), timeout=180)
+        current = ledger.current(JOB)
+        assert current is not None
+        before = (ledger.root / f"{JOB}.jsonl").read_bytes()
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE / "job_v2.py"), *flags, "--dry-run", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, tail(done.stdout + done.stderr)
+        report = report_of(done)
+        assert report["passed"] and report["state_source"] == "savepoint"
+        assert report["operators"][0]["states"][0]["keys"] == USERS
+        assert rest.job(current[1]["job_id"])["state"] == "RUNNING"
+        assert (ledger.root / f"{JOB}.jsonl").read_bytes() == before
+        assert not (ledger.root / f"{JOB}.lease").exists()
+    finally:
+        for job in rest.jobs():
+            if job["state"] == "RUNNING":
+                rest.cancel(job["jid"])
