@@ -117,7 +117,7 @@ public final class DumpKeyedState {
                                 Types.STRING);
             } catch (Exception e) {
                 String text = chain(e);
-                if (text.contains("does not contain") || text.contains("not found")) {
+                if (text.contains("does not contain state with operator")) {
                     line(out, "M", uid, oneLine(text));
                     return;
                 }
