@@ -293,3 +293,45 @@ def test_dry_run_against_a_session_cluster_deployment(
         for job in rest.jobs():
             if job["state"] == "RUNNING":
                 rest.cancel(job["jid"])
+
+
+def test_value_map_and_list_state_are_read_for_every_key(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    evs = FIRST[:1000]
+    produce_clicks(bootstrap, evs)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    script = Path(__file__).parent / "jobs" / "multi_state.py"
+    job = JobProcess(script, bootstrap, state).start()
+    try:
+        read_outputs(bootstrap, expect=len(evs), timeout=180)
+        current = ledger.current("multi-state")
+        assert current is not None
+        done = subprocess.run(
+            job_command(script, bootstrap, state, "--dry-run", "--json"),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, tail(done.stdout + done.stderr)
+        report = report_of(done)
+        (op,) = report["operators"]
+        states = {s["state"]: s for s in op["states"]}
+        users = {e["user_id"] for e in evs}
+        pages = {(e["user_id"], e["page"]) for e in evs}
+        assert {k: (s["kind"], s["keys"], s["failed"]) for k, s in states.items()} == {
+            "session": ("value", len(users), 0),
+            "pages": ("map", len(users), 0),
+            "recent": ("list", len(users), 0),
+        }
+        assert states["pages"]["values"] == len(pages)  # one value per (user, page) entry
+        assert states["recent"]["values"] == sum(
+            min(3, sum(e["user_id"] == u for e in evs)) for u in users
+        )
+        assert FlinkRest(current[1]["rest_url"]).job(current[1]["job_id"])["state"] == "RUNNING"
+    finally:
+        job.stop()
