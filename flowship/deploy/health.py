@@ -63,11 +63,21 @@ def hand_over(rest: FlinkRest, job_id: str, budget_s: float = 4.0, wait_s: float
         try:
             rest.checkpoint_now(job_id, timeout=10.0)
         except ClusterError:
+            if _job_failed(rest, job_id):
+                break  # a failing job takes no checkpoint: the health watch says why, now
             time.sleep(0.1)  # tasks still starting, or a scheduled checkpoint in progress
             continue
         completed += 1
         first = time.monotonic() if first is None else first
     return completed
+
+
+def _job_failed(rest: FlinkRest, job_id: str) -> bool:
+    """Whether the job failed (its exception history has an entry) or is no longer running."""
+    try:
+        return bool(_failure(rest, job_id)[0]) or rest.job(job_id)["state"] != "RUNNING"
+    except ClusterError:
+        return True
 
 
 def watch(

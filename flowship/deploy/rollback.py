@@ -470,7 +470,7 @@ class Rollback:
             if exited:
                 break
             # one more look at the ledger after the process exited (it may have just recorded)
-            exited = child.poll() is not None and last is not Step.RUNNING
+            exited = child.poll() is not None
             time.sleep(0 if exited else 0.5)
         else:
             outcome.message = (
@@ -480,8 +480,9 @@ class Rollback:
             )
             return outcome
         outcome.message = (
-            f"starting version {version} of {self.job} failed (exit {child.returncode}); see "
-            f"{log_file}. The version before was stopped with a savepoint; "
+            f"starting version {version} of {self.job} failed: its process exited with "
+            f"{child.returncode} at step {last.value if last else 'none'}; see {log_file}. "
+            "The version before was stopped with a savepoint; "
             f"`flowship history {self.job} --json` names it (old_savepoint / savepoint)"
         )
         return outcome

@@ -141,6 +141,8 @@ def test_flowship_rollback_on_the_session_cluster(
                 bootstrap,
                 "--state-dir",
                 str(state),
+                "--health-window-s",
+                "30",
             ],
             capture_output=True,
             text=True,
