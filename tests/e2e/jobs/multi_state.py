@@ -34,7 +34,7 @@ class PerUser(KeyedProcessFunction):
         page = record.value["page"]
         seen = self.pages.get(page)
         self.pages.put(page, {"clicks": (seen["clicks"] if seen else 0) + 1})
-        recent = self.recent.get()[-2:] + [{"event_id": record.value["event_id"]}]
+        recent = [*self.recent.get()[-2:], {"event_id": record.value["event_id"]}]
         self.recent.update(recent)
         yield record.with_value(output(record.value, s))
 
