@@ -46,8 +46,12 @@ def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
     return len(entries), (causes[-1] if causes else root[0])[:500]
 
 
-def hand_over(rest: FlinkRest, job_id: str, budget_s: float = 4.0, wait_s: float = 60.0) -> int:
-    """Checkpoint a just-started job back to back for ``budget_s``; return how many completed.
+def hand_over(
+    rest: FlinkRest, job_id: str, budget_s: float = 2.0, wait_s: float = 60.0
+) -> tuple[int, float | None]:
+    """Checkpoint a just-started job back to back for ``budget_s``.
+
+    Returns how many completed, and after how many seconds the first did (None: none did).
 
     An exactly-once sink's output becomes visible downstream only when a checkpoint completes.
     Left to its schedule, a new version's first checkpoint comes up to one interval after its
@@ -56,7 +60,8 @@ def hand_over(rest: FlinkRest, job_id: str, budget_s: float = 4.0, wait_s: float
     (up to ``wait_s``) until ``budget_s`` after the first one completed; then the schedule
     takes over. Failures are left to the health watch that follows.
     """
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
+    deadline = started + wait_s
     first: float | None = None
     completed = 0
     while time.monotonic() < (deadline if first is None else first + budget_s):
@@ -69,7 +74,7 @@ def hand_over(rest: FlinkRest, job_id: str, budget_s: float = 4.0, wait_s: float
             continue
         completed += 1
         first = time.monotonic() if first is None else first
-    return completed
+    return completed, None if first is None else first - started
 
 
 def _job_failed(rest: FlinkRest, job_id: str) -> bool:

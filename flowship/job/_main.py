@@ -139,6 +139,7 @@ def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:
         flags=[a for a in argv if a not in own],
         replay=args.from_pre_upgrade_savepoint,
         health_window_s=settings.health_window_s,
+        target=settings.target,
     )
     return run_rollback(rollback, as_json=bool(getattr(args, "json", False)))
 
@@ -180,6 +181,9 @@ def _upgrade_local(
     from flowship.deploy.upgrade import prepare_upgrade
 
     ledger = LocalLedger(settings.ledger_path)
+    # build this version's graph before anything is stopped (the mini-cluster itself can only
+    # start once the old version has let go of the REST port)
+    env = _local_env(job, settings)
     prepared = prepare_upgrade(
         ledger,
         job.name,
@@ -200,7 +204,17 @@ def _upgrade_local(
         prepared.lease,
         restore=prepared.savepoint.removeprefix("file:"),
         argv=argv,
+        env=env,
     )
+
+
+def _local_env(job: Job, settings: Settings) -> Any:
+    """The job's graph in an environment for the embedded mini-cluster (not started yet)."""
+    from flowship.job._runtime import flink_options, local_options, make_env
+
+    env = make_env({**flink_options(job, settings), **local_options(settings)})
+    job.build(env, settings)
+    return env
 
 
 def _deploy_local(
@@ -281,27 +295,28 @@ def _run_local(
     lease: Lease,
     restore: str | None = None,
     argv: list[str] | None = None,
+    env: Any = None,
 ) -> int:
     """Run the job in this process; record SUBMITTED and RUNNING; block until it ends.
 
-    After an upgrade (``argv`` given), the new version is watched until stable, or rolled back.
+    ``env`` is the job's graph if it was built already (see ``_local_env``). After an upgrade
+    (``argv`` given), the new version is watched until stable, or rolled back.
     """
+    from pyflink.util.java_utils import get_j_env_configuration
+
     from flowship.deploy.rest import FlinkRest
-    from flowship.job._runtime import flink_options, local_options, make_env
 
     started = time.monotonic()
     rest_url = f"http://127.0.0.1:{settings.rest_port}"
     try:
         if restore is not None and not restore.startswith("file:"):
             restore = Path(restore).resolve().as_uri()
-        env = make_env(
-            {
-                **flink_options(job, settings),
-                **local_options(settings),
-                **_restore_options(restore, job),
-            }
-        )
-        job.build(env, settings)
+        if env is None:
+            env = _local_env(job, settings)
+        # read when the job is submitted: the restore point can be named after the build
+        config = get_j_env_configuration(env._j_stream_execution_environment)
+        for key, value in _restore_options(restore, job).items():
+            config.setString(key, value)
         if ledger.last_step(job.name, deployment) is not Step.SUBMITTED:
             ledger.record(
                 job.name, deployment, Step.SUBMITTED, rest_url=rest_url, restored_from=restore
@@ -623,13 +638,14 @@ def _hand_over(rest: Any, job: Job, job_id: str) -> None:
     from flowship.deploy.health import hand_over
 
     started = time.monotonic()
-    count = hand_over(rest, job_id)
+    count, first_s = hand_over(rest, job_id)
     log.info(
         "job.handover",
         job=job.name,
         version=job.version,
         job_id=job_id,
         checkpoints=count,
+        first_checkpoint_ms=None if first_s is None else int(first_s * 1000),
         duration_ms=int((time.monotonic() - started) * 1000),
     )
 

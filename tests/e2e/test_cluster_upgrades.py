@@ -10,7 +10,14 @@ from pathlib import Path
 
 import events
 import pytest
-from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from helpers import (
+    EXAMPLE,
+    assert_exactly_once,
+    produce_clicks_gated,
+    read_outputs,
+    setup_topics,
+    tail,
+)
 from test_local_upgrades import JOB, savepoints
 
 from flowship.deploy.ledger import LocalLedger
@@ -34,7 +41,10 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(30_000, users=300))
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 500.0))  # 60 s
+    # 20,000 at 500/s (40 s), then, once v3 runs, 10,000 more (20 s): 60 s of input at least
+    last_version_runs = threading.Event()
+    producer = threading.Thread(target=produce_clicks_gated,
+                                args=(bootstrap, evs, 500.0, 20_000, last_version_runs))
     try:
         first = deploy("job.py", flink_session_cluster, bootstrap, state)
         assert first.returncode == 0, tail(first.stdout + first.stderr)
@@ -57,9 +67,11 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
         v3 = deploy("job_v3.py", flink_session_cluster, bootstrap, state,
                     "--upgrade-from", "savepoint")
         assert v3.returncode == 0, tail(v3.stdout + v3.stderr)
+        last_version_runs.set()
         producer.join(timeout=300)
         outputs = read_outputs(bootstrap, expect=30_000, timeout=240)
     finally:
+        last_version_runs.set()  # never leave the producer waiting
         for job in rest.jobs():
             if job["state"] == "RUNNING":
                 rest.cancel(job["jid"])

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import events
 import pytest
-from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from helpers import (
+    EXAMPLE,
+    assert_exactly_once,
+    produce_clicks,
+    produce_clicks_gated,
+    read_outputs,
+    setup_topics,
+    tail,
+)
 
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.machine import Step
@@ -61,7 +69,10 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(30_000, users=300))
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 500.0))  # 60 s
+    # 20,000 at 500/s (40 s), then, once v3 runs, 10,000 more (20 s): 60 s of input at least
+    last_version_runs = threading.Event()
+    producer = threading.Thread(target=produce_clicks_gated,
+                                args=(bootstrap, evs, 500.0, 20_000, last_version_runs))
 
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
     procs = [v1]
@@ -95,12 +106,14 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
                         "savepoint").start()
         procs.append(v3)
         wait_running(ledger, "3", stable=True)
+        last_version_runs.set()
         assert v2.wait(timeout=60) == 0, tail(v2.output())
         producer.join(timeout=300)
         assert not producer.is_alive()
         outputs = read_outputs(bootstrap, expect=30_000, timeout=240)
         assert v3.running(), tail(v3.output())
     finally:
+        last_version_runs.set()  # never leave the producer waiting
         for p in procs:
             p.stop()
 

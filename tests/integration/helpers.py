@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ def produce_clicks(bootstrap: str, evs: list[dict[str, Any]], rate: float = 0.0)
     codec = AvroCodec(CLICK)
     return produce(bootstrap, "clicks", [(e["user_id"].encode(), codec.encode(e)) for e in evs],
                    rate=rate)
+
+
+def produce_clicks_gated(bootstrap: str, evs: list[dict[str, Any]], rate: float, first: int,
+                         gate: threading.Event, timeout: float = 600.0) -> None:
+    """``evs[:first]`` at ``rate``; once ``gate`` is set, the rest at ``rate``.
+
+    Upgrade tests hold the last events back until the last version runs, so that it gets input
+    however long the earlier steps took on a loaded machine.
+    """
+    produce_clicks(bootstrap, evs[:first], rate)
+    if gate.wait(timeout):
+        produce_clicks(bootstrap, evs[first:], rate)
 
 
 def read_outputs(bootstrap: str, expect: int, timeout: float = 120.0) -> list[Message]:
