@@ -228,6 +228,7 @@ def _rollback(args: argparse.Namespace) -> int:
         flags=flags,
         replay=args.from_pre_upgrade_savepoint,
         health_window_s=settings.health_window_s,
+        target=settings.target,
     )
     return run_rollback(rollback, as_json=args.json)
 

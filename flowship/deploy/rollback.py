@@ -267,6 +267,8 @@ class Rollback:
     replay: bool = False
     health_window_s: float = 60.0
     python: str = sys.executable
+    #: where the previous version is started: "local" or the session cluster's REST URL
+    target: str = "local"
 
     def run(self) -> Outcome:
         """Roll back, or raise (ConfigError, RollbackRefused, ClusterError, ...)."""
@@ -295,6 +297,7 @@ class Rollback:
         ``stale``: a rollback deployment that died before stopping anything, closed as FAILED
         once this one is known to go ahead.
         """
+        self._check_target(plan)
         if not _is_running(plan.current_data):
             how = (
                 f"python {plan.script} --upgrade-from {plan.pre_upgrade_savepoint}"
@@ -359,6 +362,22 @@ class Rollback:
             log.info("rollback.stopped", job=self.job, savepoint=prepared.savepoint)
             return deployment
         return self._stop_for_replay(plan, manifest, old, marker, savepoints)
+
+    def _check_target(self, plan: RollbackPlan) -> None:
+        """The previous version starts where the current one runs; ConfigError if not."""
+        data = plan.current_data
+        local = bool(data.get("pid"))  # recorded for the local target's job process only
+        url = str(data.get("rest_url", "")).rstrip("/")
+        if local == (self.target == "local") and (local or self.target.rstrip("/") == url):
+            return
+        where = "on the local target" if local else f"on the session cluster {url}"
+        flag = "--target local (the default)" if local else f"--target {url}"
+        msg = (
+            f"{self.job!r} version {data.get('version')} runs {where}, but the rollback would "
+            f"start version {plan.version} on {self.target}; pass {flag} (or the matching "
+            "FLOWSHIP_TARGET); nothing was changed"
+        )
+        raise ConfigError(msg)
 
     def _stop_for_replay(
         self,

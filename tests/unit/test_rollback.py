@@ -259,3 +259,34 @@ def test_stop_is_taken_again_while_tasks_are_not_running(monkeypatch: pytest.Mon
 
     with pytest.raises(ClusterError, match="unreachable"):
         upgrade.stop_with_savepoint(Broken(), "j", Path("/sp"))  # type: ignore[arg-type]
+
+
+def test_the_previous_version_starts_where_the_current_one_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = LocalLedger(tmp_path)
+    _deploy(ledger, "d1", "1", steps=FIRST)
+    _deploy(ledger, "d2", "2", "d1")  # local: RUNNING recorded the job process's pid
+    before = (tmp_path / "jobx.jsonl").read_text()
+    args = ["rollback", "jobx", "--ledger-dir", str(tmp_path)]
+    assert main([*args, "--target", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "runs on the local target" in err and "--target local" in err
+    # a session-cluster deployment (no pid) needs its own URL as --target
+    ledger.record(
+        "jobx",
+        "d3",
+        Step.PLANNED,
+        version="3",
+        script="/jobs/v3.py",
+        manifest={"version": "3"},
+        previous="d2",
+    )
+    ledger.record("jobx", "d3", Step.SUBMITTED, rest_url="http://flink:8081")
+    ledger.record("jobx", "d3", Step.RUNNING, job_id="c" * 32)
+    before = (tmp_path / "jobx.jsonl").read_text()
+    assert main(args) == 2
+    assert "--target http://flink:8081" in capsys.readouterr().err
+    assert main([*args, "--target", "http://other:8081"]) == 2
+    assert "on the session cluster http://flink:8081" in capsys.readouterr().err
+    assert (tmp_path / "jobx.jsonl").read_text() == before
