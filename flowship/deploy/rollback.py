@@ -272,6 +272,8 @@ class Rollback:
 
     def run(self) -> Outcome:
         """Roll back, or raise (ConfigError, RollbackRefused, ClusterError, ...)."""
+        if not self.ledger.entries(self.job):
+            plan_rollback(self.ledger, self.job)  # unknown job: raises before the lease is made
         lease = self.ledger.acquire(self.job)
         try:
             unfinished = _unfinished(self.ledger, self.job)

@@ -109,7 +109,7 @@ def test_unknown_job_no_previous_and_nothing_running_are_bad_input(
     state = tmp_path / "state"
     assert main(["rollback", "jobx", "--state-dir", str(state)]) == 2
     assert "unknown job 'jobx'" in capsys.readouterr().err
-    assert not (state / "ledger" / "jobx.jsonl").exists()
+    assert not state.exists()
 
     ledger = LocalLedger(state / "ledger")
     _deploy(ledger, "d1", "1", steps=FIRST)
