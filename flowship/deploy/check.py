@@ -13,7 +13,9 @@ Problem kinds (stable; ``E`` = error, makes ``compatible`` False, ``W`` = warnin
 ``stateful_operator_removed`` E   a stateful uid of old is gone (or holds no state) in new
 ``state_dropped``             W   ... but new lists it in ``dropped``: its state is discarded
 ``source_uid_changed``        E   a source uid is gone: its Kafka offsets live under that uid
-``operator_removed``          W   another (stateless or sink) uid is gone
+``sink_uid_changed``          E   a sink uid is gone: its transaction state lives under that uid
+                                  (a warning, operator_removed, for a ``stateless=True`` job)
+``operator_removed``          W   another uid is gone (no flowship state, not a source or sink)
 ``operator_added``            W   a uid new in new (starts with empty state)
 ``state_removed``             E   a state of a kept operator is no longer declared
 ``state_kind_changed``        E   value / map / list changed
@@ -287,6 +289,8 @@ class _Check:
         dropped = set(self.new.get("dropped") or ())
         old_sources = {s["uid"]: s for s in self.old["sources"]}
         new_sources = {s["uid"]: s for s in self.new["sources"]}
+        old_sinks = {s["uid"]: s for s in self.old["sinks"]}
+        stateless = bool(self.new.get("stateless"))
         for uid in sorted(old_stateful - new_stateful):
             where = f"operator {uid}"
             gone = "is gone" if uid not in new_groups else "no longer declares state"
@@ -338,6 +342,18 @@ class _Check:
                     "live under the source uid in the savepoint, so the new version would "
                     "re-read the topic from its start position",
                     f"keep the uid {uid!r}; list it in dropped to drop the source on purpose",
+                )
+            elif uid in old_sinks and not stateless:
+                self.add(
+                    "sink_uid_changed",
+                    "error",
+                    where,
+                    f"sink uid {uid!r} (topic {old_sinks[uid].get('topic')!r}) is gone: its "
+                    "transaction state (commits still pending at the savepoint) lives under "
+                    "that uid, and Flink refuses a savepoint whose state has no operator",
+                    f"keep the uid {uid!r}; or list it in dropped to let that state go (after a "
+                    "stop-with-savepoint nothing is pending); or, for a job without state, "
+                    "declare fs.Job(..., stateless=True)",
                 )
             else:
                 self.add(

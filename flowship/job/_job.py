@@ -49,6 +49,7 @@ class Job:
         sinks: Sequence[KafkaSink],
         description: str = "",
         dropped: Sequence[str] = (),
+        stateless: bool = False,
     ) -> None:
         if not _NAME.match(name):
             msg = (
@@ -69,6 +70,7 @@ class Job:
         self.sinks = list(sinks)
         self._check_unique()
         self.dropped = tuple(dropped)
+        self.stateless = stateless
         self._topology: Topology | None = None
         caller = inspect.stack()[1]
         self.script = Path(caller.filename).resolve()
@@ -125,6 +127,7 @@ class Job:
         """
         from flowship.kafka._flink import KafkaContext, add_sink, add_source
 
+        self.check_stateless()
         if self._topology is None:
             msg = (
                 f"Job {self.name!r} has no topology; decorate a function with "
@@ -164,6 +167,21 @@ class Job:
             f"when the job has one sink, else a {{sink: stream}} mapping"
         )
         raise ConfigError(msg)
+
+    def check_stateless(self) -> None:
+        """A ``stateless=True`` job must declare no state: refuse one that does (ConfigError)."""
+        if not self.stateless:
+            return
+        from flowship.state import registered
+
+        stateful = sorted(registered(self.module))
+        if stateful:
+            msg = (
+                f"Job {self.name!r} is declared stateless=True but has stateful operators "
+                f"{stateful}: stateless upgrades would let their state go; remove "
+                "stateless=True (upgrades then check and carry the state)"
+            )
+            raise ConfigError(msg)
 
     def manifest(self, execution_mode: str = "thread") -> dict[str, Any]:
         """What this version holds (uids, state schemas and fingerprints, sources, sinks, ...).

@@ -163,13 +163,17 @@ def restore_path(given: str | None) -> str | None:
 
 
 def _restore_options(restore: str | None, job: Job | None = None) -> dict[str, str]:
-    """Flink options to restore from ``restore``; state of declared-dropped uids is let go."""
+    """Flink options to restore from ``restore``.
+
+    State with no operator to go to is let go for uids the new code declared dropped, and for a
+    ``stateless=True`` job, whose savepoint carries only its sources' Kafka offsets over: any of
+    its other operators (sinks included) may be renamed, added or removed.
+    """
     if restore is None:
         return {}
     options = {"execution.state-recovery.path": restore}
-    if job is not None and job.dropped:
-        # the new code declared these stateful uids dropped (check_upgrade allowed it): their
-        # state in the savepoint has no operator to go to, which Flink refuses unless told
+    if job is not None and (job.dropped or job.stateless):
+        # check_upgrade allowed the dropped uids; Flink refuses unclaimed state unless told
         options["execution.state-recovery.ignore-unclaimed-state"] = "true"
     return options
 

@@ -7,7 +7,7 @@ The compatibility gate compares the running version's manifest with the new code
      "sources": [...], "sinks": [...], "operator_uids": [...],
      "stateful": {uid: {"class": ..., "states": {name: {"kind", "layout", "name", "current",
                                                         "versions": [...], "migrations": [...]}}}},
-     "dropped": [uid, ...]}
+     "dropped": [uid, ...], "stateless": false}
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def code_digest(paths: list[Path]) -> str:
 
 def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
     """The manifest of ``job`` as declared in its module (JSON-serializable)."""
+    job.check_stateless()
     stateful = registered(job.module)
     uids: list[str] = []
     for source in job.sources:
@@ -65,4 +66,5 @@ def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
         "operator_uids": sorted(uids),
         "stateful": {uid: info.describe() for uid, info in sorted(stateful.items())},
         "dropped": sorted(job.dropped),
+        "stateless": job.stateless,
     }

@@ -95,6 +95,7 @@ def manifest(
             for uid, st in sorted(states.items())
         },
         "dropped": sorted(dropped),
+        "stateless": False,
     }
 
 
@@ -212,11 +213,24 @@ def test_source_uid_renamed_is_an_error() -> None:
     assert "operator_added" in kinds(report, "warning")
 
 
-def test_sink_removed_is_a_warning() -> None:
+def test_sink_removed_is_an_error_its_transactions_live_under_its_uid() -> None:
     report = check_upgrade(manifest(), manifest(sinks=[]))
-    assert report.compatible
-    assert kinds(report) == {"operator_removed"}
-    assert "stats-sink.encode" in one(report, "operator_removed").message
+    assert not report.compatible
+    assert kinds(report) == {"sink_uid_changed"}
+    problem = one(report, "sink_uid_changed")
+    assert problem.where == "operator stats-sink"
+    assert "dropped" in problem.hint and "stateless=True" in problem.hint
+
+
+def test_sink_removed_is_a_warning_when_dropped_or_stateless() -> None:
+    dropped = check_upgrade(manifest(), manifest(sinks=[], dropped=["stats-sink"]))
+    assert dropped.compatible
+    assert kinds(dropped) == {"state_dropped"}
+    stateless = check_upgrade(manifest(states={}), dict(manifest(sinks=[], states={}),
+                                                        stateless=True))
+    assert stateless.compatible
+    assert kinds(stateless) == {"operator_removed"}
+    assert "stats-sink.encode" in one(stateless, "operator_removed").message
 
 
 def test_operator_added_is_a_warning() -> None:
