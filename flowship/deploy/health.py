@@ -93,7 +93,6 @@ def watch(
     Only checkpoints that complete during the watch count (not, say, the hand-over ones).
     """
     started = time.monotonic()
-    first_records: int | None = None
     checkpoints = records = 0
     before: int | None = None
     while True:
@@ -125,8 +124,7 @@ def watch(
         if job["state"] != "RUNNING":
             return Health(False, f"the job is {job['state']}", checkpoints, 0, records, waited)
         total = _records(job)
-        first_records = total if first_records is None else first_records
-        records = total - first_records
+        records = total  # since the job started: hand-over checkpoints' records count too
         if checkpoints >= min_checkpoints and records > 0:
             return Health(
                 True,

@@ -242,3 +242,10 @@ def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
 
     ids = [new_cluster_id() for _ in range(3000)]  # about 1 in 64 raw ids starts with '-'
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # the test folders are not packages: pytest cannot collect two modules of the same name
+    root = Path(__file__).resolve().parents[1]
+    names = [p.name for p in root.rglob("test_*.py")]
+    assert not {n for n in names if names.count(n) > 1}
