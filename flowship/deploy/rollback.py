@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from flowship._log import get_logger
+from flowship._spawn import spawn_detached
 from flowship.deploy.ledger import Entry, Lease, LeaseHeldError, Ledger
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
@@ -444,17 +445,9 @@ class Rollback:
     ) -> Outcome:
         """Hand the deployment to the previous version's script; wait for STABLE or else."""
         log_file = self.state_dir.resolve() / self.job / f"rollback-{deployment}.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, script, *self.flags, "--upgrade-from", "savepoint"]
         log.info("rollback.start", job=self.job, deployment=deployment, script=script)
-        with log_file.open("ab") as out:
-            child = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        child = spawn_detached(cmd, log_file)
         deadline = time.monotonic() + self.health_window_s + START_TIMEOUT
         outcome = Outcome(
             self.job,

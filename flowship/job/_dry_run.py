@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowship._log import get_logger
+from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rehearse import (
     DryRunReport,
@@ -205,21 +206,11 @@ def _free_port() -> int:
 
 def child_argv(argv: list[str]) -> list[str]:
     """The parent's flags minus the ones the dry run owns (``--dry-run``, ``--json``, ...)."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--dry-run", "--json", "--bounded"):
-            continue
-        if arg in ("--upgrade-from", "--flowship-rehearsal"):
-            skip = True
-            continue
-        if arg.startswith(("--upgrade-from=", "--flowship-rehearsal=")):
-            continue
-        out.append(arg)
-    return out
+    return without_flags(
+        argv,
+        valued=["--upgrade-from", "--flowship-rehearsal"],
+        switches=["--dry-run", "--json", "--bounded"],
+    )
 
 
 def _rehearse(
@@ -254,14 +245,7 @@ def _rehearse(
     ]
     result = Rehearsal(ran=True, log=str(log_file))
     started = time.monotonic()
-    with log_file.open("ab") as out:
-        child = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    child = spawn_detached(cmd, log_file)
     limit = settings.dry_run_timeout_s + 180.0  # the child stops itself at the time limit
     try:
         code = child.wait(timeout=limit)

@@ -23,13 +23,13 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowship._log import configure_for_cli, get_logger
+from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.ledger import Lease, LeaseHeldError, Ledger, LocalLedger
 from flowship.deploy.machine import Step
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
@@ -449,15 +449,7 @@ def _roll_back(
         deployment,
     ]
     log_file = settings.state_dir.resolve() / job.name / f"rollback-{deployment}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as out:
-        child = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    child = spawn_detached(cmd, log_file)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         current = ledger.current(job.name)
@@ -488,19 +480,7 @@ def _roll_back(
 
 
 def _without_upgrade_flag(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--upgrade-from":
-            skip = True
-            continue
-        if arg.startswith("--upgrade-from="):
-            continue
-        out.append(arg)
-    return out
+    return without_flags(argv, valued=["--upgrade-from"])
 
 
 def _wait_running(rest: Any, job_id: str, settings: Settings, client: Any) -> None:
