@@ -159,14 +159,15 @@ def test_upgrade_with_unreachable_running_version_changes_nothing(tmp_path: Path
     assert (tmp_path / "state" / "ledger" / f"{JOB}.jsonl").read_text() == before
 
 
-def test_broken_version_is_rolled_back(fresh_kafka_broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["broken_v2.py", "broken_open_v2.py"])
+def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path: Path) -> None:
     bootstrap = fresh_kafka_broker.bootstrap
     setup_topics(bootstrap)
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(12_000, users=200))
     producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 400.0))  # 30 s
-    broken = Path(__file__).parent / "jobs" / "broken_v2.py"
+    broken = Path(__file__).parent / "jobs" / script
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
     rollback_pid = None
     try:

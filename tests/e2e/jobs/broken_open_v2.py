@@ -1,0 +1,41 @@
+"""A broken version 2 that fails in ``open()``: compatible state declaration, no running task.
+
+The gate lets it through (its state schemas are right); every attempt to start its operator
+fails, the health watch sees the failures, and flowship rolls back to version 1 from the
+pre-upgrade savepoint. (``broken_v2.py`` fails later, on its first restored value.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
+
+from common import STATE, by_user, clicks, stats
+from pyflink.datastream import KeyedProcessFunction
+
+import flowship as fs
+
+SESSION = fs.StateSchema("session", versions={1: STATE / "session_v1.avsc",
+                                              2: STATE / "session_v2.avsc"})
+job = fs.Job("click-sessions", version="2-broken", sources=[clicks], sinks=[stats])
+
+
+@fs.stateful("session-stats", session=fs.ValueState(SESSION))
+class SessionStats(KeyedProcessFunction):
+    def open(self, runtime_context):
+        msg = "bug in version 2: cannot open the session operator"
+        raise RuntimeError(msg)
+
+    def process_element(self, record, ctx):
+        yield from ()
+
+
+@job.topology
+def build(clicks):
+    return fs.apply(by_user(clicks), SessionStats())
+
+
+if __name__ == "__main__":
+    job.main()
