@@ -1,7 +1,7 @@
 """Is a freshly started job healthy? Watched over the Flink REST API within a time window.
 
 "Stable" means, within the window: the job is RUNNING, at least ``min_checkpoints`` checkpoints
-completed since it started, no failure is in its exception history (a failure means a restart
+completed while it was watched, no failure is in its exception history (a failure means a restart
 under a restart strategy), and records flowed through it (unless its input was idle: then the
 report says so). The first failure seen ends the watch early with the exception's root cause.
 """
@@ -39,7 +39,7 @@ def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
     entries = (raw.get("exceptionHistory") or {}).get("entries") or []
     if not entries:
         return 0, ""
-    first = entries[-1] if entries else {}
+    first = entries[-1]
     text = str(first.get("stacktrace") or first.get("exceptionName") or "unknown failure")
     root = [line.strip() for line in text.splitlines() if line.strip()]
     causes = [line for line in root if line.startswith("Caused by:")]

@@ -162,22 +162,6 @@ def restore_path(given: str | None) -> str | None:
     return path.resolve().as_uri()
 
 
-def _restore_options(restore: str | None, job: Job | None = None) -> dict[str, str]:
-    """Flink options to restore from ``restore``.
-
-    State with no operator to go to is let go for uids the new code declared dropped, and for a
-    ``stateless=True`` job, whose savepoint carries only its sources' Kafka offsets over: any of
-    its other operators (sinks included) may be renamed, added or removed.
-    """
-    if restore is None:
-        return {}
-    options = {"execution.state-recovery.path": restore}
-    if job is not None and (job.dropped or job.stateless):
-        # check_upgrade allowed the dropped uids; Flink refuses unclaimed state unless told
-        options["execution.state-recovery.ignore-unclaimed-state"] = "true"
-    return options
-
-
 def _upgrade_local(
     job: Job, settings: Settings, argv: list[str], from_checkpoint: bool = False
 ) -> int:
@@ -306,9 +290,8 @@ def _run_local(
     ``env`` is the job's graph if it was built already (see ``_local_env``). After an upgrade
     (``argv`` given), the new version is watched until stable, or rolled back.
     """
-    from pyflink.util.java_utils import get_j_env_configuration
-
     from flowship.deploy.rest import FlinkRest
+    from flowship.job._runtime import restore_options, set_options
 
     started = time.monotonic()
     rest_url = f"http://127.0.0.1:{settings.rest_port}"
@@ -317,10 +300,7 @@ def _run_local(
             restore = Path(restore).resolve().as_uri()
         if env is None:
             env = _local_env(job, settings)
-        # read when the job is submitted: the restore point can be named after the build
-        config = get_j_env_configuration(env._j_stream_execution_environment)
-        for key, value in _restore_options(restore, job).items():
-            config.setString(key, value)
+        set_options(env, restore_options(restore, job))
         if ledger.last_step(job.name, deployment) is not Step.SUBMITTED:
             ledger.record(
                 job.name, deployment, Step.SUBMITTED, rest_url=rest_url, restored_from=restore

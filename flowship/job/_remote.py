@@ -40,20 +40,15 @@ class PreparedSubmission:
     """A job's graph, built in this process and ready to submit to a session cluster."""
 
     def __init__(self, job: Job, settings: Settings) -> None:
-        from pyflink.util.java_utils import get_j_env_configuration
-
-        from flowship.job._runtime import flink_options, make_env
+        from flowship.job._runtime import flink_options, make_env, set_options
 
         started = time.monotonic()
         self._job = job
         self._target = settings.target
         self._env = make_env(flink_options(job, settings))
-        # a script run by plain Python gets a local environment (execution.target=local); the
-        # executor is only looked up at submission, so pointing the configuration at the
-        # cluster turns it into a remote one
-        config = get_j_env_configuration(self._env._j_stream_execution_environment)
-        for key, value in remote_options(settings.target).items():
-            config.setString(key, value)
+        # a script run by plain Python gets a local environment (execution.target=local);
+        # pointing its configuration at the cluster turns it into a remote one
+        set_options(self._env, remote_options(settings.target))
         job.build(self._env, settings)
         # the Python operator configuration, chaining and the stream graph: all done up front
         self._graph = self._env._generate_stream_graph(
@@ -64,14 +59,11 @@ class PreparedSubmission:
 
     def submit(self, restore: str | None) -> str:
         """Submit the prepared graph, restoring from ``restore`` if given; return the job id."""
-        from pyflink.util.java_utils import get_j_env_configuration
-
-        from flowship.job._main import _java_error, _restore_options
+        from flowship.job._main import _java_error
+        from flowship.job._runtime import restore_options, set_options
 
         j_env = self._env._j_stream_execution_environment
-        config = get_j_env_configuration(j_env)
-        for key, value in _restore_options(restore, self._job).items():
-            config.setString(key, value)
+        set_options(self._env, restore_options(restore, self._job))
         started = time.monotonic()
         log.info(
             "job.submit",

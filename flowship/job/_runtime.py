@@ -84,6 +84,35 @@ def make_env(options: dict[str, str]) -> StreamExecutionEnvironment:
     return env
 
 
+def restore_options(restore: str | None, job: Job | None = None) -> dict[str, str]:
+    """Flink options to restore from ``restore``.
+
+    State with no operator to go to is let go for uids the new code declared dropped, and for a
+    ``stateless=True`` job, whose savepoint carries only its sources' Kafka offsets over: any of
+    its other operators (sinks included) may be renamed, added or removed.
+    """
+    if restore is None:
+        return {}
+    options = {"execution.state-recovery.path": restore}
+    if job is not None and (job.dropped or job.stateless):
+        # check_upgrade allowed the dropped uids; Flink refuses unclaimed state unless told
+        options["execution.state-recovery.ignore-unclaimed-state"] = "true"
+    return options
+
+
+def set_options(env: StreamExecutionEnvironment, options: dict[str, str]) -> None:
+    """Set ``options`` on an environment whose graph is built already.
+
+    The executor, and the restore point, are read from its configuration only when the job is
+    submitted: an upgrade can build the new graph first and name the savepoint later.
+    """
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    config = get_j_env_configuration(env._j_stream_execution_environment)
+    for key, value in options.items():
+        config.setString(key, value)
+
+
 def execute(env: StreamExecutionEnvironment, job: Job, *, detached: bool) -> Any:
     """Run the built graph: block until it ends, or submit and return its JobClient."""
     name = f"{job.name}@{job.version}"

@@ -9,7 +9,7 @@ from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
 from flowship.errors import ConfigError
-from flowship.job._main import _restore_options
+from flowship.job._runtime import restore_options
 
 CLICK = Path(__file__).resolve().parents[2] / "examples" / "click_sessions" / "click.avsc"
 SCHEMA = fs.StateSchema("counter", versions={
@@ -38,11 +38,11 @@ def test_manifest_says_whether_the_job_is_stateless() -> None:
 
 def test_stateless_restore_lets_unclaimed_state_go() -> None:
     job = fs.Job("counting", version="1", sources=[SOURCE], sinks=[SINK], stateless=True)
-    options = _restore_options("file:///sp/savepoint-1", job)
+    options = restore_options("file:///sp/savepoint-1", job)
     assert options == {
         "execution.state-recovery.path": "file:///sp/savepoint-1",
         "execution.state-recovery.ignore-unclaimed-state": "true",
     }
     plain = fs.Job("counting", version="1", sources=[SOURCE], sinks=[SINK])
-    assert "execution.state-recovery.ignore-unclaimed-state" not in _restore_options("/x", plain)
-    assert _restore_options(None, job) == {}
+    assert "execution.state-recovery.ignore-unclaimed-state" not in restore_options("/x", plain)
+    assert restore_options(None, job) == {}
