@@ -368,7 +368,7 @@ def _watch(
             # stopping with a savepoint commits what the sinks wrote; the sample's outputs are
             # committed already once the offsets are (both happen on checkpoint completion)
             with contextlib.suppress(ClusterError, KeyError):
-                outcome["records_in"] = _source_records(rest.job(job_id))
+                outcome["records_in"] = _settled_source_records(rest, job_id)
             outcome["truncated"] = late and not done
             try:
                 rest.stop_with_savepoint(job_id, Path(settings.state_dir).resolve() / "stop")
@@ -376,6 +376,26 @@ def _watch(
                 outcome["error"] = f"stopping the rehearsal failed: {exc}"
             return "STOPPED"
         time.sleep(1.0)
+
+
+def _settled_source_records(rest: Any, job_id: str) -> int:
+    """The sources' record count once the REST metrics cache has caught up with the job.
+
+    Job details serve metrics from a cache that a request refreshes (asynchronously) when it is
+    older than ``metrics.fetcher.update-interval``: the first read after a quiet spell can be
+    stale, even 0 for a rehearsal shorter than one interval. Read until two reads one interval
+    apart agree (the sources go on reading past the sample, so give up after a few).
+    """
+    from flowship.job._runtime import METRICS_FETCH_MS
+
+    seen = _source_records(rest.job(job_id))
+    for _ in range(4):
+        time.sleep(1.2 * METRICS_FETCH_MS / 1000)
+        now = _source_records(rest.job(job_id))
+        if now == seen and now > 0:
+            break
+        seen = now
+    return seen
 
 
 def _source_records(details: dict[str, Any]) -> int:

@@ -59,6 +59,9 @@ def python_path(job: Job) -> str:
     return os.pathsep.join(paths)
 
 
+METRICS_FETCH_MS = 500
+
+
 def local_options(settings: Settings) -> dict[str, str]:
     """Options only the embedded mini-cluster needs: its REST endpoint on loopback."""
     return {
@@ -66,6 +69,9 @@ def local_options(settings: Settings) -> dict[str, str]:
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
         "taskmanager.numberOfTaskSlots": str(max(settings.parallelism, 1)),
+        # REST job details carry metrics from a cache refreshed at most this often (10 s by
+        # default): the health watch and --dry-run read record counts from it
+        "metrics.fetcher.update-interval": f"{METRICS_FETCH_MS} ms",
     }
 
 
