@@ -6,6 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,30 +69,15 @@ class FlinkRest:
         target = Path(str(target_directory).removeprefix("file:"))
         body = {"drain": False, "formatType": "CANONICAL", "targetDirectory": str(target)}
         trigger = self._call("POST", f"/jobs/{job_id}/stop", body)["request-id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
-            except ClusterError:
-                found = _completed_savepoint(target)
-                if found is not None:
-                    return found
-                time.sleep(0.3)
-                continue
-            if status["status"]["id"] == "COMPLETED":
-                operation = status.get("operation") or {}
-                if "failure-cause" in operation:
-                    cause = operation["failure-cause"].get("stack-trace", "")[:2000]
-                    msg = f"stop-with-savepoint of job {job_id} failed: {cause}"
-                    raise ClusterError(msg)
-                location: str = operation["location"]
-                return location
-            time.sleep(0.3)
-        msg = (
-            f"stop-with-savepoint of job {job_id} did not complete within {timeout:.0f}s "
-            f"(no savepoint in {target})"
+        operation = self._await_operation(
+            f"/jobs/{job_id}/savepoints/{trigger}",
+            f"stop-with-savepoint of job {job_id}",
+            timeout,
+            ending=f"(no savepoint in {target})",
+            gone=lambda: _completed_savepoint(target),
         )
-        raise ClusterError(msg)
+        location: str = operation["location"]
+        return location
 
     def trigger_savepoint(
         self, job_id: str, target_directory: str | Path, timeout: float = 300.0
@@ -103,23 +89,14 @@ class FlinkRest:
         target = Path(str(target_directory).removeprefix("file:"))
         body = {"cancel-job": False, "formatType": "CANONICAL", "target-directory": str(target)}
         trigger = self._call("POST", f"/jobs/{job_id}/savepoints", body)["request-id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
-            if status["status"]["id"] == "COMPLETED":
-                operation = status.get("operation") or {}
-                if "failure-cause" in operation:
-                    cause = operation["failure-cause"].get("stack-trace", "")[:2000]
-                    msg = f"savepoint of job {job_id} (job left running) failed: {cause}"
-                    raise ClusterError(msg)
-                location: str = operation["location"]
-                return location
-            time.sleep(0.3)
-        msg = (
-            f"savepoint of job {job_id} did not complete within {timeout:.0f}s (no savepoint "
-            f"in {target}); the job was left running"
+        operation = self._await_operation(
+            f"/jobs/{job_id}/savepoints/{trigger}",
+            f"savepoint of job {job_id} (job left running)",
+            timeout,
+            ending=f"(no savepoint in {target}); the job was left running",
         )
-        raise ClusterError(msg)
+        location: str = operation["location"]
+        return location
 
     def checkpoint_now(self, job_id: str, timeout: float = 30.0) -> int:
         """``POST /jobs/:id/checkpoints``, then poll the trigger; the completed checkpoint's id.
@@ -128,20 +105,61 @@ class FlinkRest:
         the job's tasks are still starting) or did not complete within ``timeout``.
         """
         trigger = self._call("POST", f"/jobs/{job_id}/checkpoints", {})["request-id"]
+        operation = self._await_operation(
+            f"/jobs/{job_id}/checkpoints/{trigger}",
+            f"checkpoint of job {job_id}",
+            timeout,
+            interval=0.05,
+            brief=True,
+        )
+        if "checkpointId" not in operation:
+            msg = f"checkpoint of job {job_id} completed without a checkpoint id: {operation}"
+            raise ClusterError(msg[:500])
+        return int(operation["checkpointId"])
+
+    def _await_operation(
+        self,
+        path: str,
+        what: str,
+        timeout: float,
+        *,
+        interval: float = 0.3,
+        ending: str = "",
+        brief: bool = False,
+        gone: Callable[[], str | None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll an asynchronous operation (a savepoint or checkpoint trigger) until it completed.
+
+        Returns the completed operation; raises ClusterError if it failed (its stack trace, or
+        only the first line if ``brief``) or did not complete within ``timeout``. ``gone``: while
+        the REST endpoint does not answer, whether the operation's result is there anyway (its
+        location); an embedded mini-cluster exits as soon as its job stopped.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self._call("GET", f"/jobs/{job_id}/checkpoints/{trigger}")
+            try:
+                status = self._call("GET", path)
+            except ClusterError:
+                if gone is None:
+                    raise
+                found = gone()
+                if found is not None:
+                    return {"location": found}
+                time.sleep(interval)
+                continue
             if status["status"]["id"] == "COMPLETED":
-                operation = status.get("operation") or {}
-                if "checkpointId" not in operation:  # failed: {"failureCause": {...}}
-                    failure = operation.get("failureCause") or operation.get("failure-cause")
-                    cause = str((failure or {}).get("stack-trace", operation)).splitlines()[0]
-                    msg = f"checkpoint of job {job_id} failed: {cause[:500]}"
+                operation: dict[str, Any] = status.get("operation") or {}
+                # failed: "failure-cause" (savepoints) or "failureCause" (checkpoints)
+                failure = operation.get("failure-cause") or operation.get("failureCause")
+                if failure is not None:
+                    trace = str(failure.get("stack-trace", operation))
+                    cause = trace.splitlines()[0][:500] if brief else trace[:2000]
+                    msg = f"{what} failed: {cause}"
                     raise ClusterError(msg)
-                return int(operation["checkpointId"])
-            time.sleep(0.05)
-        msg = f"checkpoint of job {job_id} did not complete within {timeout:.0f}s"
-        raise ClusterError(msg)
+                return operation
+            time.sleep(interval)
+        msg = f"{what} did not complete within {timeout:.0f}s"
+        raise ClusterError(f"{msg} {ending}" if ending else msg)
 
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/:id/checkpoints``: counts, latest completed and restored checkpoints."""
