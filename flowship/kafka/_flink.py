@@ -39,6 +39,7 @@ from flowship.kafka import _headers as H
 from flowship.kafka._declare import KafkaSink, KafkaSource
 from flowship.kafka._record import Record
 from flowship.schema import AvroCodec
+from flowship.state._runtime import KEY_OF
 
 PACKED = Types.PRIMITIVE_ARRAY(Types.BYTE())
 
@@ -229,7 +230,11 @@ class SourceStream(DataStream):
         j_keyed = keyed._j_data_stream.keyBy(
             get_gateway().jvm.KeyByKeySelector(), Types.ROW([key_type]).get_java_type_info()
         )
-        return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), self)
+        stream = KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), self)
+        # flowship.apply hands the selector to stateful operators: they key their state
+        # handles from the element in Python, not by asking the JVM for the current key
+        setattr(stream, KEY_OF, selector)
+        return stream
 
 
 class EncodeAvro(MapFunction):

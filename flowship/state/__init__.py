@@ -19,6 +19,7 @@ from flowship.state._declare import (
     registered,
     stateful,
 )
+from flowship.state._runtime import KEY_OF
 
 __all__ = [
     "STATE_LAYOUT",
@@ -51,4 +52,7 @@ def apply(stream: Any, op: Any, output_type: Any = None, name: str | None = None
             "call .key_by(...) first"
         )
         raise ConfigError(msg)
+    key_of = getattr(stream, KEY_OF, None)
+    if key_of is not None:
+        setattr(op, KEY_OF, key_of)
     return stream.process(op, output_type).uid(info.uid).name(name or info.uid)

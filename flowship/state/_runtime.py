@@ -10,7 +10,7 @@ exactly, in both execution modes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowship.schema import StateCodec
@@ -24,26 +24,40 @@ from flowship.state._declare import (
 
 _MISS = object()
 _UNSET = object()
+#: The attribute ``flowship.apply`` sets on an operator: the key selector of its keyed stream.
+KEY_OF = "__flowship_key_of__"
 
 
 class _Scope:
-    """The element (or timer) being processed: its context and, once asked for, its key."""
+    """The element (or timer) being processed: its context and, once asked for, its key.
 
-    __slots__ = ("ctx", "key")
+    ``key_of``: the keyed stream's key selector, when flowship keyed it (a source's
+    ``key_by``). The current key is then ``key_of(element)``, computed in Python, instead of a
+    call into the JVM for ``ctx.get_current_key()`` per element. Flink requires key selectors
+    to be deterministic, so both are the same key. Timers have no element: they ask ``ctx``.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("ctx", "element", "key", "key_of")
+
+    def __init__(self, key_of: Callable[[Any], Any] | None = None) -> None:
         self.ctx: Any = None
+        self.element: Any = _UNSET
         self.key: Any = _UNSET
+        self.key_of = key_of
 
-    def begin(self, ctx: Any) -> None:
+    def begin(self, ctx: Any, element: Any = _UNSET) -> None:
         """A new element or timer: remember its context, forget the previous key."""
         self.ctx = ctx
+        self.element = element
         self.key = _UNSET
 
     def current_key(self) -> Any:
         key = self.key
         if key is _UNSET:
-            key = self.key = self.ctx.get_current_key() if self.ctx is not None else None
+            if self.key_of is not None and self.element is not _UNSET:
+                key = self.key = self.key_of(self.element)
+            else:
+                key = self.key = self.ctx.get_current_key() if self.ctx is not None else None
         return key
 
 
@@ -200,7 +214,7 @@ def _descriptor(name: str, spec: StateSpec) -> Any:
 
 def open_handles(op: Any, info: StatefulInfo, runtime_context: Any) -> _Scope:
     """Create every declared state's handle on ``op``; return the scope the wrappers update."""
-    scope = _Scope()
+    scope = _Scope(getattr(op, KEY_OF, None))
     for name, spec in info.states.items():
         codec = StateCodec(spec.schema)
         if isinstance(spec, MapState):
@@ -231,15 +245,25 @@ def install(cls: type, info: StatefulInfo) -> None:
         if method in vars(cls) or any(
             method in vars(b) for b in cls.__mro__[1:] if b.__module__.startswith("pyflink")
         ):
-            setattr(cls, method, _scoped(getattr(cls, method)))
+            setattr(cls, method, _scoped(getattr(cls, method), method == "process_element"))
 
 
-def _scoped(fn: Any) -> Any:
+def _scoped(fn: Any, keyed_by_element: bool) -> Any:
     # ``call`` is pickled by value with the job's class (cloudpickle): it must not reference
     # module-level sentinels, which would arrive as copies; _Scope.begin (by reference) does.
-    def call(self: Any, value: Any, ctx: Any) -> Any:
-        self.__flowship_scope__.begin(ctx)
-        return fn(self, value, ctx)
+    # Only process_element's element has the stream's key (timers have none, and each input
+    # of connected streams has its own key selector)
+    if keyed_by_element:
+
+        def call(self: Any, value: Any, ctx: Any) -> Any:
+            self.__flowship_scope__.begin(ctx, value)
+            return fn(self, value, ctx)
+
+    else:
+
+        def call(self: Any, value: Any, ctx: Any) -> Any:
+            self.__flowship_scope__.begin(ctx)
+            return fn(self, value, ctx)
 
     call.__name__ = getattr(fn, "__name__", "call")
     call.__doc__ = getattr(fn, "__doc__", None)

@@ -169,3 +169,61 @@ def test_apply_needs_a_keyed_stream() -> None:
 
     with pytest.raises(errors.ConfigError, match="key_by"):
         fs.apply(NotKeyed(), op)
+
+
+class CountingCtx(FakeCtx):
+    """A context that counts how often the current key is asked of it (a JVM call in Flink)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def get_current_key(self) -> Any:
+        self.asked += 1
+        return self.key
+
+
+def test_with_the_streams_key_selector_the_key_comes_from_the_element() -> None:
+    """``fs.apply`` on a stream flowship keyed: no per-element ``get_current_key`` call."""
+    from flowship.state._runtime import KEY_OF
+
+    schema = fs.StateSchema("count", versions={1: V1})
+    op = make_operator(schema)
+    setattr(op, KEY_OF, lambda value: f"user-{value % 3}")  # what flowship.apply sets
+    op = cloudpickle.loads(cloudpickle.dumps(op))
+    ctx = CountingCtx()
+    runtime = FakeRuntimeContext(ctx)
+    op.open(runtime)
+    totals = []
+    for value in [3, 4, 6, 7, 5]:
+        ctx.key = f"user-{value % 3}"  # what Flink's keyBy made current
+        totals.extend(op.process_element(value, ctx))
+    assert totals == [3, 4, 9, 11, 5]
+    assert ctx.asked == 0
+    assert sorted(runtime.state.data) == ["user-0", "user-1", "user-2"]
+
+
+def test_apply_hands_a_flowship_keyed_streams_selector_to_the_operator() -> None:
+    from flowship.state._runtime import KEY_OF
+
+    op = make_operator(fs.StateSchema("count", versions={1: V1}))
+
+    class KeyedStream:  # the name flowship.apply checks; process() returns what uid() needs
+        def __init__(self, selector: Any) -> None:
+            if selector is not None:
+                setattr(self, KEY_OF, selector)
+
+        def process(self, *args: Any) -> Any:
+            return self
+
+        def uid(self, uid: str) -> Any:
+            return self
+
+        def name(self, name: str) -> Any:
+            return self
+
+    fs.apply(KeyedStream(None), op)  # a stream keyed by PyFlink itself: the JVM is asked
+    assert not hasattr(op, KEY_OF)
+    selector = len
+    fs.apply(KeyedStream(selector), op)
+    assert getattr(op, KEY_OF) is selector
