@@ -209,9 +209,14 @@ class SourceStream(DataStream):
         if tag is not None:
             dlq_sink = _kafka_sink(self._ctx, f"{source.uid}.dlq", source.dead_letter_topic)
             dead = DataStream(decoded._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+            # a task of its own: chained, its transactional writer's start-up (aborting lingering
+            # transactions, initTransactions: most of a second) would delay the opening of the
+            # source's decoder, and with it the first record, on every start and upgrade.
+            # Dead letters are rare, so the extra hop costs nothing; state does not care
+            # (restore goes by uid, not by chain)
             dead.sink_to(dlq_sink).uid(self._ctx.named(f"{source.uid}.dlq")).name(
                 f"dead-letter:{source.dead_letter_topic}"
-            )
+            ).disable_chaining()
         return decoded
 
     def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
