@@ -33,6 +33,17 @@ from flowship.schema._resolve import Fixer, build_fixer, collect_names, default_
 from flowship.schema._versioned import StateSchema
 
 FORMAT = 0x01
+_ABSENT = object()
+#: Avro types whose decoded Python value is immutable and of exactly one type.
+_PLAIN = {
+    "null": type(None),
+    "boolean": bool,
+    "int": int,
+    "long": int,
+    "double": float,
+    "string": str,
+    "bytes": bytes,
+}
 #: How many migrated values per codec are validated against the current schema on read.
 VALIDATE_FIRST = 1000
 _HEADER = struct.Struct("<BQ")
@@ -62,6 +73,7 @@ class StateCodec:
         }
         self._current = self._parsed[state_schema.current]
         self._current_fp = state_schema.fingerprint()
+        self._plain = _plain_fields(state_schema.schema(state_schema.current))
         self._header = _HEADER.pack(FORMAT, self._current_fp)
         self._compatible: dict[tuple[int, int], bool] = {}
         self._validated = 0
@@ -121,6 +133,27 @@ class StateCodec:
             )
             raise StateError(msg)
         return self._run(data, fp, plan, uid, state, key)
+
+    def snapshot(self, value: Any) -> dict[str, Any] | None:
+        """A copy of ``value`` equal to what decoding its encoding returns, or None.
+
+        Only for a current schema of plain fields (null, boolean, int, long, double, string,
+        bytes, or a union of null and one of those) and a value holding exactly those fields,
+        each of exactly its Python type (an ``int`` in a ``double`` field would come back a
+        ``float``): then a shallow copy is a decoded value, and the copy shares nothing mutable.
+        State handles cache it, so reading a value they wrote needs no decoding.
+        """
+        plain = self._plain
+        if plain is None or type(value) is not dict or len(value) != len(plain):
+            return None
+        for name, types in plain:
+            if type(value.get(name, _ABSENT)) not in types:
+                return None
+        return {name: value[name] for name, _ in plain}  # in schema order, as decoded
+
+    def decoded_is_plain(self) -> bool:
+        """Whether decoded values of the current schema hold only immutable field values."""
+        return self._plain is not None
 
     # decode plans ------------------------------------------------------------------------
 
@@ -315,3 +348,22 @@ class StateCodec:
                 "truncated or corrupt -- restore from an earlier savepoint or drop the key"
             )
         return StateError(f"{head}: {text}")
+
+
+def _plain_fields(schema: Any) -> tuple[tuple[str, tuple[type, ...]], ...] | None:
+    """Each field's exact Python types, if ``schema`` is a record of plain fields only."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    fields = []
+    for field in schema.get("fields", []):
+        kind = field["type"]
+        branches = kind if isinstance(kind, list) else [kind]
+        types = []
+        for branch in branches:
+            if isinstance(branch, dict) and set(branch) == {"type"}:
+                branch = branch["type"]  # {"type": "long"} is "long"; logical types are not
+            if not isinstance(branch, str) or branch not in _PLAIN:
+                return None
+            types.append(_PLAIN[branch])
+        fields.append((str(field["name"]), tuple(types)))
+    return tuple(fields)

@@ -82,38 +82,55 @@ class _Handle:
 
 
 class ValueHandle(_Handle):
-    """A keyed value of a versioned Avro schema (see :class:`flowship.ValueState`)."""
+    """A keyed value of a versioned Avro schema (see :class:`flowship.ValueState`).
 
-    __slots__ = ("_cache", "_cache_size")
+    The cache maps a key to ``(stored string, decoded value or None)``. A decoded value is kept
+    only when it holds nothing mutable (:meth:`StateCodec.snapshot`): ``value()`` then returns
+    a shallow copy of it instead of decoding, and the caller may still mutate what it got.
+    """
+
+    __slots__ = ("_cache", "_cache_size", "_plain")
 
     def __init__(
         self, uid: str, name: str, codec: StateCodec, state: Any, scope: _Scope, cache_size: int
     ) -> None:
         super().__init__(uid, name, codec, state, scope)
-        self._cache: dict[Any, Any] = {}
+        self._cache: dict[Any, tuple[str | None, dict[str, Any] | None]] = {}
         self._cache_size = cache_size
+        self._plain = codec.decoded_is_plain()
 
-    def _remember(self, key: Any, raw: str | None) -> None:
+    def _remember(self, key: Any, raw: str | None, decoded: dict[str, Any] | None) -> None:
         if self._cache_size <= 0:
             return
         cache = self._cache
         try:
             if key not in cache and len(cache) >= self._cache_size:
                 del cache[next(iter(cache))]
-            cache[key] = raw
+            cache[key] = (raw, decoded)
         except TypeError:  # an unhashable key type: no cache for this operator
             self._cache_size = 0
 
     def value(self) -> Any:
         """The current key's value (resolved to the current schema version), or ``None``."""
         key = self._scope.current_key()
-        raw = self._cache.get(key, _MISS) if self._cache_size else _MISS
-        if raw is _MISS:
+        entry = self._cache.get(key) if self._cache_size else None
+        if entry is None:
             raw = self._state.value()
-            self._remember(key, raw)
+            decoded = None
+        else:
+            raw, decoded = entry
+            if decoded is not None:
+                return dict(decoded)  # plain fields only: a shallow copy shares nothing
         if raw is None:
+            if entry is None:
+                self._remember(key, None, None)
             return None
-        return self._decode(str(raw))
+        value = self._decode(str(raw))
+        if self._plain and type(value) is dict:
+            self._remember(key, raw, dict(value))
+        elif entry is None:
+            self._remember(key, raw, None)
+        return value
 
     def update(self, value: Any) -> None:
         """Store ``value`` (written in the current schema version) for the current key."""
@@ -122,12 +139,13 @@ class ValueHandle(_Handle):
             return
         raw = self._encode(value)
         self._state.update(raw)
-        self._remember(self._scope.current_key(), raw)
+        if self._cache_size:
+            self._remember(self._scope.current_key(), raw, self._codec.snapshot(value))
 
     def clear(self) -> None:
         """Remove the current key's value."""
         self._state.clear()
-        self._remember(self._scope.current_key(), None)
+        self._remember(self._scope.current_key(), None, None)
 
 
 class MapHandle(_Handle):

@@ -141,3 +141,34 @@ def test_migration_returning_a_bad_value() -> None:
 def test_encode_rejects_a_value_that_does_not_fit() -> None:
     with pytest.raises(StateError, match="does not fit version 1"):
         StateCodec(StateSchema("s", {1: V1})).encode({"count": "many", "who": 1})
+
+
+def test_snapshot_only_for_values_that_decode_to_themselves() -> None:
+    from flowship.schema import StateCodec, StateSchema
+
+    plain = {"type": "record", "name": "P", "fields": [
+        {"name": "n", "type": "long"}, {"name": "x", "type": "double"},
+        {"name": "s", "type": ["null", "string"]}, {"name": "b", "type": "boolean"},
+        {"name": "raw", "type": "bytes"}]}
+    codec = StateCodec(StateSchema("p", versions={1: plain}))
+    value = {"s": None, "n": 1, "x": 0.5, "b": True, "raw": b"\x00"}
+    snap = codec.snapshot(value)
+    assert snap == value and snap is not value
+    assert list(snap) == ["n", "x", "s", "b", "raw"]  # schema order, as decoding gives
+    assert snap == codec.decode(codec.encode(value))
+    for wrong in (
+        {**value, "x": 1},  # int in a double field: decodes as 1.0
+        {**value, "n": True},  # bool in a long field: refused or changed by Avro
+        {**value, "extra": 1},  # dropped by encoding
+        {k: v for k, v in value.items() if k != "s"},  # absent: filled by encoding
+        {**value, "raw": bytearray(b"\x00")},  # mutable
+    ):
+        assert codec.snapshot(wrong) is None
+    for kind in (
+        {"type": "array", "items": "long"},  # mutable
+        {"type": "long", "logicalType": "timestamp-millis"},  # decodes as a datetime
+        "float",  # 32 bits: a Python float does not round-trip
+    ):
+        not_plain = {"type": "record", "name": "Q", "fields": [{"name": "q", "type": kind}]}
+        other = StateCodec(StateSchema("q", versions={1: not_plain}))
+        assert not other.decoded_is_plain()

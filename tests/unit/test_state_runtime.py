@@ -227,3 +227,78 @@ def test_apply_hands_a_flowship_keyed_streams_selector_to_the_operator() -> None
     selector = len
     fs.apply(KeyedStream(selector), op)
     assert getattr(op, KEY_OF) is selector
+
+
+DOUBLE = {"type": "record", "name": "Mean", "fields": [
+    {"name": "sum", "type": "double"}, {"name": "tag", "type": ["null", "string"]}]}
+NESTED = {"type": "record", "name": "Seen", "fields": [
+    {"name": "pages", "type": {"type": "array", "items": "string"}}]}
+
+
+def make_generic(schema: fs.StateSchema, cache_size: int) -> Any:
+    @fs.stateful("generic", s=fs.ValueState(schema, cache_size=cache_size))
+    class Generic(KeyedProcessFunction):
+        def process_element(self, value: Any, ctx: Any) -> Any:
+            yield self.s.value()
+
+    return Generic()
+
+
+@pytest.mark.parametrize(
+    ("avro", "written"),
+    [
+        (V1, {"n": 3}),
+        (DOUBLE, {"sum": 3, "tag": None}),  # an int in a double field reads back a float
+        (DOUBLE, {"sum": 2.5, "tag": "x"}),
+        (NESTED, {"pages": ["/a", "/b"]}),  # mutable: never cached decoded
+    ],
+)
+def test_cached_values_equal_what_decoding_the_stored_bytes_gives(
+    avro: dict[str, Any], written: dict[str, Any]
+) -> None:
+    schema = fs.StateSchema("s", versions={1: avro})
+    cached, uncached = make_generic(schema, 10), make_generic(schema, 0)
+    ctx = FakeCtx()
+    ctx.key = "k"
+    cached.open(FakeRuntimeContext(ctx))
+    uncached.open(FakeRuntimeContext(ctx))
+    for handle in (cached.s, uncached.s):
+        handle._scope.begin(ctx)
+        handle.update(dict(written))
+    first, second = cached.s.value(), cached.s.value()
+    expected = uncached.s.value()  # decoded from the stored bytes
+    assert first == second == expected
+    assert [type(v) for v in first.values()] == [type(v) for v in expected.values()]
+    assert list(first) == list(expected)
+    assert first is not second
+    first.clear()  # mutating a returned value changes nothing stored
+    if "pages" in second:
+        second["pages"].append("/c")
+    assert cached.s.value() == expected
+
+
+def test_a_plain_value_read_from_flink_is_decoded_once() -> None:
+    schema = fs.StateSchema("count", versions={1: V1})
+    op = make_operator(schema)
+    ctx = FakeCtx()
+    runtime = FakeRuntimeContext(ctx)
+    op.open(runtime)
+    run(op, ctx, "k", 2)
+    stored = runtime.state.data["k"]
+    fresh = make_operator(schema)  # a restored operator: empty cache, state in Flink
+    fresh_runtime = FakeRuntimeContext(ctx)
+    fresh_runtime.state.data = {"k": stored}
+    fresh.open(fresh_runtime)
+    decodes = []
+    codec = fresh.count._codec
+    original = codec.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(1)
+        return original(*args, **kwargs)
+
+    codec.decode = counting
+    fresh.count._scope.begin(ctx)
+    assert fresh.count.value() == {"n": 2}
+    assert fresh.count.value() == {"n": 2}
+    assert len(decodes) == 1 and fresh_runtime.state.reads == 1
