@@ -32,4 +32,5 @@ class Record(NamedTuple):
 
     def with_value(self, value: dict[str, Any]) -> Record:
         """A new record carrying ``value`` and this record's provenance (for sinks' headers)."""
-        return self._replace(value=value)
+        # tuple.__new__ directly: NamedTuple._replace costs about four times as much per record
+        return tuple.__new__(Record, (value, *self[1:]))

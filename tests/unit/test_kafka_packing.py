@@ -55,3 +55,12 @@ def test_sink_record_layout() -> None:
 def test_sink_record_without_key() -> None:
     packed = pack_sink_record(None, pack_headers([]), b"v")
     assert packed == struct.pack(">ii", -1, 0) + b"v"
+
+
+def test_with_value_keeps_the_provenance_and_the_type() -> None:
+    from flowship.kafka import Record
+
+    record = Record({"a": 1}, b"k", "clicks", 3, 42, 1700000000000)
+    out = record.with_value({"b": 2})
+    assert type(out) is Record and out.value == {"b": 2} and record.value == {"a": 1}
+    assert out[1:] == record[1:] and out.provenance == "clicks/3/42"
