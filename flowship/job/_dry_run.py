@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowship._log import get_logger
+from flowship._ports import free_port
 from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rehearse import (
@@ -198,12 +198,6 @@ def _declared_state(job: Job) -> tuple[dict[str, dict[str, str]], dict[tuple[str
     return kinds, codecs
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def child_argv(argv: list[str]) -> list[str]:
     """The parent's flags minus the ones the dry run owns (``--dry-run``, ``--json``, ...)."""
     return without_flags(
@@ -235,7 +229,7 @@ def _rehearse(
         "--ledger-dir",
         str(child_dir / "ledger"),
         "--rest-port",
-        str(_free_port()),
+        str(free_port()),
         "--restart-attempts",
         "0",
         "--upgrade-from",

@@ -11,16 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from flowship._ports import LOOPBACK, free_port
 from flowship.errors import ServiceError
 
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    """Return a TCP port on the loopback interface that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+__all__ = ["LOOPBACK", "free_port", "pid_alive", "port_open", "spawn", "stop_pid", "wait_until"]
 
 
 def port_open(port: int, host: str = LOOPBACK) -> bool:
