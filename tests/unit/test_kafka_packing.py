@@ -64,3 +64,47 @@ def test_with_value_keeps_the_provenance_and_the_type() -> None:
     out = record.with_value({"b": 2})
     assert type(out) is Record and out.value == {"b": 2} and record.value == {"a": 1}
     assert out[1:] == record[1:] and out.provenance == "clicks/3/42"
+
+
+_CLICK = {
+    "type": "record",
+    "name": "Click",
+    "fields": [
+        {"name": "user_id", "type": "string"},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    ],
+}
+
+
+def test_keyed_records_cross_key_by_as_avro_bytes_and_arrive_as_equal_records() -> None:
+    import pickle
+    from datetime import UTC, datetime
+
+    from pyflink.common import Row
+
+    from flowship.kafka import KafkaSource, Record
+    from flowship.kafka._flink import DecodeAvro, KafkaContext
+    from flowship.kafka._record import _WIRE_CODECS
+    from flowship.schema import AvroCodec
+
+    source = KafkaSource(uid="clicks-source", topic="clicks", schema=_CLICK)
+    ctx = KafkaContext("127.0.0.1:9", "job", "1")
+    click = {"user_id": "u1", "ts": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)}
+    raw = AvroCodec(_CLICK).encode(click)
+    packed = _source_bytes(2, 42, 1_700_000_000_123, b"u1", raw)
+    plain = DecodeAvro(source, ctx, None)
+    keyed = DecodeAvro(source, ctx, None, key_selector=lambda r: r.value["user_id"])
+    plain.open(None)
+    keyed.open(None)
+    (record,) = plain.process_element(packed, None)  # type: ignore[arg-type]
+    (row,) = keyed.process_element(packed, None)  # type: ignore[arg-type]
+    assert isinstance(row, Row) and row[0] == "u1"
+
+    data = pickle.dumps(row[1])  # what PyFlink does to the keyed stream's element
+    assert raw in data and b"datetime" not in data  # the Kafka bytes, not the decoded value
+    _WIRE_CODECS.clear()  # a process that has not seen this schema yet
+    arrived = pickle.loads(data)
+    assert type(arrived) is Record and arrived == record
+    assert arrived.value == click and arrived.value["ts"].tzinfo is not None
+    assert arrived.provenance == "clicks/2/42" and arrived.key == b"u1"
+    assert pickle.loads(data) == record  # the cached codec decodes the same
