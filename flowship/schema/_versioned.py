@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -13,7 +14,6 @@ from flowship.schema._avro import parse_schema
 from flowship.schema._compat import CompatibilityReport, check_compatibility
 from flowship.schema._fingerprint import canonical_form, fingerprint_of_canonical
 from flowship.schema._load import load_json, parse_avro
-from flowship.schema._pydantic import is_model_class, model_to_avro
 
 Migration = Callable[[Any], Any]
 
@@ -132,7 +132,9 @@ class StateSchema:
 
     def _load(self, number: int, source: Any) -> _Version:
         where = f"state schema {self.name!r} version {number}"
-        raw = model_to_avro(source) if is_model_class(source) else load_json(source, where=where)
+        raw = _model_schema(source)
+        if raw is None:
+            raw = load_json(source, where=where)
         parse_schema(raw, where=where)  # a record that fastavro accepts, or SchemaError
         assert isinstance(raw, dict)
         parse_avro(raw, where=where)  # avro is stricter (e.g. a record needs "fields")
@@ -193,3 +195,15 @@ class StateSchema:
                 "e.g. rename a field with an alias"
             )
             raise SchemaError(msg)
+
+
+def _model_schema(source: Any) -> dict[str, Any] | None:
+    """The Avro schema of ``source`` if it is a pydantic model class, else None.
+
+    pydantic is imported only if the job imported it: no object can be a model class before.
+    """
+    if "pydantic" not in sys.modules:
+        return None
+    from flowship.schema._pydantic import is_model_class, model_to_avro
+
+    return model_to_avro(source) if is_model_class(source) else None

@@ -27,6 +27,24 @@ def test_public_api_is_small() -> None:
     ]
 
 
+def test_what_a_taskmanager_imports_leaves_pydantic_out() -> None:
+    # a TaskManager's Python imports flowship with the job's code; pydantic(-settings) are for
+    # the client (settings, models as schemas) and would only slow every task's start-up
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flowship, flowship.kafka._flink, flowship.state._runtime, flowship.schema\n"
+        "assert flowship.job.Job and flowship.schema.StateSchema\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('pydantic')))\n"
+        "from flowship.job import Settings\n"
+        "from flowship.schema import model_to_avro\n"
+        "print(Settings.__name__, model_to_avro.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "Settings model_to_avro"]
+
+
 @pytest.mark.parametrize(
     ("cls", "builtin"),
     [
