@@ -218,10 +218,12 @@ class SourceStream(DataStream):
             # transactions, initTransactions: most of a second) would delay the opening of the
             # source's decoder, and with it the first record, on every start and upgrade.
             # Dead letters are rare, so the extra hop costs nothing; state does not care
-            # (restore goes by uid, not by chain)
+            # (restore goes by uid, not by chain). One writer is enough for them: each parallel
+            # one is a transactional producer to start and a transaction on every checkpoint
+            # (Flink rescales the sink's state from savepoints written with more)
             dead.sink_to(dlq_sink).uid(self._ctx.named(f"{source.uid}.dlq")).name(
                 f"dead-letter:{source.dead_letter_topic}"
-            ).disable_chaining()
+            ).disable_chaining().set_parallelism(1)
         return decoded
 
     def key_by(self, key_selector: Any, key_type: Any = None) -> KeyedStream:
