@@ -14,8 +14,8 @@ sys.path.insert(0, str(EXAMPLE))
 
 import events  # noqa: E402  (the example's event generator, on the path just set)
 
-__all__ = ["EXAMPLE", "ROOT", "events", "median", "reset_consumer_groups", "result",
-           "timed_run"]
+__all__ = ["EXAMPLE", "ROOT", "append_times", "end_offsets", "events", "median",
+           "reset_consumer_groups", "result", "steady_rate", "timed_run"]
 
 
 def timed_run(argv: list[str], timeout: float = 1800.0) -> float:
@@ -57,3 +57,68 @@ def result(name: str, flowship: float, baseline: float, unit: str = "") -> None:
         f"ratio={ratio:.3f}",
         flush=True,
     )
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's high watermark: where the next run's output starts."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-offsets",
+                         "log_level": 3})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+    finally:
+        consumer.close()
+
+
+def append_times(bootstrap: str, topic: str, since: dict[int, int]) -> list[int]:
+    """The broker's append times (ms) of the committed records written after ``since``.
+
+    The topic must have ``message.timestamp.type=LogAppendTime``: the timestamps are then when
+    the broker received each record, not the input's event time the sink passes on.
+    """
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
+
+    ends = end_offsets(bootstrap, topic)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-times",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "log_level": 3})
+    times: list[int] = []
+    try:
+        pending = {p for p in ends if ends[p] > since.get(p, 0)}
+        consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in pending])
+        while pending:
+            batch = consumer.consume(num_messages=10_000, timeout=5)
+            if not batch:
+                break
+            for msg in batch:
+                if msg.error():
+                    continue
+                kind, ts = msg.timestamp()
+                if kind != TIMESTAMP_LOG_APPEND_TIME:
+                    raise SystemExit(f"topic {topic!r} must use LogAppendTime timestamps")
+                times.append(ts)
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    pending.discard(msg.partition())
+            # transaction markers occupy the last offsets: stop at the end of what is there
+            positions = consumer.position([TopicPartition(topic, p) for p in pending])
+            pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+    finally:
+        consumer.close()
+    return times
+
+
+def steady_rate(times: list[int]) -> float:
+    """Records/s between the 10th and the 90th percentile of the output's append times.
+
+    Start-up, the first checkpoint and the end of the input fall outside that window: what is
+    left is the rate the running job sustains.
+    """
+    if len(times) < 100:
+        return float("nan")
+    times = sorted(times)
+    low, high = len(times) // 10, len(times) * 9 // 10
+    span = (times[high] - times[low]) / 1000
+    return (high - low) / span if span > 0 else float("nan")

@@ -1,8 +1,13 @@
 """The example job hand-written in plain PyFlink: the baseline the benchmarks compare against.
 
 Same connector (Flink Kafka SQL connector), same Avro decoding (fastavro), same session logic,
+same output (Avro values keyed by user id, so that each user's outputs stay in order),
 exactly-once Kafka sink, but PyFlink's own way: value-only byte deserializer, pickled
 (``Types.PICKLED_BYTE_ARRAY``) keyed state, no provenance, no dead-letter topic.
+
+PyFlink has no serialization schema that writes a key computed in Python: a hand-written job
+needs a small Java one. This job uses flowship's ``PackedRecordSerializationSchema`` for that
+(key and value packed in one byte array, no headers), the job's only use of flowship.
 
     python bench/baseline_job.py --kafka-bootstrap HOST:PORT --rest-port P --mode thread
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -25,12 +31,14 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
+from pyflink.util.java_utils import load_java_class
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "click_sessions"
 SESSION_GAP_MS = 30 * 60 * 1000
 CLICK = fastavro.parse_schema(json.loads((EXAMPLE / "click.avsc").read_text()))
 STATS = fastavro.parse_schema(json.loads((EXAMPLE / "session_stats.avsc").read_text()))
+NO_HEADERS = struct.pack(">i", 0)
 
 
 def decode(payload):
@@ -38,9 +46,11 @@ def decode(payload):
 
 
 def encode(value):
+    """The output record keyed by user: int32 key length | key | int32 0 (no headers) | value."""
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, STATS, value)
-    return buf.getvalue()
+    key = value["user_id"].encode()
+    return b"".join((struct.pack(">i", len(key)), key, NO_HEADERS, buf.getvalue()))
 
 
 class SessionStats(KeyedProcessFunction):
@@ -96,7 +106,7 @@ def main() -> None:
     config.set_string("execution.checkpointing.interval", "2 s")
     config.set_string("python.execution-mode", args.mode)
     env = StreamExecutionEnvironment.get_execution_environment(config)
-    env.add_jars(jars.connector.as_uri())
+    env.add_jars(jars.connector.as_uri(), jars.provenance.as_uri())
 
     jvm = get_gateway().jvm
     shaded = jvm.org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization
@@ -131,10 +141,9 @@ def main() -> None:
     )
 
     j_ser = (
-        jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
-        .setTopic("session-stats")
-        .setKafkaValueSerializer(shaded.ByteArraySerializer().getClass())
-        .build()
+        load_java_class("dev.flowship.kafka.PackedRecordSerializationSchema")
+        .newInstance()
+        .withTopic("session-stats")
     )
     sink_props = jvm.java.util.Properties()
     sink_props.setProperty("transaction.timeout.ms", "600000")

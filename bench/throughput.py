@@ -3,7 +3,11 @@
 Both read the same Avro topic (4 partitions) from a real Kafka broker through the same Flink
 Kafka connector, keep per-user session state, and write exactly once; both run on the embedded
 mini-cluster in the same execution mode (flowship's default, thread). Runs alternate; medians
-are reported. records/s = records / wall time of the job process (start-up included).
+are reported. records/s = records / wall time of the job process (start-up included): that is
+the RESULT. Also printed: each pair's ratio (the two runs of a pair share the machine's state,
+which drifts), and the steady-state rate, from the broker's append times of the outputs
+(LogAppendTime), between the 10th and the 90th percentile, which leaves start-up and shutdown
+out. Every run must write exactly one output per input.
 
     python bench/throughput.py [--records 200000] [--runs 3]
 """
@@ -14,9 +18,21 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from _common import EXAMPLE, ROOT, events, median, reset_consumer_groups, result, timed_run
+from _common import (
+    EXAMPLE,
+    ROOT,
+    append_times,
+    end_offsets,
+    events,
+    median,
+    reset_consumer_groups,
+    result,
+    steady_rate,
+    timed_run,
+)
 
 from flowship.schema import AvroCodec
 from flowship.testing._proc import free_port
@@ -73,27 +89,61 @@ def run_baseline(bootstrap: str, state: Path, mode: str) -> float:
 
 
 Runner = Callable[[str, Path], float]
+OUTPUT = "session-stats"
+
+
+@dataclass
+class Rates:
+    """Medians of one comparison: start-up included, steady state, and the per-pair ratios."""
+
+    first: float
+    second: float
+    first_steady: float
+    second_steady: float
+    pair_ratios: list[float]
+
+
+def _create_topics(bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    create_topics(bootstrap, {"clicks": 4, "clicks.dlq": 1})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    # the broker stamps each output record when it arrives: the steady-state rate comes from it
+    topic = NewTopic(OUTPUT, num_partitions=4, replication_factor=1,
+                     config={"message.timestamp.type": "LogAppendTime"})
+    for future in admin.create_topics([topic]).values():
+        future.result(timeout=30)
 
 
 def measure(records: int, runs: int, first: Runner, second: Runner,
-            labels: tuple[str, str]) -> tuple[float, float]:
-    """Median records/s of two job runners over the same topic, alternating, one broker."""
+            labels: tuple[str, str]) -> Rates:
+    """Rates of two job runners over the same topic, alternating, one broker."""
     with tempfile.TemporaryDirectory(prefix="flowship-bench-") as tmp, \
             KafkaBroker(Path(tmp) / "kafka") as broker:
-        create_topics(broker.bootstrap, {"clicks": 4, "session-stats": 4, "clicks.dlq": 1})
+        _create_topics(broker.bootstrap)
         codec = AvroCodec(EXAMPLE / "click.avsc")
         produce(broker.bootstrap, "clicks", [(e["user_id"].encode(), codec.encode(e))
                                              for e in events.clicks(records, users=1000)])
         rates: tuple[list[float], list[float]] = ([], [])
+        steady: tuple[list[float], list[float]] = ([], [])
         for i in range(runs):
             line = []
             for j, runner in enumerate((first, second)):
                 reset_consumer_groups(broker.bootstrap)
+                before = end_offsets(broker.bootstrap, OUTPUT)
                 took = runner(broker.bootstrap, Path(tmp) / f"run{i}-{j}")
+                times = append_times(broker.bootstrap, OUTPUT, before)
+                if len(times) != records:
+                    msg = f"{labels[j]} wrote {len(times)} outputs for {records} inputs"
+                    raise SystemExit(msg)
                 rates[j].append(records / took)
-                line.append(f"{labels[j]} {rates[j][-1]:,.0f} rec/s ({took:.1f}s)")
+                steady[j].append(steady_rate(times))
+                line.append(f"{labels[j]} {rates[j][-1]:,.0f} rec/s ({took:.1f}s, steady "
+                            f"{steady[j][-1]:,.0f})")
             print(f"  run {i + 1}: " + ", ".join(line), flush=True)
-    return median(rates[0]), median(rates[1])
+    pairs = [a / b for a, b in zip(*rates, strict=True)]
+    return Rates(median(rates[0]), median(rates[1]), median(steady[0]), median(steady[1]),
+                 pairs)
 
 
 def main() -> None:
@@ -113,10 +163,20 @@ def main() -> None:
         f"{args.runs} alternating runs each, both in thread mode",
         flush=True,
     )
-    fs_rate, base_rate = measure(
+    rates = measure(
         args.records, args.runs,
         lambda b, d: run_flowship(b, d, "thread"), lambda b, d: run_baseline(b, d, "thread"),
         ("flowship", "plain PyFlink"))
+    print(
+        "\nper-pair ratios (flowship / baseline, start-up included): "
+        + " ".join(f"{r:.3f}" for r in rates.pair_ratios)
+        + f"; median {median(rates.pair_ratios):.3f}"
+    )
+    print(
+        f"steady state (10th-90th percentile of output append times): flowship "
+        f"{rates.first_steady:,.0f} rec/s, baseline {rates.second_steady:,.0f} rec/s, "
+        f"ratio {rates.first_steady / rates.second_steady:.3f}"
+    )
 
     print("\nflowship defaults against PyFlink defaults:")
     for key, (pyflink, flowship) in PYFLINK_DEFAULTS.items():
@@ -127,15 +187,15 @@ def main() -> None:
             "(thread) against plain PyFlink in its default process mode",
             flush=True,
         )
-        d_fs, d_base = measure(
+        defaults = measure(
             args.defaults_records, 1,
             lambda b, d: run_flowship(b, d, "thread"), lambda b, d: run_baseline(b, d, "process"),
             ("flowship (thread)", "plain PyFlink (process)"))
         print(
-            f"  defaults: flowship {d_fs:,.0f} rec/s, PyFlink default {d_base:,.0f} rec/s, "
-            f"ratio {d_fs / d_base:.2f}"
+            f"  defaults: flowship {defaults.first:,.0f} rec/s, PyFlink default "
+            f"{defaults.second:,.0f} rec/s, ratio {defaults.first / defaults.second:.2f}"
         )
-    result("throughput", fs_rate, base_rate)
+    result("throughput", rates.first, rates.second)
 
 
 if __name__ == "__main__":
