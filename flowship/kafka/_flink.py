@@ -156,7 +156,8 @@ class DecodeAvro(ProcessFunction):
             )
             yield self._tag, pack_sink_record(key, headers, value if value is not None else b"")
             return
-        record = Record(decoded, key, topic, partition, offset, timestamp)
+        # tuple.__new__: the NamedTuple constructor is a Python-level call per record
+        record = tuple.__new__(Record, (decoded, key, topic, partition, offset, timestamp))
         if self._key_selector is None:
             yield record
         else:

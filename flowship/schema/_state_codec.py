@@ -146,10 +146,13 @@ class StateCodec:
         plain = self._plain
         if plain is None or type(value) is not dict or len(value) != len(plain):
             return None
+        snapshot: dict[str, Any] = {}  # in schema order, as decoded
         for name, types in plain:
-            if type(value.get(name, _ABSENT)) not in types:
+            field = value.get(name, _ABSENT)
+            if type(field) not in types:
                 return None
-        return {name: value[name] for name, _ in plain}  # in schema order, as decoded
+            snapshot[name] = field
+        return snapshot
 
     def decoded_is_plain(self) -> bool:
         """Whether decoded values of the current schema hold only immutable field values."""
