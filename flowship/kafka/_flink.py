@@ -14,7 +14,6 @@ own; one array per record costs one. The layouts are documented on the two Java 
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from pyflink.util.java_utils import load_java_class
 from flowship.errors import PayloadError
 from flowship.kafka import _headers as H
 from flowship.kafka._declare import KafkaSink, KafkaSource
-from flowship.kafka._record import Record, WireRecord
+from flowship.kafka._record import Record
 from flowship.schema import AvroCodec
 from flowship.state._runtime import KEY_OF
 
@@ -103,11 +102,11 @@ def pack_sink_record(key: bytes | None, headers: bytes, value: bytes) -> bytes:
 class DecodeAvro(ProcessFunction):
     """A packed source record -> Record, or a packed dead-letter record on the side output.
 
-    With ``key_selector``, it also keys the record (``Row(key, WireRecord)``, what PyFlink's
-    ``key_by`` hands to ``keyBy``; the keyed side receives the Record), so decoding and keying
-    run as one Python operator: PyFlink does not chain an operator that has a side output with
-    its consumer. Without ``dlq_tag`` (a second branch of the same source), records that do not
-    decode are dropped: the first branch dead-letters them, exactly once.
+    With ``key_selector``, it also keys the record (``Row(key, Record)``, what PyFlink's
+    ``key_by`` hands to ``keyBy``), so decoding and keying run as one Python operator: PyFlink
+    does not chain an operator that has a side output with its consumer. Without ``dlq_tag``
+    (a second branch of the same source), records that do not decode are dropped: the first
+    branch dead-letters them, exactly once.
     """
 
     def __init__(
@@ -125,11 +124,9 @@ class DecodeAvro(ProcessFunction):
         self._tag = dlq_tag
         self._key_selector = key_selector
         self._codec: AvroCodec | None = None
-        self._schema_json = ""
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSource {self._uid!r} schema")
-        self._schema_json = json.dumps(self._codec.schema, separators=(",", ":"), sort_keys=True)
 
     def process_element(self, packed: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         codec = self._codec
@@ -161,9 +158,7 @@ class DecodeAvro(ProcessFunction):
         if self._key_selector is None:
             yield record
         else:
-            assert value is not None  # a null value does not decode
-            # across key_by as its Avro bytes: cheaper than pickling the decoded value
-            yield Row(self._key_selector(record), WireRecord(record, value, self._schema_json))
+            yield Row(self._key_selector(record), record)
 
 
 class SourceStream(DataStream):
