@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import Row, Types, WatermarkStrategy
+from pyflink.common import Row, RowKind, Types, WatermarkStrategy
 from pyflink.datastream import (
     DataStream,
     KeyedStream,
@@ -42,6 +42,7 @@ from flowship.schema import AvroCodec
 from flowship.state._runtime import KEY_OF
 
 PACKED = Types.PRIMITIVE_ARRAY(Types.BYTE())
+_new_object = object.__new__
 
 # ProvenanceDeserializationSchema: partition, offset, timestamp, key length, value length
 _SOURCE_HEAD = struct.Struct(">iqqii")
@@ -99,6 +100,20 @@ def pack_sink_record(key: bytes | None, headers: bytes, value: bytes) -> bytes:
     return b"".join((_INT.pack(len(key)), key, headers, value))
 
 
+def _keyed_row(key: Any, record: Record) -> Row:
+    """``Row(key, record)``, built without ``Row.__init__``'s per-attribute ``__setattr__``.
+
+    The attributes are exactly those ``Row(key, record)`` has (a unit test holds them equal);
+    this runs once per input record.
+    """
+    row = _new_object(Row)
+    attributes = row.__dict__
+    attributes["_values"] = [key, record]
+    attributes["_from_dict"] = False
+    attributes["_row_kind"] = RowKind.INSERT
+    return row
+
+
 class DecodeAvro(ProcessFunction):
     """A packed source record -> Record, or a packed dead-letter record on the side output.
 
@@ -131,7 +146,16 @@ class DecodeAvro(ProcessFunction):
     def process_element(self, packed: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         codec = self._codec
         assert codec is not None  # set in open()
-        partition, offset, timestamp, key, value = unpack_source_record(packed)
+        # unpack_source_record, inlined: this runs once per input record
+        if type(packed) is not bytes:  # process mode may hand over a bytearray
+            packed = bytes(packed)
+        partition, offset, timestamp, key_len, value_len = _SOURCE_HEAD.unpack_from(packed)
+        at = _SOURCE_HEAD.size
+        key = None
+        if key_len >= 0:
+            key = packed[at : at + key_len]
+            at += key_len
+        value = packed[at : at + value_len] if value_len >= 0 else None
         topic = self._topic
         try:
             decoded = codec.decode(value)  # type: ignore[arg-type]
@@ -158,7 +182,7 @@ class DecodeAvro(ProcessFunction):
         if self._key_selector is None:
             yield record
         else:
-            yield Row(self._key_selector(record), record)
+            yield _keyed_row(self._key_selector(record), record)
 
 
 class SourceStream(DataStream):
@@ -261,16 +285,26 @@ class EncodeAvro(MapFunction):
         # the headers are the same for every record but the provenance: encode them once
         self._plain_headers = pack_headers([(H.VERSION, self._version)])
         self._source_prefix = H.encode_headers([(H.VERSION, self._version), (H.SOURCE, "")])
+        #: (topic, partition) -> the encoded headers up to the offset: "...topic/partition/"
+        self._provenance: dict[tuple[str, int], bytes] = {}
+
+    def _provenance_prefix(self, topic: str, partition: int) -> bytes:
+        # topic names cannot contain NUL, so the provenance needs no escaping
+        prefix = f"{self._source_prefix}{topic}/{partition}/".encode()
+        if len(self._provenance) < 4096:  # sources' partitions, bounded anyway
+            self._provenance[(topic, partition)] = prefix
+        return prefix
 
     def map(self, element: Any) -> bytes:
         codec = self._codec
         assert codec is not None  # set in open()
         if isinstance(element, Record):
-            # topic names cannot contain NUL, so the provenance needs no escaping
-            text = f"{self._source_prefix}{element.topic}/{element.partition}/{element.offset}"
-            encoded = text.encode()
-            headers = _INT.pack(len(encoded)) + encoded
-            value = element.value
+            value, _, topic, partition, offset = element[:5]
+            prefix = self._provenance.get((topic, partition))
+            if prefix is None:
+                prefix = self._provenance_prefix(topic, partition)
+            at = b"%d" % offset
+            headers = b"".join((_INT.pack(len(prefix) + len(at)), prefix, at))
         else:
             headers = self._plain_headers
             value = element
@@ -286,11 +320,13 @@ class EncodeAvro(MapFunction):
             key = value.get(key_fn)
         else:
             key = key_fn(value)
+        if key is None:
+            return b"".join((_NO_KEY, headers, payload))
         if isinstance(key, str):
             key = key.encode()
-        elif key is not None and not isinstance(key, bytes):
+        elif not isinstance(key, bytes):
             key = str(key).encode()
-        return pack_sink_record(key, headers, payload)
+        return b"".join((_INT.pack(len(key)), key, headers, payload))
 
 
 def _jvm() -> Any:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+_UTC = UTC
+#: datetime(pickle_state, tzinfo), the constructor pickle itself uses (untyped in typeshed)
+_from_state: Any = datetime
 
 
 class Record(NamedTuple):
@@ -25,12 +30,34 @@ class Record(NamedTuple):
         """``topic/partition/offset``: the input record's identity."""
         return f"{self.topic}/{self.partition}/{self.offset}"
 
-    def __reduce__(self) -> tuple[type[Record], tuple[Any, ...]]:
-        # records cross key_by pickled; the default NamedTuple path goes through copyreg on
-        # every record and costs about twice as much
-        return (Record, tuple(self))
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Records cross key_by (and every other network edge) pickled. Two costs are avoided:
+        # the default NamedTuple path goes through copyreg on every record, and an aware UTC
+        # datetime -- what Avro's timestamp-millis/-micros decode to -- pickles its
+        # ``timezone.utc`` through copyreg too: about 6 us of a 9 us round trip. Top-level UTC
+        # datetimes therefore travel as their 10-byte pickle state and are rebuilt exactly
+        # (same value, same ``timezone.utc``) by ``_rebuild``; anything else pickles as usual.
+        value = self[0]
+        stamps = None
+        if type(value) is dict:
+            for name, field in value.items():
+                if type(field) is datetime and field.tzinfo is _UTC:
+                    stamps = [name] if stamps is None else [*stamps, name]
+        if stamps is None:
+            return (Record, tuple(self))
+        value = dict(value)  # the record's own value stays as it is
+        for name in stamps:
+            value[name] = value[name].__reduce__()[1][0]
+        return (_rebuild, (value, tuple(stamps), *self[1:]))
 
     def with_value(self, value: dict[str, Any]) -> Record:
         """A new record carrying ``value`` and this record's provenance (for sinks' headers)."""
         # tuple.__new__ directly: NamedTuple._replace costs about four times as much per record
         return tuple.__new__(Record, (value, *self[1:]))
+
+
+def _rebuild(value: dict[str, Any], stamps: tuple[str, ...], *provenance: Any) -> Record:
+    """Unpickle a :class:`Record` whose ``stamps`` fields travelled as datetime pickle states."""
+    for name in stamps:
+        value[name] = _from_state(value[name], _UTC)
+    return tuple.__new__(Record, (value, *provenance))
