@@ -3,11 +3,12 @@
 Both read the same Avro topic (4 partitions) from a real Kafka broker through the same Flink
 Kafka connector, keep per-user session state, and write exactly once; both run on the embedded
 mini-cluster in the same execution mode (flowship's default, thread). One unmeasured run warms
-the broker; then runs alternate, in ABBA order; medians are reported. records/s = records / wall time of the job process (start-up included): that is
-the RESULT. Also printed: each pair's ratio (the two runs of a pair share the machine's state,
-which drifts), and the steady-state rate, from the broker's append times of the outputs
-(LogAppendTime), between the 10th and the 90th percentile, which leaves start-up and shutdown
-out. Every run must write exactly one output per input.
+the broker; then runs alternate, in ABBA order; medians are reported. records/s = records /
+wall time of the job process (start-up included): that is the RESULT. Also printed: each pair's
+ratio (the two runs of a pair share the machine's state, which drifts), and the steady-state
+rate, from the broker's append times of the outputs (LogAppendTime), between the 10th and the
+90th percentile, which leaves start-up and shutdown out. Every run must write exactly one
+output per input.
 
     python bench/throughput.py [--records 200000] [--runs 3]
 """
@@ -104,15 +105,9 @@ class Rates:
 
 
 def _create_topics(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    create_topics(bootstrap, {"clicks": 4, "clicks.dlq": 1})
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     # the broker stamps each output record when it arrives: the steady-state rate comes from it
-    topic = NewTopic(OUTPUT, num_partitions=4, replication_factor=1,
-                     config={"message.timestamp.type": "LogAppendTime"})
-    for future in admin.create_topics([topic]).values():
-        future.result(timeout=30)
+    create_topics(bootstrap, {"clicks": 4, "clicks.dlq": 1, OUTPUT: 4},
+                  {OUTPUT: {"message.timestamp.type": "LogAppendTime"}})
 
 
 def measure(records: int, runs: int, first: Runner, second: Runner,

@@ -19,12 +19,25 @@ from flowship.schema._avro import SchemaLike
 _QUIET = {"log_level": 3}
 
 
-def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
-    """Create ``{topic: partitions}`` (replication 1); existing topics are left as they are."""
+def create_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create ``{topic: partitions}`` (replication 1); existing topics are left as they are.
+
+    ``configs`` gives topic configs by topic name, e.g.
+    ``{"out": {"message.timestamp.type": "LogAppendTime"}}``.
+    """
+    configs = configs or {}
+    unknown = set(configs) - set(topics)
+    if unknown:
+        msg = f"configs for topics not being created: {sorted(unknown)}; add them to topics"
+        raise ValueError(msg)
     admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
     existing = set(admin.list_topics(timeout=10).topics)
     new = [
-        NewTopic(t, num_partitions=n, replication_factor=1)
+        NewTopic(t, num_partitions=n, replication_factor=1, config=dict(configs.get(t, {})))
         for t, n in topics.items()
         if t not in existing
     ]
