@@ -146,16 +146,7 @@ class DecodeAvro(ProcessFunction):
     def process_element(self, packed: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         codec = self._codec
         assert codec is not None  # set in open()
-        # unpack_source_record, inlined: this runs once per input record
-        if type(packed) is not bytes:  # process mode may hand over a bytearray
-            packed = bytes(packed)
-        partition, offset, timestamp, key_len, value_len = _SOURCE_HEAD.unpack_from(packed)
-        at = _SOURCE_HEAD.size
-        key = None
-        if key_len >= 0:
-            key = packed[at : at + key_len]
-            at += key_len
-        value = packed[at : at + value_len] if value_len >= 0 else None
+        partition, offset, timestamp, key, value = unpack_source_record(packed)
         topic = self._topic
         try:
             decoded = codec.decode(value)  # type: ignore[arg-type]
