@@ -311,13 +311,11 @@ class EncodeAvro(MapFunction):
             key = value.get(key_fn)
         else:
             key = key_fn(value)
-        if key is None:
-            return b"".join((_NO_KEY, headers, payload))
         if isinstance(key, str):
             key = key.encode()
-        elif not isinstance(key, bytes):
+        elif key is not None and not isinstance(key, bytes):
             key = str(key).encode()
-        return b"".join((_INT.pack(len(key)), key, headers, payload))
+        return pack_sink_record(key, headers, payload)
 
 
 def _jvm() -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-_UTC = UTC
 #: datetime(pickle_state, tzinfo), the constructor pickle itself uses (untyped in typeshed)
 _from_state: Any = datetime
 
@@ -38,12 +37,10 @@ class Record(NamedTuple):
         # datetimes therefore travel as their 10-byte pickle state and are rebuilt exactly
         # (same value, same ``timezone.utc``) by ``_rebuild``; anything else pickles as usual.
         value = self[0]
-        stamps = None
-        if type(value) is dict:
-            for name, field in value.items():
-                if type(field) is datetime and field.tzinfo is _UTC:
-                    stamps = [name] if stamps is None else [*stamps, name]
-        if stamps is None:
+        if type(value) is not dict:
+            return (Record, tuple(self))
+        stamps = [n for n, f in value.items() if type(f) is datetime and f.tzinfo is UTC]
+        if not stamps:
             return (Record, tuple(self))
         value = dict(value)  # the record's own value stays as it is
         for name in stamps:
@@ -59,5 +56,5 @@ class Record(NamedTuple):
 def _rebuild(value: dict[str, Any], stamps: tuple[str, ...], *provenance: Any) -> Record:
     """Unpickle a :class:`Record` whose ``stamps`` fields travelled as datetime pickle states."""
     for name in stamps:
-        value[name] = _from_state(value[name], _UTC)
+        value[name] = _from_state(value[name], UTC)
     return tuple.__new__(Record, (value, *provenance))
