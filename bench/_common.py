@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from _stats import median_interval
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "click_sessions"
 sys.path.insert(0, str(EXAMPLE))
@@ -15,6 +17,7 @@ sys.path.insert(0, str(EXAMPLE))
 import events  # noqa: E402  (the example's event generator, on the path just set)
 
 __all__ = ["EXAMPLE", "ROOT", "append_times", "end_offsets", "events", "median",
+           "median_interval",
            "reset_consumer_groups", "result", "steady_rate", "timed_run"]
 
 

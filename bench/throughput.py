@@ -5,12 +5,12 @@ Kafka connector, keep per-user session state, and write exactly once; both run o
 mini-cluster in the same execution mode (flowship's default, thread). One unmeasured run warms
 the broker; then runs alternate, in ABBA order; medians are reported. records/s = records /
 wall time of the job process (start-up included): that is the RESULT. Also printed: each pair's
-ratio (the two runs of a pair share the machine's state, which drifts), and the steady-state
-rate, from the broker's append times of the outputs (LogAppendTime), between the 10th and the
-90th percentile, which leaves start-up and shutdown out. Every run must write exactly one
-output per input.
+ratio (the two runs of a pair share the machine's state, which drifts) with a confidence
+interval for their median, and the steady-state rate, from the broker's append times of the
+outputs (LogAppendTime), between the 10th and the 90th percentile, which leaves start-up and
+shutdown out. Every run must write exactly one output per input.
 
-    python bench/throughput.py [--records 200000] [--runs 3]
+    python bench/throughput.py [--records 200000] [--runs 6]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from _common import (
     end_offsets,
     events,
     median,
+    median_interval,
     reset_consumer_groups,
     result,
     steady_rate,
@@ -152,7 +153,8 @@ def measure(records: int, runs: int, first: Runner, second: Runner,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3)
+    # single pairs vary by about +-10% on a noisy machine: fewer than 6 pairs say little
+    parser.add_argument("--runs", type=int, default=6)
     parser.add_argument(
         "--defaults-records",
         type=int,
@@ -170,10 +172,12 @@ def main() -> None:
         args.records, args.runs,
         lambda b, d: run_flowship(b, d, "thread"), lambda b, d: run_baseline(b, d, "thread"),
         ("flowship", "plain PyFlink"))
+    low, high, coverage = median_interval(rates.pair_ratios)
     print(
         "\nper-pair ratios (flowship / baseline, start-up included): "
         + " ".join(f"{r:.3f}" for r in rates.pair_ratios)
-        + f"; median {median(rates.pair_ratios):.3f}"
+        + f"; median {median(rates.pair_ratios):.3f}, {coverage:.0%} interval for it "
+        f"{low:.3f}-{high:.3f}"
     )
     print(
         f"steady state (10th-90th percentile of output append times): flowship "
