@@ -16,10 +16,12 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     n = len(ordered)
     if n == 0:
         raise ValueError("median_interval needs at least one value")
-    k, coverage = 1, 1 - 2 * 0.5**n  # [min, max] misses the median if all fall on one side
+    # tail = P(Binomial(n, 1/2) <= k - 1): the chance that fewer than k values fall below the
+    # median, which is when [k-th smallest, k-th largest] misses it (on either side: twice)
+    tail = 0.5**n
+    k, coverage = 1, 1 - 2 * tail
     while k + 1 <= (n + 1) // 2:
-        # P(fewer than k+1 values below the median) = P(Binomial(n, 1/2) <= k)
-        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+        tail += math.comb(n, k) / 2**n
         if 1 - 2 * tail < level:
             break
         k, coverage = k + 1, 1 - 2 * tail
