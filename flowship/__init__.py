@@ -9,6 +9,7 @@ The names a job author needs::
     job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats])
 """
 
+from flowship.control import Flag
 from flowship.errors import FlowshipError
 from flowship.job import Job
 from flowship.kafka import KafkaSink, KafkaSource, Record
@@ -16,6 +17,7 @@ from flowship.schema import StateSchema
 from flowship.state import ListState, MapState, ValueState, apply, stateful
 
 __all__ = [
+    "Flag",
     "FlowshipError",
     "Job",
     "KafkaSink",

@@ -6,6 +6,7 @@ Subcommands::
     flowship manifest JOB.py          print a job's manifest (JSON)
     flowship status JOB / history JOB the ledger: current deployment, every deployment
     flowship rollback JOB             back to the version deployed before the running one
+    flowship flag set|show|history JOB   feature flags and output routing (control topic)
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
 ``python JOB.py --manifest`` in a subprocess, so two versions of one job never share a process)
@@ -22,6 +23,7 @@ Exit codes:
 5   ``rollback`` refused: the previous version cannot read the current state
 6   ``rollback``: the previous version was not healthy; the current one runs again
 7   ``rollback``: another deployment of the job is in progress (it holds the lease)
+9   ``flag set``: the change was not agreed by every running instance (in force nowhere)
 ==  =======================================================================
 """
 
@@ -35,13 +37,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowship.errors import ConfigError
+from flowship._cli_flags import EXIT_NOT_AGREED
+from flowship.errors import ClusterError, ConfigError, ControlError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "main"]
 
 EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1
 EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 4
 # 3 to 7 mean what they mean for job.main() (flowship.deploy.rollback uses them).
 
 #: Seconds a job file gets to print its manifest.
@@ -58,6 +62,7 @@ exit codes:
   5  rollback refused: the previous version cannot read the current state (nothing stopped)
   6  rollback: the previous version was not healthy; the current version was started again
   7  rollback: another deployment of the job is in progress
+  9  flag set: not every running instance acknowledged the change; it is in force nowhere
 """
 
 
@@ -167,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--json", action="store_true", help="print JSON")
     _add_rollback(sub)
+    from flowship import _cli_flags
+
+    _cli_flags.add_parser(sub, _EPILOG)
     return parser
 
 
@@ -334,12 +342,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _status,
         "history": _history,
         "rollback": _rollback,
+        "flag": _flag,
     }
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
         print(f"flowship {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ClusterError as exc:
+        print(f"flowship {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ControlError as exc:
+        print(f"flowship {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_AGREED
+
+
+def _flag(args: argparse.Namespace) -> int:
+    from flowship import _cli_flags
+
+    return _cli_flags.run(args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ subclass also inherits it, so ``except ValueError`` keeps working for callers th
 
     FlowshipError
     ├── ConfigError(ValueError)          bad settings, flags or environment variables
+    │   └── FlagError                    an unknown feature flag, a malformed rule or variant
     ├── SchemaError(ValueError)          an Avro schema that does not parse or is not allowed
     ├── PayloadError(ValueError)         a record payload that does not decode / encode
     ├── StateError(ValueError)           stored state bytes that cannot be read with the state
@@ -12,6 +13,8 @@ subclass also inherits it, so ``except ValueError`` keeps working for callers th
     ├── MissingJarError(FileNotFoundError)   a JVM artifact (connector, broker) is not installed
     ├── ClusterError(ConnectionError)    a Flink cluster is unreachable or answered with an error
     ├── JobFailedError(RuntimeError)     a Flink job ended in FAILED, or could not be submitted
+    ├── ControlError(RuntimeError)       a rule change on a job's control topic was not agreed
+    │                                    (an instance passed the cut or did not acknowledge)
     └── ServiceError(RuntimeError)       a local service (Kafka broker, session cluster) did not
                                          start or stop
 
@@ -23,6 +26,8 @@ from __future__ import annotations
 __all__ = [
     "ClusterError",
     "ConfigError",
+    "ControlError",
+    "FlagError",
     "FlowshipError",
     "JobFailedError",
     "MissingJarError",
@@ -39,6 +44,10 @@ class FlowshipError(Exception):
 
 class ConfigError(FlowshipError, ValueError):
     """A setting, command-line flag or ``FLOWSHIP_*`` environment variable is invalid."""
+
+
+class FlagError(ConfigError):
+    """A feature flag is unknown, or a flag declaration, rule or variant is malformed."""
 
 
 class SchemaError(FlowshipError, ValueError):
@@ -67,3 +76,7 @@ class JobFailedError(FlowshipError, RuntimeError):
 
 class ServiceError(FlowshipError, RuntimeError):
     """A local service (Kafka broker, Flink session cluster) failed to start or stop."""
+
+
+class ControlError(FlowshipError, RuntimeError):
+    """A rule change on a job's control topic was not agreed, so it is in force nowhere."""

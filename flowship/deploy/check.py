@@ -147,14 +147,23 @@ class UpgradeReport:
         return "\n".join(lines)
 
 
-def check_upgrade(old: Mapping[str, Any], new: Mapping[str, Any]) -> UpgradeReport:
+def check_upgrade(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    rules: Mapping[str, Mapping[str, Any]] | None = None,
+) -> UpgradeReport:
     """Check that ``new`` (candidate manifest) can take over from ``old`` (the running one).
+
+    ``rules``: the flag rules in force on the job's control topic (flag key -> the rules'
+    JSON form, :meth:`flowship.control.FlagConfig.describe`), when known: a rule that names a
+    flag or variant the new version no longer declares is reported.
 
     Raises :class:`~flowship.errors.ConfigError` when either is not a manifest flowship knows.
     """
     _check_manifest(old, "old")
     _check_manifest(new, "new")
-    run = _Check(old, new)
+    run = _Check(old, new, rules=dict(rules or {}))
     run.all()
     return UpgradeReport(
         compatible=not any(p.severity == "error" for p in run.problems),
@@ -211,6 +220,7 @@ class _Check:
 
     old: Mapping[str, Any]
     new: Mapping[str, Any]
+    rules: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     problems: list[UpgradeProblem] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
 
@@ -225,6 +235,54 @@ class _Check:
             self.operator_states(uid, self.old["stateful"][uid], self.new["stateful"][uid])
         self.sources()
         self.sinks()
+        self.flags()
+
+    # feature flags ---------------------------------------------------------------------------
+
+    def flags(self) -> None:
+        old = {f["key"]: f for f in self.old.get("flags", [])}
+        new = {f["key"]: f for f in self.new.get("flags", [])}
+        for key in sorted(set(old) - set(new)):
+            targeted = key in self.rules and self.rules[key].get("rules")
+            self.add(
+                "flag_removed",
+                "warning",
+                f"flag {key!r}",
+                f"the new version no longer declares flag {key!r}"
+                + ("; rules in force on the control topic target it" if targeted else ""),
+                f"clear its rules (`flowship flag set {self.new['job']} {key} none`) once no "
+                "version reads it; until then the running version keeps following them",
+            )
+        for key in sorted(set(old) & set(new)):
+            if old[key].get("default") != new[key].get("default"):
+                self.add(
+                    "flag_default_changed",
+                    "warning",
+                    f"flag {key!r}",
+                    f"default variant {old[key].get('default')!r} -> "
+                    f"{new[key].get('default')!r}: records no rule matches change branch at the "
+                    "upgrade",
+                    "keep the default and change behaviour with a rule at a cut "
+                    f"(`flowship flag set {self.new['job']} {key} all:VARIANT`)",
+                )
+        for key, config in sorted(self.rules.items()):
+            if key not in new:
+                continue
+            variants = set(new[key].get("variants", {}))
+            named = {r.get("variant") for r in config.get("rules", [])} | {config.get("default")}
+            missing = sorted(str(v) for v in named - {None} - variants)
+            if missing:
+                self.add(
+                    "flag_variant_removed",
+                    "error",
+                    f"flag {key!r}",
+                    f"rules in force serve variant(s) {missing} that the new version does not "
+                    f"declare (it has {sorted(variants)})",
+                    "declare the variants again, or change the rules first "
+                    f"(`flowship flag set {self.new['job']} {key} ...`)",
+                )
+            elif key in self.rules:
+                self.checked.append(f"flag {key!r}: the rules in force name declared variants")
 
     # job and runtime ---------------------------------------------------------------------
 

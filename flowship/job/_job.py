@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowship.control._flags import Flag
 from flowship.errors import ConfigError
 from flowship.kafka import KafkaSink, KafkaSource
 
@@ -50,6 +51,8 @@ class Job:
         description: str = "",
         dropped: Sequence[str] = (),
         stateless: bool = False,
+        flags: Sequence[Flag] = (),
+        control: bool | None = None,
     ) -> None:
         if not _NAME.match(name):
             msg = (
@@ -71,6 +74,19 @@ class Job:
         self._check_unique()
         self.dropped = tuple(dropped)
         self.stateless = stateless
+        self.flags = tuple(flags)
+        keys = [f.key for f in self.flags]
+        bad = [f for f in self.flags if not isinstance(f, Flag)]
+        if bad:
+            msg = f"Job {name!r}: flags must be fs.Flag(...) declarations, got {bad!r}"
+            raise ConfigError(msg)
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            msg = f"Job {name!r}: flag key(s) {dupes} declared more than once"
+            raise ConfigError(msg)
+        #: whether the job follows its control topic (flags, output routing): on by default
+        #: when it declares flags
+        self.control = bool(self.flags) if control is None else bool(control)
         self._topology: Topology | None = None
         caller = inspect.stack()[1]
         self.script = Path(caller.filename).resolve()
@@ -98,6 +114,11 @@ class Job:
         if dupes:
             msg = f"Job {self.name!r}: several sources share the name(s) {sorted(dupes)}"
             raise ConfigError(msg)
+
+    @property
+    def control_topic(self) -> str:
+        """The job's control topic: ``<job>.control``."""
+        return f"{self.name}.control"
 
     def topology(self, fn: Topology) -> Topology:
         """Decorator: register the function that builds the job's graph between sources and sinks.
@@ -140,7 +161,14 @@ class Job:
             version=self.version,
             bounded=settings.bounded,
             rehearsal=rehearsal,
+            control_topic=self.control_topic if self.control else None,
+            flags=self.flags,
+            environment=settings.environment,
         )
+        if self.control:
+            from flowship.control._topics import ensure_job_topics
+
+            ensure_job_topics(ctx, [s.topic for s in self.sinks])
         streams = {s.name: add_source(env, s, ctx) for s in self.sources}
         out = self._topology(**streams)
         for sink, stream in self._sink_map(out).items():

@@ -7,7 +7,8 @@ The compatibility gate compares the running version's manifest with the new code
      "sources": [...], "sinks": [...], "operator_uids": [...],
      "stateful": {uid: {"class": ..., "states": {name: {"kind", "layout", "name", "current",
                                                         "versions": [...], "migrations": [...]}}}},
-     "dropped": [uid, ...], "stateless": false}
+     "dropped": [uid, ...], "stateless": false,
+     "flags": [{"key", "type", "variants", "default", "targeting_key"}], "control": bool}
 """
 
 from __future__ import annotations
@@ -67,4 +68,6 @@ def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
         "stateful": {uid: info.describe() for uid, info in sorted(stateful.items())},
         "dropped": sorted(job.dropped),
         "stateless": job.stateless,
+        "flags": [f.describe() for f in job.flags],
+        "control": job.control,
     }

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         description="--dry-run: how long the rehearsal may read its sample (the input from the "
         "savepoint's offsets up to the latest offsets when it starts) before it is stopped",
     )
+    environment: str = Field(
+        "default",
+        min_length=1,
+        description="the environment this job runs in (feature-flag rules 'env=NAME' match it)",
+    )
     restart_attempts: int = Field(20, ge=0, description="fixed-delay restart attempts")
     restart_delay_ms: int = Field(2000, ge=0, description="delay between restarts")
 

@@ -34,6 +34,8 @@ from pyflink.datastream.connectors.kafka import KafkaSource as _PyKafkaSource
 from pyflink.java_gateway import get_gateway
 from pyflink.util.java_utils import load_java_class
 
+from flowship.control._agent import Agent, Decider
+from flowship.control._flags import ROUTE_KEY, SIDE, Flag
 from flowship.errors import PayloadError
 from flowship.kafka import _headers as H
 from flowship.kafka._declare import KafkaSink, KafkaSource
@@ -65,10 +67,25 @@ class KafkaContext:
     #: ``--dry-run``'s suffix (``.dryrun-<token>``): every topic written, consumer group,
     #: transactional id prefix and sink uid gets it, so a rehearsal never touches production's
     rehearsal: str = ""
+    #: the job's control topic when its control plane is on (flags, output routing), else None
+    control_topic: str | None = None
+    #: the flags the job declares
+    flags: tuple[Flag, ...] = ()
+    #: the ``environment`` setting (``env=`` rules match it)
+    environment: str = "default"
+
+    def side_topic(self, topic: str) -> str:
+        """Where this version writes the outputs its routing sends aside."""
+        return self.named(side_topic(topic, self.version))
 
     def named(self, name: str) -> str:
         """``name`` as this run uses it (with the rehearsal's suffix in a dry run)."""
         return name + self.rehearsal
+
+
+def side_topic(topic: str, version: str) -> str:
+    """The side topic of ``topic`` for job version ``version``: ``<topic>.side.<version>``."""
+    return f"{topic}.side.{version}"
 
 
 def unpack_source_record(
@@ -114,6 +131,19 @@ def _keyed_row(key: Any, record: Record) -> Row:
     return row
 
 
+def _subtask_index(runtime_context: Any) -> int:
+    """The index of the subtask ``runtime_context`` belongs to.
+
+    PyFlink 2.2.1's thread mode calls ``getIndexOfThisSubtask`` on the Java runtime context,
+    which Flink 2 moved to ``getTaskInfo()``: ask there when that fails.
+    """
+    try:
+        return int(runtime_context.get_index_of_this_subtask())
+    except AttributeError:
+        java = runtime_context._runtime_context
+        return int(java.getTaskInfo().getIndexOfThisSubtask())
+
+
 class DecodeAvro(ProcessFunction):
     """A packed source record -> Record, or a packed dead-letter record on the side output.
 
@@ -139,9 +169,36 @@ class DecodeAvro(ProcessFunction):
         self._tag = dlq_tag
         self._key_selector = key_selector
         self._codec: AvroCodec | None = None
+        self._ctx = ctx
+        self._group = ctx.named(source.group_id or f"flowship.{ctx.job}.{source.uid}")
+        self._agent: Agent | None = None
+        self._decider: Decider | None = None
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSource {self._uid!r} schema")
+        ctx = self._ctx
+        if ctx.control_topic is not None:
+            agent = Agent(
+                ctx.bootstrap,
+                ctx.control_topic,
+                job=ctx.job,
+                version=ctx.version,
+                source=self._uid,
+                source_topic=self._topic,
+                group=self._group,
+                subtask=_subtask_index(runtime_context),
+                flags=ctx.flags,
+                environment=ctx.environment,
+                passive=bool(ctx.rehearsal),
+            )
+            agent.start()
+            self._agent = agent
+            self._decider = Decider(agent, self._topic, ctx.flags, ctx.environment, ctx.version)
+
+    def close(self) -> None:
+        if self._agent is not None:
+            self._agent.stop()
+            self._agent = None
 
     def process_element(self, packed: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         codec = self._codec
@@ -168,8 +225,12 @@ class DecodeAvro(ProcessFunction):
             )
             yield self._tag, pack_sink_record(key, headers, value if value is not None else b"")
             return
+        decider = self._decider
+        decisions = None if decider is None else decider.decide(partition, offset, key, decoded)
         # tuple.__new__: the NamedTuple constructor is a Python-level call per record
-        record = tuple.__new__(Record, (decoded, key, topic, partition, offset, timestamp))
+        record = tuple.__new__(
+            Record, (decoded, key, topic, partition, offset, timestamp, decisions)
+        )
         if self._key_selector is None:
             yield record
         else:
@@ -290,12 +351,21 @@ class EncodeAvro(MapFunction):
         codec = self._codec
         assert codec is not None  # set in open()
         if isinstance(element, Record):
-            value, _, topic, partition, offset = element[:5]
-            prefix = self._provenance.get((topic, partition))
-            if prefix is None:
-                prefix = self._provenance_prefix(topic, partition)
-            at = b"%d" % offset
-            headers = b"".join((_INT.pack(len(prefix) + len(at)), prefix, at))
+            value, _, topic, partition, offset, _, decisions = element
+            if decisions is not None and decisions.get(ROUTE_KEY) == SIDE:
+                headers = pack_headers(
+                    [
+                        (H.VERSION, self._version),
+                        (H.SOURCE, f"{topic}/{partition}/{offset}"),
+                        (H.ROUTE, SIDE),
+                    ]
+                )
+            else:
+                prefix = self._provenance.get((topic, partition))
+                if prefix is None:
+                    prefix = self._provenance_prefix(topic, partition)
+                at = b"%d" % offset
+                headers = b"".join((_INT.pack(len(prefix) + len(at)), prefix, at))
         else:
             headers = self._plain_headers
             value = element
@@ -372,7 +442,12 @@ def add_source(
 
 
 def _kafka_sink(
-    ctx: KafkaContext, uid: str, topic: str, extra: dict[str, str] | None = None
+    ctx: KafkaContext,
+    uid: str,
+    topic: str,
+    extra: dict[str, str] | None = None,
+    *,
+    side: bool = False,
 ) -> Any:
     jvm = _jvm()
     serializer = (
@@ -380,6 +455,8 @@ def _kafka_sink(
         .newInstance()
         .withTopic(ctx.named(topic))
     )
+    if ctx.control_topic is not None and side:
+        serializer = serializer.withSideTopic(ctx.side_topic(topic))
     props = {"transaction.timeout.ms": _TXN_TIMEOUT_MS, **(extra or {})}
     builder = (
         jvm.org.apache.flink.connector.kafka.sink.KafkaSink.builder()
@@ -399,6 +476,6 @@ def add_sink(stream: DataStream, sink: KafkaSink, ctx: KafkaContext) -> None:
         .uid(f"{sink.uid}.encode")
         .name(f"encode:{sink.uid}")
     )
-    rows.sink_to(_kafka_sink(ctx, sink.uid, sink.topic, dict(sink.properties))).uid(
+    rows.sink_to(_kafka_sink(ctx, sink.uid, sink.topic, dict(sink.properties), side=True)).uid(
         ctx.named(sink.uid)
     ).name(f"kafka:{sink.topic}")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 SOURCE = "flowship.source"  # topic/partition/offset of the input record an output derives from
 JOB = "flowship.job"
 VERSION = "flowship.version"
+ROUTE = "flowship.route"  # "side": the sink writes the record to its side topic
 ERROR = "flowship.error"
 ERROR_TYPE = "flowship.error.type"
 SOURCE_UID = "flowship.source.uid"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from flowship.errors import FlagError
+
 #: datetime(pickle_state, tzinfo), the constructor pickle itself uses (untyped in typeshed)
 _from_state: Any = datetime
 
@@ -23,11 +25,34 @@ class Record(NamedTuple):
     partition: int
     offset: int
     timestamp: int
+    #: flag key -> value in force for this input record (``None`` when the job declares no
+    #: flags); decided once, by the source's decoder, from the record's address and the cuts
+    decisions: Any = None
 
     @property
     def provenance(self) -> str:
         """``topic/partition/offset``: the input record's identity."""
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+    def flag(self, key: str) -> Any:
+        """The value of flag ``key``'s variant in force for this input record.
+
+        Decided by the record's input address (topic, partition, offset) and the rules on the
+        job's control topic: the same on every subtask, after every restore, on every replay.
+        """
+        decisions = self[6]
+        try:
+            return decisions[key]
+        except (KeyError, TypeError):
+            declared = sorted(k for k in (decisions or {}) if not k.startswith("flowship."))
+            msg = (
+                f"flag {key!r} is not declared on this job (declared: {declared}); declare it "
+                "with fs.Job(..., flags=[fs.Flag(...)])"
+                if decisions is not None
+                else f"flag {key!r}: this record carries no flag decisions (the job declares no "
+                "flags, or the record did not come from a flowship source)"
+            )
+            raise FlagError(msg) from None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Records cross key_by (and every other network edge) pickled. Two costs are avoided:

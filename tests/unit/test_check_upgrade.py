@@ -96,6 +96,8 @@ def manifest(
         },
         "dropped": sorted(dropped),
         "stateless": False,
+        "flags": [],
+        "control": False,
     }
 
 

@@ -24,11 +24,25 @@ import org.apache.kafka.common.header.internals.RecordHeader;
  * separated by NUL ({@code name\0value\0name\0value}); Python's {@code flowship.kafka} packs it.
  * Used for the main outputs (input provenance in headers, for later output diffs) and for the
  * dead-letter topic (error and provenance in headers).
+ *
+ * <p>Output routing: a record whose headers include {@code flowship.route=side} goes to the side
+ * topic ({@link #withSideTopic}) instead, in the same transaction as the others, so for every
+ * input record its outputs reach exactly one of the two topics.
  */
 public final class PackedRecordSerializationSchema implements KafkaRecordSerializationSchema<byte[]> {
-    private static final long serialVersionUID = 2L;
+    private static final long serialVersionUID = 3L;
+
+    private static final String ROUTE = "flowship.route";
+    private static final byte[] SIDE = "side".getBytes(StandardCharsets.UTF_8);
 
     private String topic;
+    private String sideTopic;
+
+    /** Where records routed aside go (see the class comment); set before the sink is built. */
+    public PackedRecordSerializationSchema withSideTopic(String sideTopic) {
+        this.sideTopic = sideTopic;
+        return this;
+    }
 
     /** The topic every record goes to; set once, before the sink is built. */
     public PackedRecordSerializationSchema withTopic(String topic) {
@@ -53,7 +67,18 @@ public final class PackedRecordSerializationSchema implements KafkaRecordSeriali
         List<Header> headers = parseHeaders(element, buf.position(), headersLength);
         int valueStart = buf.position() + headersLength;
         byte[] value = Arrays.copyOfRange(element, valueStart, element.length);
-        return new ProducerRecord<>(topic, null, timestamp, key, value, headers);
+        String target = topic;
+        for (Header header : headers) {
+            if (ROUTE.equals(header.key()) && Arrays.equals(SIDE, header.value())) {
+                if (sideTopic == null) {
+                    throw new IllegalStateException(
+                            "flowship sink for " + topic + " got a record routed aside but has no"
+                                    + " side topic: the job's control plane is off");
+                }
+                target = sideTopic;
+            }
+        }
+        return new ProducerRecord<>(target, null, timestamp, key, value, headers);
     }
 
     static List<Header> parseHeaders(byte[] packed, int start, int length) {

@@ -1,0 +1,300 @@
+"""The control plane inside a running job: one agent per source-decoder subtask.
+
+The agent keeps the subtask's view of the control topic current (a thread of its own), says
+hello, beats every second with the offsets the subtask has reached, and answers every proposal:
+``ack`` when the subtask had not reached the proposal's cut on any partition, ``nack`` when it
+had. The decoder asks it, per record, which decisions apply (:class:`Decider`).
+
+Two promises make the cut exact:
+
+* **Hold at an undecided cut.** A record at or past the cut of a proposal whose decision is not
+  in the log yet waits until it is (an instance that waited longer than the proposal's timeout
+  writes ``abort`` itself; the first decision in the log counts).
+* **Never process with a stale view.** A record is processed only if the agent read the log to
+  its end less than ``STALE_S`` ago. A setter counts an instance as running when it beat within
+  ``LIVE_WINDOW_MS`` (longer): an instance left out of a change therefore cannot process
+  records before it has read the proposal.
+
+The claim that lets the ack be true: the decoder writes a record's offset into ``positions``
+*before* it reads the agent's plan; the agent publishes a proposal in the plan *before* it reads
+``positions``. Under the GIL one of the two sees the other: either the record waits at the cut,
+or the agent sees the offset and answers ``nack``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flowship.control._flags import ROUTE, Flag
+from flowship.control._log import ControlLog
+from flowship.control._rules import Where, compile_flag
+from flowship.control._view import Plan, Proposal
+from flowship.errors import ControlError
+
+#: A record is not processed with a view older than this (seconds).
+STALE_S = 4.0
+BEAT_S = 1.0
+#: How long an instance waits past a proposal's timeout before it aborts it itself.
+GRACE_S = 5.0
+#: How long the decoder waits for a fresh view or a decision before it fails the task.
+WAIT_LIMIT_S = 120.0
+
+
+class Agent:
+    """One subtask's link to the control topic (see the module docstring)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        job: str,
+        version: str,
+        source: str,
+        source_topic: str,
+        group: str,
+        subtask: int,
+        flags: Sequence[Flag],
+        environment: str,
+        passive: bool = False,
+    ) -> None:
+        self.id = f"{job}@{version}/{source}/{subtask}/{uuid.uuid4().hex[:8]}"
+        self.passive = passive
+        self._log = ControlLog(bootstrap, topic, write=not passive)
+        self._topic = source_topic
+        self._hello: dict[str, Any] = {
+            "job": job,
+            "version": version,
+            "source": source,
+            "topic": source_topic,
+            "group": group,
+            "subtask": subtask,
+            "host": f"{socket.gethostname()}:{os.getpid()}",
+            "flags": [f.describe() for f in flags],
+            "environment": environment,
+        }
+        self._declared: dict[str, Any] = {
+            "version": version,
+            "flags": [f.describe() for f in flags],
+            "sources": [{"uid": source, "topic": source_topic, "group": group}],
+            "environment": environment,
+        }
+        #: partition -> the last offset the decoder claimed (written by the decoder thread)
+        self.positions: dict[int, int] = {}
+        self.plan: Plan = self._log.view.plan()
+        #: monotonic time at which the view was known to be complete
+        self.fresh_at = 0.0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._answered: set[str] = set()
+        self._seen_at: dict[str, float] = {}
+        self.error: BaseException | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Read the log to its end, say hello, read again; then follow it in a thread."""
+        log = self._log
+        log.check_exists(timeout)
+        log.read_to_end(timeout)
+        if not self.passive:
+            log.write(f"version/{self._declared['version']}", self._declared, flush=False)
+            log.write(f"hello/{self.id}", self._hello)
+        # everything written before our hello is folded in before the first record
+        self.fresh_at = time.monotonic()
+        log.read_to_end(timeout)
+        self._answer_new()
+        self._publish()
+        self._thread = threading.Thread(target=self._run, name=f"flowship-control {self.id}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following; say goodbye (tombstones) so setters stop waiting for this instance."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        try:
+            if not self.passive:
+                self._log.write(f"beat/{self.id}", None, flush=False)
+                self._log.write(f"hello/{self.id}", None)
+        except Exception:
+            pass
+        finally:
+            self._log.close()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        log = self._log
+        next_beat = 0.0
+        next_check = 0.0
+        target: int | None = None
+        asked_at = 0.0
+        try:
+            while not self._stop.is_set():
+                before = log.view.generation
+                log.poll(0.1)
+                now = time.monotonic()
+                if target is not None and log.view.position >= target:
+                    self.fresh_at = asked_at
+                    target = None
+                if target is None and now >= next_check:
+                    asked_at = time.monotonic()
+                    target = log.end(5.0)
+                    next_check = now + 0.5
+                self._answer_new()
+                if log.view.generation != before:
+                    self._publish()
+                if not self.passive and now >= next_beat:
+                    positions = {str(p): o for p, o in list(self.positions.items())}
+                    log.write(f"beat/{self.id}", {"positions": positions}, flush=False)
+                    next_beat = now + BEAT_S
+                self._abort_overdue(now)
+        except BaseException as exc:
+            self.error = exc
+            with self._changed:
+                self._changed.notify_all()
+
+    def _publish(self) -> None:
+        with self._changed:
+            self.plan = self._log.view.plan()
+            self._changed.notify_all()
+
+    def _answer_new(self) -> None:
+        for pid, proposal in list(self._log.view.pending.items()):
+            if pid in self._answered:
+                continue
+            self._answered.add(pid)
+            self._seen_at[pid] = time.monotonic()
+            # publish first, then read the positions: see the module docstring
+            self._publish()
+            passed = {
+                p: o for p, o in list(self.positions.items()) if o >= proposal.cut(self._topic, p)
+            }
+            if self.passive:
+                continue
+            if passed:
+                where = ", ".join(
+                    f"partition {p} at {o} (cut {proposal.cut(self._topic, p)})"
+                    for p, o in sorted(passed.items())
+                )
+                self._log.write(
+                    f"nack/{pid}/{self.id}", {"reason": f"{self.id} had passed the cut: {where}"}
+                )
+            else:
+                self._log.write(f"ack/{pid}/{self.id}", {})
+
+    def _abort_overdue(self, now: float) -> None:
+        if self.passive:
+            return
+        for pid, proposal in list(self._log.view.pending.items()):
+            seen = self._seen_at.get(pid, now)
+            if now - seen > proposal.timeout_ms / 1000.0 + GRACE_S:
+                self._log.write(
+                    f"abort/{pid}",
+                    {"reason": f"{self.id} waited at the cut past the proposal's timeout"},
+                )
+                self._seen_at[pid] = now  # once per timeout
+
+    # -- for the decoder thread ------------------------------------------------------------------
+
+    def wait(self, why: str, done: Callable[[], bool]) -> None:
+        """Block the decoder until ``done()``; ControlError past :data:`WAIT_LIMIT_S`."""
+        deadline = time.monotonic() + WAIT_LIMIT_S
+        with self._changed:
+            while not done():
+                if self.error is not None:
+                    msg = f"flowship control agent {self.id} failed: {self.error}"
+                    raise ControlError(msg) from self.error
+                if time.monotonic() > deadline:
+                    msg = (
+                        f"{self.id}: waited {WAIT_LIMIT_S:.0f} s for {why} on control topic "
+                        f"{self._log.topic!r}; is Kafka reachable?"
+                    )
+                    raise ControlError(msg)
+                self._changed.wait(0.2)
+
+    def wait_fresh(self) -> None:
+        """Block until the view is fresh again."""
+        self.wait("an up-to-date view", lambda: time.monotonic() - self.fresh_at < STALE_S)
+
+    def wait_decision(self, proposal: Proposal) -> None:
+        """Block until ``proposal`` is decided."""
+        self.wait(
+            f"the decision on proposal {proposal.id} (flag {proposal.flag!r})",
+            lambda: all(p.id != proposal.id for p in self.plan.pending),
+        )
+
+
+class Decider:
+    """Per record: the flag values in force for its input address (the decoder's fast path).
+
+    Decisions are dicts flag key -> value, shared by every record of a segment when no rule
+    depends on the record itself: treat them as read-only.
+    """
+
+    def __init__(
+        self, agent: Agent, topic: str, flags: Sequence[Flag], environment: str, version: str
+    ) -> None:
+        self._agent = agent
+        self._topic = topic
+        self._flags = (*flags, ROUTE)
+        self._environment = environment
+        self._version = version
+        #: partition -> (plan, start, end, constant decisions, evaluator or None)
+        self._segments: dict[int, tuple[Any, int, int, dict[str, Any], Any]] = {}
+
+    def decide(self, partition: int, offset: int, key: Any, value: Any) -> dict[str, Any]:
+        """The decisions for the record at ``partition``/``offset`` (may wait at a cut)."""
+        agent = self._agent
+        agent.positions[partition] = offset  # the claim comes before the plan is read
+        if time.monotonic() - agent.fresh_at >= STALE_S:
+            agent.wait_fresh()
+        plan = agent.plan
+        segment = self._segments.get(partition)
+        if segment is None or segment[0] is not plan or not segment[1] <= offset < segment[2]:
+            segment = self._segment(partition, offset)
+        evaluate = segment[4]
+        return segment[3] if evaluate is None else evaluate(key, value)
+
+    def _segment(self, partition: int, offset: int) -> tuple[Any, int, int, dict[str, Any], Any]:
+        agent = self._agent
+        topic = self._topic
+        while True:
+            plan = agent.plan
+            start, end, hold = plan.segment(topic, partition, offset)
+            if hold is None:
+                break
+            agent.wait_decision(hold)
+        where = Where(topic, partition, self._environment, self._version)
+        constant: dict[str, Any] = {}
+        dynamic: list[tuple[str, Any]] = []
+        for flag in self._flags:
+            fixed, result = compile_flag(
+                flag, plan.config_at(flag.key, topic, partition, offset), where
+            )
+            if fixed:
+                constant[flag.key] = result
+            else:
+                dynamic.append((flag.key, result))
+        evaluate = None
+        if dynamic:
+            steps = tuple(dynamic)
+
+            def evaluate(key: Any, value: Any) -> dict[str, Any]:
+                decisions = dict(constant)
+                for name, fn in steps:
+                    decisions[name] = fn(key, value)
+                return decisions
+
+        segment = (plan, start, end, constant, evaluate)
+        self._segments[partition] = segment
+        return segment

@@ -1,0 +1,316 @@
+"""Changing and reading a job's flag rules: what ``flowship flag set/show/history`` run.
+
+``set_flag`` is the setter's half of the protocol in :mod:`flowship.control._agent`:
+
+1. read the control topic to its end; find the versions that run (instances that beat within
+   the live window, by broker time: the setter first writes a ``ping`` and reads its time);
+2. choose the cut, per input partition: when a version runs, the end offset now plus a lead
+   of ``LEAD_S`` seconds of the partition's current write rate (the lead lets running
+   instances read the proposal before they get there); when none runs, the consumer group's
+   committed offset (where the next run starts);
+3. write ``propose``; wait until every running instance acked. A ``nack`` (an instance had
+   passed the cut) aborts and retries with a later cut; silence past the timeout aborts and
+   fails; both leave the change in force nowhere;
+4. write ``commit`` and read it back: the first decision in the log counts (an instance may have
+   aborted a proposal it waited on too long).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flowship.control._flags import ROUTE, Flag
+from flowship.control._log import ControlLog, control_topic
+from flowship.control._rules import FlagConfig, parse_rules
+from flowship.control._view import LIVE_WINDOW_MS, ControlView, Instance, Proposal
+from flowship.errors import ClusterError, ConfigError, ControlError, FlagError
+
+DEFAULT_TIMEOUT_S = 30.0
+RETRIES = 3
+#: The cut's lead over the input's end, in seconds of its current rate (times the attempt)
+LEAD_S = 2.0
+RATE_SAMPLE_S = 0.25
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """A rule change in force: the flag, its rules, and the cut from which they apply."""
+
+    proposal: Proposal
+    instances: tuple[str, ...]
+    attempts: int
+    seconds: float
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serializable summary."""
+        return {
+            **self.proposal.describe(),
+            "acknowledged_by": list(self.instances),
+            "attempts": self.attempts,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _declared(view: ControlView, versions: Sequence[str]) -> dict[str, dict[str, Flag]]:
+    """Version -> flag key -> Flag, for ``versions`` (as their instances registered them)."""
+    out: dict[str, dict[str, Flag]] = {}
+    for version in versions:
+        data = view.versions.get(version, {})
+        flags = {f.key: f for f in (Flag.from_description(d) for d in data.get("flags", []))}
+        flags[ROUTE.key] = ROUTE
+        out[version] = flags
+    return out
+
+
+class FlagClient:
+    """The flag rules of one job, on its control topic."""
+
+    def __init__(self, bootstrap: str, job: str, *, topic: str | None = None) -> None:
+        self.job = job
+        self.bootstrap = bootstrap
+        self.topic = topic or control_topic(job)
+        self._log = ControlLog(bootstrap, self.topic)
+        self._log.check_exists()
+        self._setter = f"{socket.gethostname()}:{os.getpid()}"
+
+    def close(self) -> None:
+        """Close the Kafka clients."""
+        self._log.close()
+
+    def __enter__(self) -> FlagClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self) -> ControlView:
+        """The control topic's view, read to its end."""
+        return self._log.read_to_end()
+
+    def now(self) -> int:
+        """The broker's clock (ms): write a ping and read its append time back."""
+        key = f"ping/{self._setter}"
+        self._log.write(key, {"at": time.time()})
+        self._log.read_to_end()
+        return self._log.last_timestamp
+
+    def running(self) -> list[Instance]:
+        """Instances of the job that are running now (beat within the live window)."""
+        now = self.now()
+        return self._log.view.live(now)
+
+    def target_versions(self, live: Sequence[Instance]) -> list[str]:
+        """The versions a change must suit: the running ones, else the last one that ran."""
+        view = self._log.view
+        if live:
+            return sorted({i.version for i in live})
+        if view.versions:
+            return [list(view.versions)[-1]]
+        msg = (
+            f"no version of job {self.job!r} has run with its control plane (control topic "
+            f"{self.topic!r} has no registration); start the job first: its flags are declared "
+            "in its code and registered when it starts"
+        )
+        raise ConfigError(msg)
+
+    def _check(self, flag: str, config: FlagConfig, versions: Sequence[str]) -> None:
+        declared = _declared(self._log.view, versions)
+        holders = [v for v in versions if flag in declared[v]]
+        if not holders:
+            known = sorted({k for d in declared.values() for k in d})
+            msg = (
+                f"flag {flag!r} is not declared by job {self.job!r} (version(s) "
+                f"{', '.join(versions)}); declared flags: {known}"
+            )
+            raise FlagError(msg)
+        for version in holders:
+            try:
+                config.check(declared[version][flag])
+            except FlagError as exc:
+                msg = f"{exc} (as declared by version {version})"
+                raise FlagError(msg) from None
+
+    def _cuts(
+        self, live: Sequence[Instance], versions: Sequence[str], attempt: int = 1
+    ) -> dict[str, dict[int, int]]:
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        view = self._log.view
+        sources: dict[str, set[str]] = {}
+        for version in versions:
+            for source in view.versions.get(version, {}).get("sources", []):
+                sources.setdefault(source["topic"], set()).add(source["group"])
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "flowship.control.cuts"}
+        )
+        try:
+            cuts: dict[str, dict[int, int]] = {}
+            for topic, groups in sorted(sources.items()):
+                meta = consumer.list_topics(topic, timeout=10)
+                info = meta.topics.get(topic)
+                if info is None or info.error is not None:
+                    msg = (
+                        f"input topic {topic!r} of job {self.job!r} is missing on {self.bootstrap}"
+                    )
+                    raise ConfigError(msg)
+                parts = sorted(info.partitions)
+                ends = {
+                    p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                    for p in parts
+                }
+                if live:
+                    # a lead: records written while the change is agreed stay under the old
+                    # rule, so a running instance has not passed the cut when it reads it
+                    time.sleep(RATE_SAMPLE_S)
+                    later = {
+                        p: int(
+                            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                        )
+                        for p in parts
+                    }
+                    cuts[topic] = {
+                        p: later[p]
+                        + math.ceil((later[p] - ends[p]) / RATE_SAMPLE_S * LEAD_S * attempt)
+                        for p in parts
+                    }
+                    continue
+                # nothing runs: from where the next run starts (the group's committed offsets)
+                starts = dict.fromkeys(parts, 2**62)
+                for group in sorted(groups):
+                    reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+                    try:
+                        committed = reader.committed(
+                            [TopicPartition(topic, p) for p in parts], timeout=10
+                        )
+                    finally:
+                        reader.close()
+                    for tp in committed:
+                        at = tp.offset if tp.offset >= 0 else 0
+                        starts[tp.partition] = min(starts[tp.partition], at)
+                cuts[topic] = {p: (o if o < 2**62 else 0) for p, o in starts.items()}
+            return cuts
+        except KafkaException as exc:
+            msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
+            raise ClusterError(msg) from exc
+        finally:
+            consumer.close()
+
+    def set_flag(
+        self,
+        flag: str,
+        rules: Sequence[str] | FlagConfig,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = RETRIES,
+    ) -> FlagChange:
+        """Put ``rules`` in force for ``flag`` at an agreed cut; return the change.
+
+        Raises :class:`FlagError` (bad flag or rule, nothing written), :class:`ConfigError`
+        (no version ever ran), :class:`ControlError` (not agreed: in force nowhere).
+        """
+        config = rules if isinstance(rules, FlagConfig) else parse_rules(list(rules))
+        started = time.monotonic()
+        self.read()
+        last_problem = ""
+        for attempt in range(1, retries + 1):
+            live = self.running()
+            versions = self.target_versions(live)
+            self._check(flag, config, versions)
+            cuts = self._cuts(live, versions, attempt)
+            pid = uuid.uuid4().hex[:12]
+            self._log.write(
+                f"propose/{pid}",
+                {
+                    "flag": flag,
+                    "config": config.describe(),
+                    "cuts": {t: {str(p): o for p, o in c.items()} for t, c in cuts.items()},
+                    "timeout_ms": int(timeout_s * 1000),
+                    "by": self._setter,
+                },
+            )
+            expected = {i.id for i in live}
+            problem = self._await(pid, expected, timeout_s)
+            if problem is None:
+                self._log.write(f"commit/{pid}", {"by": self._setter})
+                self.read()
+                proposal = self._log.view.proposals[pid]
+                if proposal.decision == "commit":
+                    return FlagChange(
+                        proposal, tuple(sorted(expected)), attempt, time.monotonic() - started
+                    )
+                problem = f"an instance aborted it first: {proposal.reason}"
+                raise ControlError(self._failed(flag, problem))
+            self._log.write(f"abort/{pid}", {"reason": problem, "by": self._setter})
+            self.read()
+            last_problem = problem
+            if not self._log.view.proposals[pid].nacks:
+                break  # silence is not fixed by a later cut
+        raise ControlError(self._failed(flag, last_problem))
+
+    def _failed(self, flag: str, problem: str) -> str:
+        return (
+            f"flag {flag!r} of job {self.job!r}: the change was not agreed ({problem}); it is in "
+            "force nowhere. Check that every running version of the job is healthy "
+            f"(`flowship flag show {self.job}` lists the instances), then set it again"
+        )
+
+    def _await(self, pid: str, expected: set[str], timeout_s: float) -> str | None:
+        """None when every expected instance acked; else what went wrong."""
+        deadline = time.monotonic() + timeout_s
+        view = self._log.view
+        while True:
+            proposal = view.proposals.get(pid)
+            if proposal is not None:
+                if proposal.nacks:
+                    return "; ".join(proposal.nacks.values())
+                if proposal.decision == "abort":
+                    return proposal.reason or "aborted"
+                gone = {i for i in expected if i not in view.instances}
+                if expected - gone <= proposal.acks:
+                    return None
+            if time.monotonic() > deadline:
+                silent = sorted(expected - (proposal.acks if proposal else set()))
+                return f"no acknowledgement within {timeout_s:g} s from {', '.join(silent)}"
+            self._log.poll(0.05)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def show(self) -> dict[str, Any]:
+        """Rules in force per flag (with cuts), pending changes, running instances."""
+        live = self.running()
+        view = self._log.view
+        versions = self.target_versions(live) if (live or view.versions) else []
+        declared = _declared(view, versions)
+        flags: dict[str, Any] = {}
+        for version, by_key in declared.items():
+            for key, flag in by_key.items():
+                entry = flags.setdefault(key, {"declared": flag.describe(), "versions": []})
+                entry["versions"].append(version)
+        for key, entry in flags.items():
+            last = None
+            for proposal in view.committed:
+                if proposal.flag == key:
+                    last = proposal
+            entry["rules"] = last.config.text() if last else "none"
+            entry["since"] = last.describe()["cuts"] if last else {}
+            entry["change"] = last.id if last else None
+        return {
+            "job": self.job,
+            "control_topic": self.topic,
+            "flags": dict(sorted(flags.items())),
+            "pending": [p.describe() for p in view.pending.values()],
+            "instances": [i.describe() for i in sorted(live, key=lambda i: i.id)],
+            "live_window_ms": LIVE_WINDOW_MS,
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every proposal in log order, with its decision and cuts."""
+        view = self.read()
+        return [p.describe() for p in sorted(view.proposals.values(), key=lambda p: p.offset)]

@@ -1,0 +1,176 @@
+"""Reading and writing a job's control topic with confluent-kafka.
+
+Shared by the in-job agent and the ``flowship flag`` commands.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flowship.control._view import ControlView, encode
+from flowship.errors import ClusterError, ConfigError
+
+#: Topic settings: one partition (one total order), compacted (every key of a rule in force is
+#: unique, so compaction never drops one), broker append time (liveness is judged by one clock).
+TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "message.timestamp.type": "LogAppendTime",
+    "min.compaction.lag.ms": "3600000",
+}
+
+
+def control_topic(job: str) -> str:
+    """The default control topic of ``job``."""
+    return f"{job}.control"
+
+
+def ensure_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> bool:
+    """Create the control topic if it is missing; True if this call created it."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        msg = f"Kafka at {bootstrap} did not answer ({exc}); check --kafka-bootstrap"
+        raise ClusterError(msg) from exc
+    if topic in meta.topics and meta.topics[topic].error is None:
+        return False
+    replicas = min(3, max(len(meta.brokers), 1))
+    fut = admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=replicas, config=TOPIC_CONFIG)],
+        operation_timeout=timeout,
+    )[topic]
+    try:
+        fut.result(timeout)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        msg = f"could not create the control topic {topic!r} on {bootstrap}: {exc}"
+        raise ClusterError(msg) from exc
+    return True
+
+
+class ControlLog:
+    """A reader (from the start) and a writer of one control topic, folding into a view."""
+
+    def __init__(self, bootstrap: str, topic: str, *, write: bool = True) -> None:
+        from confluent_kafka import Consumer, Producer, TopicPartition
+
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.view = ControlView()
+        #: broker append time of the newest record read
+        self.last_timestamp = 0
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "flowship.control.reader",  # never joined: partitions are assigned
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        self._tp = TopicPartition(topic, 0)
+        self._producer: Any = None
+        if write:
+            self._producer = Producer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 0,
+                }
+            )
+        self._assigned = False
+
+    def check_exists(self, timeout: float = 10.0) -> None:
+        """Raise ConfigError if the topic does not exist, ClusterError if Kafka does not answer."""
+        from confluent_kafka import KafkaException
+
+        try:
+            meta = self._consumer.list_topics(self.topic, timeout=timeout)
+        except KafkaException as exc:
+            msg = f"Kafka at {self.bootstrap} did not answer ({exc}); check --kafka-bootstrap"
+            raise ClusterError(msg) from exc
+        info = meta.topics.get(self.topic)
+        if info is None or info.error is not None or not info.partitions:
+            msg = (
+                f"control topic {self.topic!r} does not exist on {self.bootstrap}; it is created "
+                "when a version of the job that declares flags starts (or create it with "
+                "flowship.control.ensure_topic), and a wrong job name or bootstrap also ends here"
+            )
+            raise ConfigError(msg)
+
+    def _assign(self) -> None:
+        if not self._assigned:
+            from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+            self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            self._assigned = True
+
+    def end(self, timeout: float = 10.0) -> int:
+        """The topic's current end offset, asked of the broker."""
+        from confluent_kafka import KafkaException
+
+        try:
+            return int(self._consumer.get_watermark_offsets(self._tp, timeout=timeout)[1])
+        except KafkaException as exc:
+            msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
+            raise ClusterError(msg) from exc
+
+    def poll(self, timeout: float = 0.1, max_records: int = 500) -> int:
+        """Fold whatever arrives within ``timeout``; return how many records."""
+        self._assign()
+        records = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        folded = 0
+        for record in records:
+            if record.error() is not None:
+                continue
+            key = record.key()
+            if key is None:
+                continue
+            stamp = int(record.timestamp()[1] or 0)
+            self.last_timestamp = max(self.last_timestamp, stamp)
+            self.view.apply(key.decode(), record.value(), int(record.offset() or 0), stamp)
+            folded += 1
+        return folded
+
+    def read_to_end(self, timeout: float = 30.0) -> ControlView:
+        """Fold every record written before this call; ClusterError if that takes too long."""
+        deadline = time.monotonic() + timeout
+        target = self.end(timeout)
+        while self.view.position < target:
+            if time.monotonic() > deadline:
+                msg = (
+                    f"control topic {self.topic!r} on {self.bootstrap}: read "
+                    f"{self.view.position} of {target} records in {timeout:.0f} s"
+                )
+                raise ClusterError(msg)
+            self.poll(0.2)
+        return self.view
+
+    def write(self, key: str, value: dict[str, Any] | None, *, flush: bool = True) -> None:
+        """Append one record (``None``: a tombstone)."""
+        if self._producer is None:
+            msg = "this control log was opened read-only"
+            raise RuntimeError(msg)
+        self._producer.produce(self.topic, key=key.encode(), value=encode(value), partition=0)
+        if flush:
+            self.flush()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every written record is acknowledged by the broker."""
+        if self._producer is not None and self._producer.flush(timeout) > 0:
+            msg = f"control topic {self.topic!r} on {self.bootstrap}: a write was not acknowledged"
+            raise ClusterError(msg)
+
+    def close(self) -> None:
+        """Close the clients (writes are flushed first)."""
+        try:
+            if self._producer is not None:
+                self._producer.flush(5)
+        finally:
+            self._consumer.close()

@@ -1,0 +1,57 @@
+"""A job with three flags and output routing: each output says which branches its input took."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction
+
+import flowship as fs
+
+HERE = Path(__file__).parent
+
+events = fs.KafkaSource(uid="events-source", topic="flag-events", schema=HERE / "event.avsc",
+                        name="events")
+decisions = fs.KafkaSink(uid="decisions-sink", topic="flag-decisions",
+                         schema=HERE / "decision.avsc", key="user_id")
+COUNT = fs.StateSchema("count", versions={1: HERE / "count.avsc"})
+
+job = fs.Job(
+    "flag-test",
+    version="1",
+    sources=[events],
+    sinks=[decisions],
+    flags=[
+        fs.Flag("new-pricing", default=False),
+        fs.Flag("tier", variants={"basic": "basic", "gold": "gold"}, default="basic"),
+        fs.Flag("beta", default=False, targeting_key="tenant"),
+    ],
+)
+
+
+@fs.stateful("count-per-user", count=fs.ValueState(COUNT))
+class CountPerUser(KeyedProcessFunction):
+    def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
+        state = self.count.value() or {"count": 0}
+        state["count"] += 1
+        self.count.update(state)
+        yield record.with_value({
+            "event_id": record.value["event_id"],
+            "user_id": record.value["user_id"],
+            "count": state["count"],
+            "pricing": record.flag("new-pricing"),
+            "tier": record.flag("tier"),
+            "beta": record.flag("beta"),
+            "source": record.provenance,
+        })
+
+
+@job.topology
+def build(events):
+    keyed = events.key_by(lambda r: r.value["user_id"], key_type=Types.STRING())
+    return fs.apply(keyed, CountPerUser())
+
+
+if __name__ == "__main__":
+    job.main()

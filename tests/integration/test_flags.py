@@ -1,0 +1,205 @@
+"""Feature flags and output routing decided by input offset, on a real broker and mini-cluster.
+
+Each output of ``jobs/flags/job.py`` says which branch its input took for each flag, and where
+the input was (topic/partition/offset). The test predicts every branch on its own, from the
+produced events and the cuts ``flowship flag set`` printed, and finds zero mismatches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import tail
+
+from flowship.schema import AvroCodec
+from flowship.testing.jobs import JobProcess
+from flowship.testing.kafka_io import Message, create_topics, produce, read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
+
+HERE = Path(__file__).parent / "jobs" / "flags"
+JOB = HERE / "job.py"
+TOPICS = {"flag-events": 6, "flag-decisions": 6, "flag-events.dlq": 1}
+TENANTS = ["a", "b", "c", "d", "e"]
+
+
+def events(count: int, start: int = 0, users: int = 300) -> list[dict[str, Any]]:
+    return [
+        {"event_id": f"e{i:07d}", "user_id": f"u{(i * 7919) % users:04d}",
+         "tenant": TENANTS[(i * 31) % len(TENANTS)]}
+        for i in range(start, start + count)
+    ]
+
+
+def produce_events(bootstrap: str, evs: list[dict[str, Any]], rate: float = 0.0) -> None:
+    codec = AvroCodec(HERE / "event.avsc")
+    produce(bootstrap, "flag-events", [(e["user_id"].encode(), codec.encode(e)) for e in evs],
+            rate=rate)
+
+
+def flowship(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flowship.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def flag_set(bootstrap: str, flag: str, *rules: str) -> dict[str, Any]:
+    done = flowship("flag", "set", "flag-test", flag, *rules, "--kafka-bootstrap", bootstrap,
+                    "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+# -- the independent prediction ------------------------------------------------------------------
+
+def bucket(flag: str, key: bytes) -> float:
+    """LaunchDarkly's bucketing, written again here from its definition."""
+    digest = hashlib.sha1(flag.encode() + b"." + key).hexdigest()
+    return int(digest[:15], 16) / 0xFFFFFFFFFFFFFFF * 100.0
+
+
+def matches(rule: str, flag: str, event: dict[str, Any], partition: int, key_field: str | None,
+            ) -> bool:
+    kind, _, args = rule.partition("=")
+    if kind == "all":
+        return True
+    if kind == "partitions":
+        return partition in {int(a) for a in args.split(",")}
+    if kind == "percent":
+        target = (event[key_field] if key_field else event["user_id"]).encode()
+        return bucket(flag, target) < float(args)
+    if kind.startswith("field."):
+        return str(event[kind[len("field."):]]) in args.split(",")
+    raise AssertionError(rule)
+
+
+def predict(changes: list[dict[str, Any]], flag: str, default: Any, values: dict[str, Any],
+            event: dict[str, Any], partition: int, offset: int,
+            key_field: str | None = None) -> Any:
+    """The value of ``flag`` for the event at ``partition``/``offset`` after ``changes``."""
+    rules = None
+    for change in changes:  # in commit order: the last whose cut is at or below the offset
+        if change["flag"] == flag and change["cuts"]["flag-events"][str(partition)] <= offset:
+            rules = change["rules"]
+    if rules is None or rules == "none":
+        return default
+    for text in rules.split():
+        head, _, variant = text.rpartition(":")
+        if head == "default":
+            return values[variant]
+        if matches(head, flag, event, partition, key_field):
+            return values[variant]
+    return default
+
+
+BOOL = {"on": True, "off": False}
+ROUTE = {"production": "production", "side": "side"}
+SIDE = "flag-decisions.side.1"
+
+
+def read_both(bootstrap: str, expect: int) -> list[Message]:
+    """Outputs in production and on the side topic (read_committed), each exactly once."""
+    main = read_topic(bootstrap, "flag-decisions", schema=HERE / "decision.avsc", expect=None,
+                      timeout=240, idle=6)
+    side = read_topic(bootstrap, SIDE, schema=HERE / "decision.avsc", expect=None, timeout=60,
+                      idle=3)
+    return main + side
+TIER = {"basic": "basic", "gold": "gold"}
+
+
+def check_outputs(outputs: list[Message], evs: dict[str, dict[str, Any]],
+                  changes: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {"pricing": 0, "tier": 0, "beta": 0}
+    mismatches = []
+    for m in outputs:
+        assert m.value is not None
+        event = evs[m.value["event_id"]]
+        _, partition, offset = m.value["source"].rsplit("/", 2)
+        p, o = int(partition), int(offset)
+        want = {
+            "pricing": predict(changes, "new-pricing", False, BOOL, event, p, o),
+            "tier": predict(changes, "tier", "basic", TIER, event, p, o),
+            "beta": predict(changes, "beta", False, BOOL, event, p, o, key_field="tenant"),
+        }
+        want["route"] = predict(changes, "flowship.route", "production", ROUTE, event, p, o)
+        got = {k: m.value[k] for k in want if k != "route"}
+        got["route"] = "side" if m.topic == SIDE else "production"
+        if got != want:
+            mismatches.append((m.value["source"], got, want))
+        for name, value in got.items():
+            counts[name] = counts.get(name, 0) + (value not in (False, "basic", "production"))
+    assert not mismatches, f"{len(mismatches)} outputs took another branch, e.g. {mismatches[:3]}"
+    return counts
+
+
+def assert_once(outputs: list[Message], evs: dict[str, Any]) -> None:
+    ids = [m.value["event_id"] for m in outputs if m.value]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicated outputs"
+    assert set(ids) == set(evs), f"{len(set(evs) - set(ids))} inputs have no output"
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+def test_flips_under_load_take_the_predicted_branch(fresh_kafka_broker, tmp_path: Path) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    create_topics(bootstrap, TOPICS)
+    evs = events(21_000)
+    by_id = {e["event_id"]: e for e in evs}
+    produce_events(bootstrap, evs[:3_000])
+    producer = threading.Thread(target=produce_events, args=(bootstrap, evs[3_000:], 600.0))
+    with JobProcess(JOB, bootstrap, tmp_path / "state", "--parallelism", "2") as job:
+        try:
+            shown = _wait_instances(bootstrap, 2, job)
+            assert shown["flags"]["new-pricing"]["rules"] == "none"
+            producer.start()
+            changes = [flag_set(bootstrap, "new-pricing", "partitions=1,4:on")]
+            changes.append(flag_set(bootstrap, "flowship.route", "partitions=1,4:side"))
+            time.sleep(2)
+            changes.append(flag_set(bootstrap, "tier", "percent=30:gold"))
+            time.sleep(2)
+            changes.append(flag_set(bootstrap, "beta", "field.tenant=a,b:on"))
+            changes.append(flag_set(bootstrap, "flowship.route", "none"))
+            time.sleep(2)
+            changes.append(flag_set(bootstrap, "new-pricing", "percent=30:on", "default:off"))
+            producer.join(120)
+            outputs = read_both(bootstrap, len(evs))
+        except BaseException:
+            print(tail(job.output(), 80))
+            raise
+    assert_once(outputs, by_id)
+    counts = check_outputs(outputs, by_id, changes)
+    side = [m for m in outputs if m.topic == SIDE]
+    assert side and len(side) < len(outputs) / 2, len(side)
+    # every flip took effect for some records and not for others (else nothing was tested)
+    assert all(0 < c < len(evs) for c in counts.values()), counts
+    for change in changes:
+        assert change["decision"] == "commit"
+        assert len(change["acknowledged_by"]) == 2  # both subtasks of the running version
+        # the cut lies inside the produced input: records on both sides of it
+        cut = change["cuts"]["flag-events"]
+        assert sum(cut.values()) < len(evs)
+    history = flowship("flag", "history", "flag-test", "--kafka-bootstrap", bootstrap, "--json")
+    assert [c["id"] for c in json.loads(history.stdout)] == [c["id"] for c in changes]
+
+
+def _wait_instances(bootstrap: str, count: int, job: JobProcess,
+                    timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        assert job.running(), tail(job.output())
+        done = flowship("flag", "show", "flag-test", "--kafka-bootstrap", bootstrap, "--json")
+        if done.returncode == 0:
+            shown = json.loads(done.stdout)
+            if len(shown["instances"]) >= count:
+                return shown
+        last = done.stdout + done.stderr
+        time.sleep(1)
+    raise AssertionError(f"the job's instances did not register: {last}\n{tail(job.output())}")
