@@ -33,11 +33,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"{args.records} events, 1000 keys; {args.runs} alternating runs", flush=True)
-    fs_rate, pickled_rate = measure(
+    rates = measure(
         args.records, args.runs, runner(EXAMPLE / "job.py"),
         runner(ROOT / "bench" / "pickled_state_job.py"),
         ("flowship state", "pickled state"))
-    result("state_overhead", fs_rate, pickled_rate)
+    result("state_overhead", rates.first, rates.second)
 
 
 if __name__ == "__main__":
