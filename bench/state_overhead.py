@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from _common import EXAMPLE, ROOT, result, timed_run
-from throughput import measure
+from throughput import Runner, measure
 
 from flowship.testing._proc import free_port
 
 
-def runner(script: Path):
+def runner(script: Path) -> Runner:
     def run(bootstrap: str, state: Path) -> float:
         return timed_run([sys.executable, str(script), "--bounded", "--kafka-bootstrap",
                           bootstrap, "--rest-port", str(free_port()), "--state-dir", str(state)])

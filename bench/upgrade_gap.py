@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from _common import EXAMPLE, ROOT, events, median, result
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from flowship.deploy.rest import FlinkRest
 from flowship.schema import AvroCodec
@@ -73,6 +73,16 @@ class SteadyInput(threading.Thread):
         produce(self.bootstrap, "clicks", self._payloads(), rate=self.rate)
 
 
+def version(msg: Message) -> str:
+    """The ``flowship.version`` header of an output record, ``?`` without one."""
+    headers = msg.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, value in pairs:
+        if name == "flowship.version":
+            return value.decode() if isinstance(value, bytes) else value or "?"
+    return "?"
+
+
 class OutputWatch(threading.Thread):
     """Reads the output topic (read_committed) and notes when each version's records arrive."""
 
@@ -98,9 +108,11 @@ class OutputWatch(threading.Thread):
                 if msg is None or msg.error():
                     continue
                 now = time.monotonic()
-                headers = {k: v.decode() for k, v in msg.headers() or []}
-                self.arrivals[headers.get("flowship.version", "?")].append(now)
-                self.event_ids[STATS.decode(msg.value())["event_id"]] += 1
+                value = msg.value()
+                if value is None:
+                    continue
+                self.arrivals[version(msg)].append(now)
+                self.event_ids[STATS.decode(value)["event_id"]] += 1
         finally:
             self._consumer.close()
 
