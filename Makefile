@@ -40,7 +40,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check flowship
 
 typecheck: venv
-	$(VENV)/bin/mypy flowship
+	$(VENV)/bin/mypy flowship bench
 
 test: setup lint typecheck
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

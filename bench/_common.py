@@ -97,14 +97,15 @@ def append_times(bootstrap: str, topic: str, since: dict[int, int]) -> list[int]
             if not batch:
                 break
             for msg in batch:
-                if msg.error():
+                partition, offset = msg.partition(), msg.offset()
+                if msg.error() or partition is None or offset is None:
                     continue
                 kind, ts = msg.timestamp()
                 if kind != TIMESTAMP_LOG_APPEND_TIME:
                     raise SystemExit(f"topic {topic!r} must use LogAppendTime timestamps")
                 times.append(ts)
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    pending.discard(msg.partition())
+                if offset + 1 >= ends[partition]:
+                    pending.discard(partition)
             # transaction markers occupy the last offsets: stop at the end of what is there
             positions = consumer.position([TopicPartition(topic, p) for p in pending])
             pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}

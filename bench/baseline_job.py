@@ -19,11 +19,13 @@ import io
 import json
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import fastavro
 from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer,
     KafkaSink,
@@ -41,11 +43,12 @@ STATS = fastavro.parse_schema(json.loads((EXAMPLE / "session_stats.avsc").read_t
 NO_HEADERS = struct.pack(">i", 0)
 
 
-def decode(payload):
-    return fastavro.schemaless_reader(io.BytesIO(bytes(payload)), CLICK, None)
+def decode(payload: bytes) -> dict[str, Any]:
+    # a record schema reads as a dict (fastavro's return type is any Avro value)
+    return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(bytes(payload)), CLICK, None))
 
 
-def encode(value):
+def encode(value: dict[str, Any]) -> bytes:
     """The output record keyed by user: int32 key length | key | int32 0 (no headers) | value."""
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, STATS, value)
@@ -54,12 +57,14 @@ def encode(value):
 
 
 class SessionStats(KeyedProcessFunction):
-    def open(self, runtime_context):
+    def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(
             ValueStateDescriptor("session", Types.PICKLED_BYTE_ARRAY())
         )
 
-    def process_element(self, click, ctx):
+    def process_element(
+        self, click: dict[str, Any], ctx: KeyedProcessFunction.Context
+    ) -> Iterator[dict[str, Any]]:
         ts = click["ts"]
         ts_ms = ts if isinstance(ts, int) else int(ts.timestamp() * 1000)
         current = self.state.value()

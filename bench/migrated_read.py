@@ -19,7 +19,7 @@ N = 20_000
 RUNS = 7
 PAGES = ["HOME", "CART", "CHECKOUT", "OTHER"]
 
-V1 = {
+V1: dict[str, Any] = {
     "type": "record",
     "name": "Session",
     "namespace": "bench.state",
@@ -31,14 +31,14 @@ V1 = {
         {"name": "page", "type": "string"},
     ],
 }
-V2 = {**V1, "fields": [*V1["fields"], {"name": "sessions", "type": "long", "default": 1}]}
-PAGE = {"type": "enum", "name": "Page", "symbols": PAGES, "default": "OTHER"}
-V3 = {
+V2: dict[str, Any] = {
     **V1,
-    "fields": [
-        {**f, "type": PAGE} if f["name"] == "page" else f
-        for f in V2["fields"]  # type: ignore[attr-defined]
-    ],
+    "fields": [*V1["fields"], {"name": "sessions", "type": "long", "default": 1}],
+}
+PAGE: dict[str, Any] = {"type": "enum", "name": "Page", "symbols": PAGES, "default": "OTHER"}
+V3: dict[str, Any] = {
+    **V1,
+    "fields": [{**f, "type": PAGE} if f["name"] == "page" else f for f in V2["fields"]],
 }
 
 

@@ -5,7 +5,7 @@ same Avro topic from a real broker; only the state differs: flowship's ``fs.Valu
 writer fingerprint, kept as a STRING, cached reads) against PyFlink's ``PICKLED_BYTE_ARRAY``.
 Alternating runs, medians; records/s include start-up.
 
-    python bench/state_overhead.py [--records 200000] [--runs 3]
+    python bench/state_overhead.py [--records 200000] [--runs 3] [--no-warm-up]
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from _common import EXAMPLE, ROOT, result, timed_run
-from throughput import measure
+from throughput import Runner, measure
 
 from flowship.testing._proc import free_port
 
 
-def runner(script: Path):
+def runner(script: Path) -> Runner:
     def run(bootstrap: str, state: Path) -> float:
         return timed_run([sys.executable, str(script), "--bounded", "--kafka-bootstrap",
                           bootstrap, "--rest-port", str(free_port()), "--state-dir", str(state)])
@@ -31,13 +31,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="skip the unmeasured run that warms the broker (smoke runs)")
     args = parser.parse_args()
     print(f"{args.records} events, 1000 keys; {args.runs} alternating runs", flush=True)
-    fs_rate, pickled_rate = measure(
+    rates = measure(
         args.records, args.runs, runner(EXAMPLE / "job.py"),
         runner(ROOT / "bench" / "pickled_state_job.py"),
-        ("flowship state", "pickled state"))
-    result("state_overhead", fs_rate, pickled_rate)
+        ("flowship state", "pickled state"), warm_up=not args.no_warm_up)
+    result("state_overhead", rates.first, rates.second)
 
 
 if __name__ == "__main__":

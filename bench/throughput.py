@@ -10,7 +10,8 @@ interval for their median, and the steady-state rate, from the broker's append t
 outputs (LogAppendTime), between the 10th and the 90th percentile, which leaves start-up and
 shutdown out. Every run must write exactly one output per input.
 
-    python bench/throughput.py [--records 200000] [--runs 6]
+    python bench/throughput.py [--records 200000] [--runs 6] [--defaults-records 20000]
+        [--no-warm-up]
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ def main() -> None:
         default=20_000,
         help="records for the defaults-against-defaults run; 0 skips it",
     )
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="skip the unmeasured run that warms the broker (for smoke runs: the figures of "
+        "the first pair are then biased)",
+    )
     args = parser.parse_args()
 
     print(
@@ -171,7 +178,7 @@ def main() -> None:
     rates = measure(
         args.records, args.runs,
         lambda b, d: run_flowship(b, d, "thread"), lambda b, d: run_baseline(b, d, "thread"),
-        ("flowship", "plain PyFlink"))
+        ("flowship", "plain PyFlink"), warm_up=not args.no_warm_up)
     low, high, coverage = median_interval(rates.pair_ratios)
     print(
         "\nper-pair ratios (flowship / baseline, start-up included): "

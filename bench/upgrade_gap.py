@@ -12,8 +12,11 @@ between the last v1 output it sees and the first v2 output.
 Both on one real standalone session cluster and a real broker; runs alternate; medians are
 reported. Each run also checks that no event was lost or duplicated across the upgrade. The
 local target's gap (embedded mini-cluster, same command without ``--target``) is printed too.
+``--target URL`` uses a running session cluster instead of starting one; it must run no other
+job (each run cancels every running job on it when done).
 
-    python bench/upgrade_gap.py [--runs 3] [--rate 200]
+    python bench/upgrade_gap.py [--runs 3] [--rate 200] [--warm-up-s 12] [--skip-local]
+        [--target URL]
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from _common import EXAMPLE, ROOT, events, median, result
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from flowship.deploy.rest import FlinkRest
 from flowship.schema import AvroCodec
@@ -73,6 +77,16 @@ class SteadyInput(threading.Thread):
         produce(self.bootstrap, "clicks", self._payloads(), rate=self.rate)
 
 
+def version(msg: Message) -> str:
+    """The ``flowship.version`` header of an output record, ``?`` without one."""
+    headers = msg.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, value in pairs:
+        if name == "flowship.version":
+            return value.decode() if isinstance(value, bytes) else value or "?"
+    return "?"
+
+
 class OutputWatch(threading.Thread):
     """Reads the output topic (read_committed) and notes when each version's records arrive."""
 
@@ -98,11 +112,19 @@ class OutputWatch(threading.Thread):
                 if msg is None or msg.error():
                     continue
                 now = time.monotonic()
-                headers = {k: v.decode() for k, v in msg.headers() or []}
-                self.arrivals[headers.get("flowship.version", "?")].append(now)
-                self.event_ids[STATS.decode(msg.value())["event_id"]] += 1
+                value = msg.value()
+                if value is None:
+                    continue
+                self.arrivals[version(msg)].append(now)
+                self.event_ids[STATS.decode(value)["event_id"]] += 1
         finally:
             self._consumer.close()
+
+    def wait_for(self, version: str, timeout: float) -> None:
+        """Until an output of ``version`` arrived, or ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while not self.arrivals.get(version) and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def gap(self) -> float:
         old, new = self.arrivals.get("1"), self.arrivals.get("2")
@@ -131,17 +153,38 @@ def running_job(rest: FlinkRest) -> str:
     return ids[0]
 
 
+class Cluster(Protocol):
+    """A session cluster: started here (``SessionCluster``) or already running (``--target``)."""
+
+    @property
+    def rest_url(self) -> str: ...
+
+    @property
+    def rest(self) -> FlinkRest: ...
+
+
+class RunningCluster:
+    """A session cluster started elsewhere, by its REST URL."""
+
+    def __init__(self, rest_url: str) -> None:
+        self.rest_url = rest_url.rstrip("/")
+
+    @property
+    def rest(self) -> FlinkRest:
+        return FlinkRest(self.rest_url)
+
+
 VERBOSE = False
 
 
-def upgrade_flowship(cluster: SessionCluster, bootstrap: str, state: Path) -> None:
+def upgrade_flowship(cluster: Cluster, bootstrap: str, state: Path) -> None:
     done = deploy("job_v2.py", "--target", cluster.rest_url, "--kafka-bootstrap", bootstrap,
            "--state-dir", str(state), "--upgrade-from", "savepoint", "--health-window-s", "60")
     if VERBOSE:
         print(done.stdout[-6000:], done.stderr[-6000:], sep="\n")
 
 
-def upgrade_by_hand(cluster: SessionCluster, bootstrap: str, state: Path) -> None:
+def upgrade_by_hand(cluster: Cluster, bootstrap: str, state: Path) -> None:
     rest = cluster.rest
     job_id = running_job(rest)
     savepoint = rest.stop_with_savepoint(job_id, state / "click-sessions" / "savepoints" / "hand")
@@ -159,10 +202,11 @@ def upgrade_by_hand(cluster: SessionCluster, bootstrap: str, state: Path) -> Non
         raise SystemExit(msg)
 
 
-Upgrade = Callable[[SessionCluster, str, Path], None]
+Upgrade = Callable[[Cluster, str, Path], None]
 
 
-def one_run(cluster: SessionCluster, workdir: Path, rate: float, upgrade: Upgrade) -> float:
+def one_run(cluster: Cluster, workdir: Path, rate: float, upgrade: Upgrade,
+            warm_up_s: float = WARMUP_S) -> float:
     """v1 on the cluster under steady input, upgrade to v2, return the output gap in seconds."""
     with KafkaBroker(workdir / "kafka") as broker:
         bootstrap = broker.bootstrap
@@ -174,9 +218,12 @@ def one_run(cluster: SessionCluster, workdir: Path, rate: float, upgrade: Upgrad
         try:
             deploy("job.py", "--target", cluster.rest_url, "--kafka-bootstrap", bootstrap,
                    "--state-dir", str(state))
-            time.sleep(WARMUP_S)
+            watch.wait_for("1", 120)
+            time.sleep(warm_up_s)
             upgrade(cluster, bootstrap, state)
-            time.sleep(WARMUP_S)
+            # the hand-run `flink run -d` returns on submission: v2 may not have written yet
+            watch.wait_for("2", 180)
+            time.sleep(warm_up_s)
         finally:
             feed.stop.set()
             feed.join(30)
@@ -194,7 +241,7 @@ def one_run(cluster: SessionCluster, workdir: Path, rate: float, upgrade: Upgrad
         return watch.gap()
 
 
-def local_gap(workdir: Path, rate: float) -> float:
+def local_gap(workdir: Path, rate: float, warm_up_s: float = WARMUP_S) -> float:
     """The same upgrade on the local target: embedded mini-cluster in the job's process."""
     with KafkaBroker(workdir / "kafka") as broker:
         bootstrap = broker.bootstrap
@@ -209,14 +256,10 @@ def local_gap(workdir: Path, rate: float) -> float:
         v2.log = state / "job-v2.log"
         try:
             v1.start()
-            deadline = time.monotonic() + 120
-            while not watch.arrivals.get("1") and time.monotonic() < deadline:
-                time.sleep(0.5)
-            time.sleep(WARMUP_S)
+            watch.wait_for("1", 120)
+            time.sleep(warm_up_s)
             v2.start()
-            deadline = time.monotonic() + 180
-            while not watch.arrivals.get("2") and time.monotonic() < deadline:
-                time.sleep(0.5)
+            watch.wait_for("2", 180)
             time.sleep(5)
         finally:
             feed.stop.set()
@@ -234,6 +277,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="input events per second")
     parser.add_argument("--verbose", action="store_true", help="print flowship's upgrade log")
     parser.add_argument("--skip-local", action="store_true", help="no local-target gap")
+    parser.add_argument("--target", help="REST URL of a running session cluster to use (it "
+                        "must run no other job); default: start one")
+    parser.add_argument("--warm-up-s", type=float, default=WARMUP_S,
+                        help="seconds each version runs under input before the upgrade and after "
+                        "it (smoke runs use a few)")
     args = parser.parse_args()
     global VERBOSE
     VERBOSE = args.verbose
@@ -244,15 +292,26 @@ def main() -> None:
     baseline_gaps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="flowship-gap-") as tmp:
         root = Path(tmp)
-        with SessionCluster(root / "cluster") as cluster:
+        with contextlib.ExitStack() as stack:
+            cluster: Cluster
+            if args.target:
+                cluster = RunningCluster(args.target)
+                busy = [j["jid"] for j in cluster.rest.jobs() if j["state"] == "RUNNING"]
+                if busy:
+                    msg = f"the cluster at {args.target} runs jobs {busy}: it must run none"
+                    raise SystemExit(msg)
+            else:
+                cluster = stack.enter_context(SessionCluster(root / "cluster"))
             for i in range(args.runs):
-                f = one_run(cluster, root / f"flowship-{i}", args.rate, upgrade_flowship)
-                b = one_run(cluster, root / f"baseline-{i}", args.rate, upgrade_by_hand)
+                f = one_run(cluster, root / f"flowship-{i}", args.rate, upgrade_flowship,
+                            args.warm_up_s)
+                b = one_run(cluster, root / f"baseline-{i}", args.rate, upgrade_by_hand,
+                            args.warm_up_s)
                 flowship_gaps.append(f)
                 baseline_gaps.append(b)
                 print(f"  run {i + 1}: flowship {f:.2f}s, hand-run {b:.2f}s", flush=True)
         if not args.skip_local:
-            local = local_gap(root / "local", args.rate)
+            local = local_gap(root / "local", args.rate, args.warm_up_s)
             print(f"local target (embedded mini-cluster, same command without --target): "
                   f"gap {local:.2f}s")
     result("upgrade_gap", median(flowship_gaps), median(baseline_gaps), unit="s")
