@@ -1,10 +1,16 @@
-"""Locate the JVM artifacts flowship needs: the Kafka connector, its own provenance jar, the broker.
+"""Locate the JVM artifacts flowship needs: the Kafka connector, its own jars, the test broker.
 
-Search order, first hit wins:
+Search order for the jars a job loads (the Flink Kafka SQL connector, ``flowship-provenance.jar``)
+and the dry run's ``flowship-state-reader.jar``, first hit wins:
 
-1. ``FLOWSHIP_JARS_DIR`` (a folder holding ``connector/``, ``flowship-provenance.jar`` and, for
-   tests, ``kafka/``), for job authors and images that install the jars themselves;
-2. the ``jvm/`` build of a flowship source checkout (``make jars``).
+1. ``FLOWSHIP_JARS_DIR`` (a folder holding ``connector/``, ``flowship-provenance.jar``,
+   ``flowship-state-reader.jar`` and, for tests, ``kafka/``), for custom jar locations;
+2. the jars bundled in the installed package (``flowship/_jvm/``: the wheel carries them);
+3. the ``jvm/`` build output of a flowship source checkout (``make jars``).
+
+The Kafka broker of ``flowship.testing`` is not in the wheel: ``FLOWSHIP_JARS_DIR/kafka``, the
+checkout's build, or the per-user cache that :mod:`flowship.testing.broker_jars` fills on first
+use.
 """
 
 from __future__ import annotations
@@ -15,17 +21,19 @@ from pathlib import Path
 
 from flowship.errors import MissingJarError
 
+_PACKAGE_JVM = Path(__file__).resolve().parent / "_jvm"
 _REPO_JVM = Path(__file__).resolve().parent.parent / "jvm"
 _FIX = (
-    "run `make jars` in a flowship checkout, or point FLOWSHIP_JARS_DIR at a folder holding "
-    "connector/flink-sql-connector-kafka-*.jar and flowship-provenance.jar "
-    "(see docs/how-to/install-jars.md)"
+    "reinstall flowship from its wheel (`pip install --force-reinstall flowship`: the wheel "
+    "carries these jars), run `make jars` in a flowship checkout, or point FLOWSHIP_JARS_DIR at a "
+    "folder holding connector/flink-sql-connector-kafka-*.jar, flowship-provenance.jar and "
+    "flowship-state-reader.jar (see docs/how-to/install-jars.md)"
 )
 
 
 @dataclass(frozen=True)
 class Jars:
-    """Paths of the JVM artifacts a flowship job and its tests use."""
+    """Paths of the JVM artifacts a flowship job loads."""
 
     connector: Path
     provenance: Path
@@ -35,17 +43,43 @@ class Jars:
         return ";".join(p.as_uri() for p in (self.connector, self.provenance))
 
 
-def _roots() -> list[tuple[Path, Path, Path]]:
-    """Candidate (connector dir, provenance jar, broker dir) triples, in search order."""
+@dataclass(frozen=True)
+class _Root:
+    """Where one source of jars keeps them."""
+
+    connector_dir: Path
+    provenance: Path
+    state_reader: Path
+    broker_dir: Path | None
+
+
+def _roots() -> list[_Root]:
+    """Candidate locations, in search order."""
     roots = []
     env = os.environ.get("FLOWSHIP_JARS_DIR")
     if env:
         base = Path(env)
-        roots.append((base / "connector", base / "flowship-provenance.jar", base / "kafka"))
+        roots.append(
+            _Root(
+                base / "connector",
+                base / "flowship-provenance.jar",
+                base / "flowship-state-reader.jar",
+                base / "kafka",
+            )
+        )
     roots.append(
-        (
+        _Root(
+            _PACKAGE_JVM / "connector",
+            _PACKAGE_JVM / "flowship-provenance.jar",
+            _PACKAGE_JVM / "flowship-state-reader.jar",
+            None,
+        )
+    )
+    roots.append(
+        _Root(
             _REPO_JVM / "provenance" / "target" / "connector",
             _REPO_JVM / "provenance" / "target" / "flowship-provenance.jar",
+            _REPO_JVM / "state-reader" / "target" / "flowship-state-reader.jar",
             _REPO_JVM / "broker" / "target" / "kafka",
         )
     )
@@ -55,21 +89,38 @@ def _roots() -> list[tuple[Path, Path, Path]]:
 def find_jars() -> Jars:
     """Return the connector and provenance jars, or raise :class:`MissingJarError`."""
     looked: list[str] = []
-    for connector_dir, provenance, _ in _roots():
-        connectors = sorted(connector_dir.glob("flink-sql-connector-kafka-*.jar"))
-        looked.append(str(connector_dir))
-        if connectors and provenance.is_file():
-            return Jars(connector=connectors[-1], provenance=provenance)
+    for root in _roots():
+        connectors = sorted(root.connector_dir.glob("flink-sql-connector-kafka-*.jar"))
+        looked.append(str(root.connector_dir.parent))
+        if connectors and root.provenance.is_file():
+            return Jars(connector=connectors[-1], provenance=root.provenance)
     msg = f"Kafka connector / flowship provenance jar not found (looked in {looked}); {_FIX}"
     raise MissingJarError(msg)
 
 
-def find_broker_classpath() -> str:
-    """Return the classpath (``dir/*``) of the Kafka broker jars, or raise MissingJarError."""
+def find_state_reader() -> Path:
+    """``flowship-state-reader.jar``, the dry run's state reader, or raise MissingJarError."""
     looked: list[str] = []
-    for _, _, broker_dir in _roots():
-        looked.append(str(broker_dir))
-        if any(broker_dir.glob("kafka_2.13-*.jar")):
-            return str(broker_dir / "*")
-    msg = f"Kafka broker jars not found (looked in {looked}); {_FIX}"
+    for root in _roots():
+        looked.append(str(root.state_reader))
+        if root.state_reader.is_file():
+            return root.state_reader
+    msg = f"the dry run's state reader flowship-state-reader.jar was not found (looked at {looked})"
+    msg += f"; {_FIX}"
     raise MissingJarError(msg)
+
+
+def find_broker_classpath() -> str | None:
+    """The classpath (``dir/*``) of broker jars in FLOWSHIP_JARS_DIR or a checkout, else None.
+
+    :func:`flowship.testing.broker_jars.broker_classpath` falls back to the per-user cache.
+    """
+    for root in _roots():
+        if root.broker_dir is not None and any(root.broker_dir.glob("kafka_2.13-*.jar")):
+            return str(root.broker_dir / "*")
+    return None
+
+
+def broker_locations() -> list[str]:
+    """The folders :func:`find_broker_classpath` looks in, for error messages."""
+    return [str(r.broker_dir) for r in _roots() if r.broker_dir is not None]

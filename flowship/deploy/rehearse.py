@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowship._jars import find_state_reader
 from flowship.errors import ConfigError, MissingJarError, StateError
 from flowship.schema import StateCodec
 
@@ -127,25 +128,6 @@ def _pyflink_dir() -> Path:
         msg = "the pyflink package (apache-flink) is not installed"
         raise MissingJarError(msg)
     return Path(spec.origin).parent
-
-
-def find_state_reader() -> Path:
-    """``flowship-state-reader.jar``: in ``FLOWSHIP_JARS_DIR``, else the checkout's jvm build."""
-    candidates = []
-    env = os.environ.get("FLOWSHIP_JARS_DIR")
-    if env:
-        candidates.append(Path(env) / "flowship-state-reader.jar")
-    repo = Path(__file__).resolve().parents[2] / "jvm"
-    candidates.append(repo / "state-reader" / "target" / "flowship-state-reader.jar")
-    for path in candidates:
-        if path.is_file():
-            return path
-    msg = (
-        f"the dry run's state reader flowship-state-reader.jar was not found (looked at "
-        f"{[str(c) for c in candidates]}); run `make jars` in a flowship checkout, or put it "
-        "in FLOWSHIP_JARS_DIR (see docs/how-to/install-jars.md)"
-    )
-    raise MissingJarError(msg)
 
 
 def read_state(

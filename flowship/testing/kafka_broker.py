@@ -1,6 +1,7 @@
 """A real single-node Apache Kafka broker (KRaft, combined broker+controller) on loopback.
 
-Started from the broker jars that ``make jars`` resolves from Maven Central; no Docker, no mocks.
+Started from the broker jars (a checkout's ``make jars``, or fetched once into a per-user cache:
+:mod:`flowship.testing.broker_jars`); no Docker, no mocks.
 Used by flowship's pytest plugin, the demo and the benchmarks::
 
     with KafkaBroker(workdir) as broker:
@@ -18,9 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from flowship._jars import find_broker_classpath
 from flowship.errors import ServiceError
 from flowship.testing._proc import LOOPBACK, free_port, port_open, spawn, stop_pid, wait_until
+from flowship.testing.broker_jars import broker_classpath
 
 _JAVA_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
@@ -49,7 +50,7 @@ class KafkaBroker:
         self.controller_port = free_port()
         self.log = self.workdir / "broker.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._classpath = find_broker_classpath()
+        self._classpath = broker_classpath()
         self._java = shutil.which("java") or "java"
         self._formatted = False
 

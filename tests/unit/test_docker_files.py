@@ -7,6 +7,7 @@ services pass to the example scripts must be one the script's ``--help`` lists.
 
 from __future__ import annotations
 
+import ast
 import base64
 import fnmatch
 import json
@@ -288,7 +289,18 @@ def test_copy_from_refers_to_defined_stages(dockerfile: Dockerfile) -> None:
         assert copy.from_stage in dockerfile.stage_names, f"unknown stage {copy.from_stage}"
 
 
-def test_maven_build_targets_the_provenance_module(dockerfile: Dockerfile) -> None:
+def setup_py_modules() -> list[str]:
+    """``MODULES`` of setup.py: the Maven modules whose jars the wheel bundles."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "MODULES" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("setup.py defines no MODULES")
+
+
+def test_maven_build_targets_the_modules_the_wheel_bundles(dockerfile: Dockerfile) -> None:
     runs = [rest for _, rest in dockerfile.all("RUN") if re.search(r"\bmvn\b", rest)]
     assert len(runs) == 1, runs
     tokens = shlex.split(runs[0])
@@ -296,67 +308,57 @@ def test_maven_build_targets_the_provenance_module(dockerfile: Dockerfile) -> No
     assert (REPO / pom).is_file(), f"{pom} does not exist"
     modules = {m.text for m in ET.parse(REPO / pom).getroot().findall("m:modules/m:module", POM_NS)}
     selected = tokens[tokens.index("-pl") + 1].split(",")
-    assert selected == ["provenance"], selected
+    assert selected == setup_py_modules(), (selected, setup_py_modules())
+    assert "broker" not in selected, "the broker is for tests, not the image"
     assert set(selected) <= modules, f"{selected} not among the modules {modules} of {pom}"
     assert "-am" in tokens and "package" in tokens
+    # every jar setup.py bundles comes from one of those modules
+    bundled = re.findall(r'JVM / "([a-z-]+)/target/', (REPO / "setup.py").read_text())
+    assert bundled and set(bundled) <= set(selected), bundled
 
 
-def test_jars_copied_from_maven_stage_are_what_maven_builds(dockerfile: Dockerfile) -> None:
-    parent = pom_properties(REPO / "jvm" / "pom.xml")
-    jar_copies = [c for c in copies(dockerfile) if c.from_stage == "jars"]
-    assert len(jar_copies) >= 2, "expected the connector and the provenance jar"
-    jars_stage = next(s for s in dockerfile.stages if s.name == "jars")
-    for copy in jar_copies:
-        for source in copy.sources:
-            rel = PurePosixPath(source).relative_to(jars_stage.workdir)
-            # jvm/<module>/target/[sub/]name.jar
-            assert rel.parts[0] == "jvm" and rel.parts[2] == "target", rel
-            module_pom = REPO / rel.parts[0] / rel.parts[1] / "pom.xml"
-            assert module_pom.is_file(), f"{module_pom} does not exist"
-            root = ET.parse(module_pom).getroot()
-            props = {**parent, **pom_properties(module_pom)}
-            produced: set[str] = set()
-            final_name = root.findtext("m:build/m:finalName", namespaces=POM_NS)
-            if final_name:
-                produced.add(f"target/{final_name}.jar")
-            for execution in root.iterfind(".//m:execution", POM_NS):
-                out = execution.findtext(".//m:outputDirectory", namespaces=POM_NS) or ""
-                out = out.replace("${project.build.directory}", "target")
-                for item in execution.iterfind(".//m:artifactItem", POM_NS):
-                    artifact = item.findtext("m:artifactId", namespaces=POM_NS)
-                    version = resolve_props(item.findtext("m:version", "", POM_NS), props)
-                    produced.add(f"{out}/{artifact}-{version}.jar")
-            wanted = "/".join(rel.parts[2:])
-            assert any(fnmatch.fnmatch(p, wanted) for p in produced), (
-                f"{source} is not built by {module_pom.relative_to(REPO)} (builds {produced})"
-            )
-
-
-def test_jar_layout_is_what_flowship_looks_for(
-    dockerfile: Dockerfile, final_stage: Stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_wheel_is_built_from_the_source_tree_and_the_jars_stage(
+    dockerfile: Dockerfile,
 ) -> None:
-    from flowship._jars import find_jars
+    python = next(s for s in dockerfile.stages if s.name == "python")
+    copied = [c for c in copies(dockerfile) if c.stage is python]
+    src = {PurePosixPath(c.dest) for c in copied}
+    assert len(src) >= 1
+    plain = {s.rstrip("/") for c in copied if c.from_stage is None for s in c.sources}
+    # everything setup.py needs to build the wheel
+    assert {"pyproject.toml", "setup.py", "MANIFEST.in", "flowship"} <= plain, plain
+    jars_stage = next(s for s in dockerfile.stages if s.name == "jars")
+    jvm = [c for c in copied if c.from_stage == "jars"]
+    assert len(jvm) == 1, "the python stage takes the jvm/ build from the jars stage"
+    assert PurePosixPath(jvm[0].sources[0]) == PurePosixPath(jars_stage.workdir) / "jvm"
+    tree = PurePosixPath(jvm[0].dest).parent
+    assert any(PurePosixPath(c.dest) == tree / "flowship" for c in copied), (tree, copied)
+    commands = [
+        shlex.split(command)
+        for st, rest in dockerfile.all("RUN")
+        if st is python and "/pip " in rest
+        for command in rest.split("&&")
+    ]
+    pips = [c for c in commands if c and c[0].endswith("/pip")]
+    built = [c for c in pips if c[1] == "wheel" and "--no-deps" in c and str(tree) in c]
+    assert built, f"no `pip wheel --no-deps ... {tree}` in the python stage: {pips}"
+    installs = [c for c in pips if c[1] == "install"]
+    assert any(t.endswith("/flowship-*.whl") for c in installs for t in c), installs
+    for c in installs:
+        assert not {str(tree), f"{tree}/"} & set(c), (
+            f"flowship is installed from its wheel, not from the source tree: {c}"
+        )
 
-    jars_dir = env_values(final_stage).get("FLOWSHIP_JARS_DIR")
-    assert jars_dir, "the final stage sets no FLOWSHIP_JARS_DIR"
-    connector_version = pom_properties(REPO / "jvm" / "pom.xml")["flink.kafka.connector.version"]
-    placed = 0
-    for copy in copies(dockerfile):
-        if copy.from_stage != "jars" or copy.stage is not final_stage:
-            continue
-        for source in copy.sources:
-            name = PurePosixPath(source).name.replace("*", connector_version)
-            dest = copy.dest if not copy.dest.endswith("/") else copy.dest + name
-            assert dest.startswith(jars_dir.rstrip("/") + "/"), f"{dest} outside {jars_dir}"
-            target = tmp_path / dest.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(b"PK")
-            placed += 1
-    assert placed >= 2
-    monkeypatch.setenv("FLOWSHIP_JARS_DIR", str(tmp_path / jars_dir.lstrip("/")))
-    jars = find_jars()
-    assert str(jars.connector).startswith(str(tmp_path)), jars
-    assert str(jars.provenance).startswith(str(tmp_path)), jars
+
+def test_installed_package_finds_its_jars_without_flowship_jars_dir(
+    dockerfile: Dockerfile, final_stage: Stage
+) -> None:
+    for stage in dockerfile.stages:
+        assert "FLOWSHIP_JARS_DIR" not in env_values(stage), f"stage {stage.name} sets it"
+    assert not [c for c in copies(dockerfile) if c.stage is final_stage and c.from_stage == "jars"]
+    final_runs = " ".join(rest for st, rest in dockerfile.all("RUN") if st is final_stage)
+    assert "find_jars()" in final_runs and "find_state_reader()" in final_runs
+    assert "FLOWSHIP_JARS_DIR" not in final_runs
 
 
 def test_flink_config_points_python_at_the_venv(dockerfile: Dockerfile) -> None:

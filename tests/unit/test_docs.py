@@ -33,6 +33,8 @@ OTHER_TOOLS = {
     "--check": "ruff format",
     "--quiet": "mvn",
     "--batch-mode": "mvn",
+    "--strict-checksums": "mvn",
+    "--outdir": "python -m build",
 }
 # Flags of the example scripts (argparse inside main()): each must appear in that script.
 EXAMPLE_FLAGS = {
@@ -45,8 +47,8 @@ EXAMPLE_FLAGS = {
 PLANNED: set[str] = set()
 # Real but hidden from --help (argparse.SUPPRESS).
 HIDDEN: set[str] = set()
-# Build output of `make jars`: absent from a fresh checkout.
-GENERATED = re.compile(r"^jvm/[a-z]+/target/")
+# Build output of `make jars` and of the wheel build (flowship/_jvm/): absent from a checkout.
+GENERATED = re.compile(r"^(jvm/[a-z-]+/target/|flowship/_jvm/)")
 
 
 def _text(page: Path) -> str:
