@@ -55,12 +55,14 @@ def _text(page: Path) -> str:
     return page.read_text(encoding="utf-8")
 
 
-def _cli_help() -> str:
-    parser = cli_parser()
+def _cli_help(parser: argparse.ArgumentParser | None = None) -> str:
+    parser = parser or cli_parser()
     texts = [parser.format_help()]
-    for action in parser._actions:  # the subcommands' own parsers
-        for sub in getattr(action, "choices", None) or {}:
-            texts.append(action.choices[sub].format_help())
+    for action in parser._actions:  # the subcommands' own parsers, and theirs (flag set)
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            for sub in choices.values():
+                texts.append(_cli_help(sub))
     return "\n".join(texts)
 
 

@@ -22,7 +22,7 @@ STATS = ROOT / "examples" / "click_sessions" / "session_stats.avsc"
 
 def test_public_api_is_small() -> None:
     assert sorted(fs.__all__) == [
-        "FlowshipError", "Job", "KafkaSink", "KafkaSource", "ListState", "MapState", "Record",
+        "Flag", "FlowshipError", "Job", "KafkaSink", "KafkaSource", "ListState", "MapState", "Record",
         "StateSchema", "ValueState", "apply", "stateful",
     ]
 
