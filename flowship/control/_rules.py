@@ -29,7 +29,7 @@ from flowship.errors import FlagError
 
 MATCHES = ("all", "partitions", "percent", "field", "env", "version")
 _STATIC = frozenset({"all", "partitions", "env", "version"})
-_SCALE = float(0xFFFFFFFFFFFFFFF)
+_SCALE = 0xFFFFFFFFFFFFFFF
 
 
 def bucket(flag_key: str, targeting_key: bytes) -> float:

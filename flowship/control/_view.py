@@ -154,6 +154,15 @@ class ControlView:
             self.versions.pop(rest, None)
             self.versions[rest] = data
         elif kind == "hello":
+            # a later attempt of the same subtask replaces one that died without a goodbye
+            for old in list(self.instances.values()):
+                if (old.job, old.version, old.source, old.subtask) == (
+                    data["job"],
+                    data["version"],
+                    data["source"],
+                    int(data["subtask"]),
+                ) and old.beat_at < timestamp:
+                    del self.instances[old.id]
             self.instances[rest] = Instance(
                 id=rest,
                 job=data["job"],

@@ -22,8 +22,8 @@ STATS = ROOT / "examples" / "click_sessions" / "session_stats.avsc"
 
 def test_public_api_is_small() -> None:
     assert sorted(fs.__all__) == [
-        "Flag", "FlowshipError", "Job", "KafkaSink", "KafkaSource", "ListState", "MapState", "Record",
-        "StateSchema", "ValueState", "apply", "stateful",
+        "Flag", "FlowshipError", "Job", "KafkaSink", "KafkaSource", "ListState", "MapState",
+        "Record", "StateSchema", "ValueState", "apply", "stateful",
     ]
 
 

@@ -1,0 +1,149 @@
+"""Flags, rules and the control log's fold: pure logic, no Kafka."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+
+import pytest
+
+import flowship as fs
+from flowship.control import Flag, FlagConfig, bucket, parse_rules
+from flowship.control._rules import Where, compile_flag
+from flowship.control._view import ControlView
+from flowship.errors import ConfigError, FlagError
+from flowship.kafka import Record
+
+
+def test_boolean_and_variant_flags() -> None:
+    flag = Flag("new-pricing", default=True)
+    assert flag.default_variant == "on" and flag.values == {"on": True, "off": False}
+    tier = Flag("tier", variants={"basic": 1.0, "gold": 1.2}, default="gold")
+    assert tier.value_of("gold") == 1.2 and tier.type == "number"
+    assert Flag.from_description(tier.describe()) == tier
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Flag("Bad Key"),
+    lambda: Flag("x", default="yes"),
+    lambda: Flag("x", variants={"a": 1}, default="b"),
+    lambda: Flag("x", variants={}, default="a"),
+    lambda: Flag("x", variants={"a": [1]}, default="a"),
+    lambda: Flag("flowship.mine"),
+])
+def test_bad_declarations_are_refused_at_import(make) -> None:
+    with pytest.raises(FlagError):
+        make()
+
+
+def test_job_refuses_duplicate_flags() -> None:
+    src = fs.KafkaSource(uid="s", topic="t", schema={"type": "record", "name": "R",
+                                                     "fields": [{"name": "a", "type": "int"}]})
+    with pytest.raises(ConfigError, match="more than once"):
+        fs.Job("j", version="1", sources=[src], sinks=[], flags=[Flag("f"), Flag("f")])
+    job = fs.Job("j", version="1", sources=[src], sinks=[], flags=[Flag("f")])
+    assert job.control and job.control_topic == "j.control"
+    assert job.manifest()["flags"] == [Flag("f").describe()]
+
+
+@pytest.mark.parametrize("text, why", [
+    (["percent=101:on"], "outside 0-100"),
+    (["percent=-1:on"], "outside 0-100"),
+    (["percent=abc:on"], "not a number"),
+    (["partitions=a:on"], "whole numbers"),
+    (["partitions=1,4"], "names no variant"),
+    (["colour=red:on"], "unknown match"),
+    (["default:off", "all:on"], "nothing may follow"),
+    ([], "no rules"),
+])
+def test_malformed_rules_say_what_and_how(text, why) -> None:
+    with pytest.raises(FlagError, match=why):
+        parse_rules(text)
+
+
+def test_rules_round_trip_and_variants_are_checked() -> None:
+    config = parse_rules(["partitions=4,1:on", "percent=30:on", "field.tenant=a,b:on",
+                          "default:off"])
+    assert config.text() == "partitions=1,4:on percent=30.0:on field.tenant=a,b:on default:off"
+    assert FlagConfig.from_description(json.loads(json.dumps(config.describe()))) == config
+    with pytest.raises(FlagError, match="no variant 'gold'"):
+        parse_rules(["all:gold"]).check(Flag("f"))
+    assert parse_rules(["none"]) == FlagConfig()
+
+
+def test_bucketing_is_launchdarkly_sha1_and_stable() -> None:
+    digest = hashlib.sha1(b"flag.user-1").hexdigest()
+    assert bucket("flag", b"user-1") == int(digest[:15], 16) / 0xFFFFFFFFFFFFFFF * 100
+    inside = {k for k in range(2000) if bucket("f", str(k).encode()) < 30}
+    assert 500 < len(inside) < 700  # about 30 %
+    assert inside <= {k for k in range(2000) if bucket("f", str(k).encode()) < 40}
+
+
+def test_compile_decides_static_rules_once() -> None:
+    flag = Flag("f")
+    here = Where("t", 1, "prod", "2")
+    assert compile_flag(flag, parse_rules(["partitions=1:on"]), here) == (True, True)
+    assert compile_flag(flag, parse_rules(["partitions=2:on"]), here) == (True, False)
+    assert compile_flag(flag, parse_rules(["env=prod:on"]), here) == (True, True)
+    assert compile_flag(flag, parse_rules(["version=1:on"]), here) == (True, False)
+    fixed, evaluate = compile_flag(flag, parse_rules(["field.tenant=a:on", "all:off"]), here)
+    assert not fixed
+    assert evaluate(None, {"tenant": "a"}) is True
+    assert evaluate(None, {"tenant": "b"}) is False
+    # a rule naming a variant this version lacks is skipped, not a crash in the job
+    assert compile_flag(flag, parse_rules(["all:gold"]), here) == (True, False)
+
+
+def _propose(view: ControlView, at: int, pid: str, flag: str, rules: list[str],
+             cuts: dict[int, int]) -> None:
+    value = {"flag": flag, "config": parse_rules(rules).describe(),
+             "cuts": {"t": {str(p): o for p, o in cuts.items()}}, "timeout_ms": 1000, "by": "me"}
+    view.apply(f"propose/{pid}", json.dumps(value).encode(), at, at)
+
+
+def test_the_first_decision_in_the_log_counts_and_cuts_apply_by_offset() -> None:
+    view = ControlView()
+    _propose(view, 0, "p1", "f", ["all:on"], {0: 100, 1: 50})
+    plan = view.plan()
+    assert plan.segment("t", 0, 99) == (0, 100, None)
+    assert plan.segment("t", 0, 100)[2] is not None  # at an undecided cut: wait
+    view.apply("abort/p1", b'{"reason": "instance timed out"}', 1, 1)
+    view.apply("commit/p1", b"{}", 2, 2)  # too late: the abort came first
+    assert view.proposals["p1"].decision == "abort"
+    assert view.plan().config_at("f", "t", 0, 500) is None
+    _propose(view, 3, "p2", "f", ["all:on"], {0: 100, 1: 50})
+    view.apply("ack/p2/i-1", b"{}", 4, 4)
+    view.apply("commit/p2", b"{}", 5, 5)
+    _propose(view, 6, "p3", "f", ["partitions=1:on"], {0: 200, 1: 60})
+    view.apply("commit/p3", b"{}", 7, 7)
+    plan = view.plan()
+    assert view.proposals["p2"].acks == {"i-1"}
+    assert plan.config_at("f", "t", 0, 99) is None
+    assert plan.config_at("f", "t", 0, 100) == parse_rules(["all:on"])
+    assert plan.config_at("f", "t", 0, 200) == parse_rules(["partitions=1:on"])
+    assert plan.config_at("f", "t", 7, 0) == parse_rules(["partitions=1:on"])  # a new partition
+    assert plan.segment("t", 0, 150) == (100, 200, None)
+
+
+def test_instances_live_by_beat_and_a_new_attempt_replaces_the_dead_one() -> None:
+    view = ControlView()
+    hello = {"job": "j", "version": "1", "source": "s", "topic": "t", "group": "g",
+             "subtask": 0, "flags": []}
+    view.apply("hello/a", json.dumps(hello).encode(), 0, 1_000)
+    assert [i.id for i in view.live(5_000)] == ["a"]
+    assert view.live(20_000) == []
+    view.apply("hello/b", json.dumps(hello).encode(), 1, 3_000)
+    assert [i.id for i in view.live(5_000)] == ["b"]
+    view.apply("hello/b", None, 2, 4_000)  # goodbye
+    assert view.live(5_000) == []
+
+
+def test_records_carry_decisions_through_pickling() -> None:
+    record = Record({"a": 1}, b"k", "t", 0, 5, 0, {"f": True})
+    again = pickle.loads(pickle.dumps(record))
+    assert again.flag("f") is True and again.with_value({"b": 2}).flag("f") is True
+    with pytest.raises(FlagError, match="not declared"):
+        again.flag("g")
+    with pytest.raises(FlagError, match="carries no flag decisions"):
+        Record({"a": 1}, None, "t", 0, 5, 0).flag("f")
