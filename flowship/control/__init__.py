@@ -5,7 +5,7 @@ Job authors declare flags (:class:`Flag`) on :class:`flowship.Job` and read them
 See ``docs/concepts/flags.md`` for the protocol.
 """
 
-from flowship.control._client import FlagChange, FlagClient
+from flowship.control._client import FlagChange, FlagClient, retire_instances, rules_in_force
 from flowship.control._flags import PRODUCTION, ROUTE, ROUTE_KEY, SIDE, Flag
 from flowship.control._log import control_topic, ensure_topic
 from flowship.control._rules import FlagConfig, Rule, bucket, parse_rules
@@ -24,4 +24,6 @@ __all__ = [
     "control_topic",
     "ensure_topic",
     "parse_rules",
+    "retire_instances",
+    "rules_in_force",
 ]

@@ -318,3 +318,44 @@ class FlagClient:
         """Every proposal in log order, with its decision and cuts."""
         view = self.read()
         return [p.describe() for p in sorted(view.proposals.values(), key=lambda p: p.offset)]
+
+
+def rules_in_force(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """Flag key -> the rules of its latest committed change (JSON form); {} without a topic."""
+    log = ControlLog(bootstrap, topic, write=False)
+    try:
+        try:
+            log.check_exists()
+        except ConfigError:
+            return {}
+        view = log.read_to_end()
+        latest: dict[str, dict[str, Any]] = {}
+        for proposal in view.committed:
+            latest[proposal.flag] = proposal.config.describe()
+        return latest
+    finally:
+        log.close()
+
+
+def retire_instances(bootstrap: str, topic: str, version: str | None = None) -> list[str]:
+    """Say goodbye for the instances of a job version that was stopped (all, without version).
+
+    A version stopped with a savepoint does not always get to say goodbye itself; a setter
+    would wait for its silent instances until their beats age out. The deployer calls this
+    once the stop is confirmed. Returns the instance ids retired.
+    """
+    log = ControlLog(bootstrap, topic)
+    try:
+        try:
+            log.check_exists()
+        except ConfigError:
+            return []
+        view = log.read_to_end()
+        gone = [i.id for i in view.instances.values() if version is None or i.version == version]
+        for instance in gone:
+            log.write(f"beat/{instance}", None, flush=False)
+            log.write(f"hello/{instance}", None, flush=False)
+        log.flush()
+        return gone
+    finally:
+        log.close()

@@ -14,7 +14,7 @@ the same command again after the deployer died resumes from the last recorded st
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,12 @@ def prepare_upgrade(
     savepoint_root: Path,
     checkpoint_root: Path | None = None,
     from_checkpoint: bool = False,
+    rules: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Prepared:
     """Check the new version against the running one, then stop that one with a savepoint.
+
+    ``rules`` reads the flag rules in force on the job's control topic, for the gate; it is
+    called only when the running or the new version has a control plane.
 
     With ``from_checkpoint`` the old version must already be gone (dead or failing and
     cancelled): its latest retained checkpoint stands in for the savepoint.
@@ -122,7 +126,16 @@ def prepare_upgrade(
         rest = FlinkRest(old["rest_url"])
         if from_checkpoint:
             return _from_checkpoint(
-                ledger, job, version, manifest, script, previous, old, checkpoint_root, lease
+                ledger,
+                job,
+                version,
+                manifest,
+                script,
+                previous,
+                old,
+                checkpoint_root,
+                lease,
+                rules=rules,
             )
         rest.overview()  # unreachable: ClusterError, nothing recorded
         if not _running(rest, old["job_id"]):
@@ -133,7 +146,9 @@ def prepare_upgrade(
             )
             raise ClusterError(msg)
 
-        deployment = _plan_and_check(ledger, job, version, manifest, script, previous, old)
+        deployment = _plan_and_check(
+            ledger, job, version, manifest, script, previous, old, rules=rules
+        )
         return _stop(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
     except BaseException:
         ledger.release(lease)
@@ -239,6 +254,7 @@ def _plan_and_check(
     script: str,
     previous: str,
     old: Mapping[str, Any],
+    rules: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
     **data: Any,
 ) -> str:
     """Record PLANNED, run the gate, record CHECKED (or REFUSED and raise); the deployment id."""
@@ -256,7 +272,10 @@ def _plan_and_check(
         previous_version=old.get("version"),
         **data,
     )
-    report = check_upgrade(old["manifest"], manifest)
+    in_force = None
+    if rules is not None and (old["manifest"].get("control") or manifest.get("control")):
+        in_force = rules()
+    report = check_upgrade(old["manifest"], manifest, rules=in_force)
     if not report.compatible:
         ledger.record(job, deployment, Step.REFUSED, report=report.to_json())
         log.warning("upgrade.refused", job=job, version=version, errors=len(report.errors))
@@ -266,8 +285,11 @@ def _plan_and_check(
         deployment,
         Step.CHECKED,
         warnings=len(report.warnings),
+        problems=[p.to_json() for p in report.warnings],
         duration_ms=int((time.monotonic() - started) * 1000),
     )
+    for problem in report.warnings:
+        log.warning("upgrade.warning", job=job, version=version, **problem.to_json())
     log.info("upgrade.checked", job=job, version=version, warnings=len(report.warnings))
     return deployment
 
@@ -282,6 +304,7 @@ def _from_checkpoint(
     old: Mapping[str, Any],
     checkpoint_root: Path,
     lease: Lease,
+    rules: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Prepared:
     """The old version is gone: start from its latest retained checkpoint (no savepoint)."""
     if _running(FlinkRest(old["rest_url"]), old["job_id"]):
@@ -298,7 +321,7 @@ def _from_checkpoint(
         )
         raise ConfigError(msg)
     deployment = _plan_and_check(
-        ledger, job, version, manifest, script, previous, old, from_checkpoint=found
+        ledger, job, version, manifest, script, previous, old, rules=rules, from_checkpoint=found
     )
     ledger.record(job, deployment, Step.STOPPED, savepoint=found, checkpoint=True)
     log.info("upgrade.from_checkpoint", job=job, checkpoint=found)

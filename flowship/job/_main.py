@@ -144,6 +144,36 @@ def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:
     return run_rollback(rollback, as_json=bool(getattr(args, "json", False)))
 
 
+def _retire_stopped(job: Job, settings: Settings) -> None:
+    """The old version is stopped: say goodbye on the control topic for its instances.
+
+    A version stopped with a savepoint does not always close its operators' Python side; a
+    ``flowship flag set`` would otherwise wait for its silent instances until their beats aged
+    out. Best effort: the live window covers a failure here.
+    """
+    if not job.control:
+        return
+    from flowship.control import retire_instances
+
+    try:
+        gone = retire_instances(settings.kafka_bootstrap, job.control_topic)
+    except FlowshipError as exc:
+        log.warning("control.retire_failed", job=job.name, error=str(exc))
+        return
+    log.info("control.retired", job=job.name, instances=len(gone))
+
+
+def _rules_reader(job: Job, settings: Settings) -> Any:
+    """For the gate: a function that reads the flag rules in force on the job's control topic."""
+
+    def read() -> dict[str, Any]:
+        from flowship.control import rules_in_force
+
+        return rules_in_force(settings.kafka_bootstrap, job.control_topic)
+
+    return read
+
+
 def restore_path(given: str | None) -> str | None:
     """Validate ``--upgrade-from PATH``: a savepoint/checkpoint directory holding ``_metadata``."""
     if given is None:
@@ -181,9 +211,11 @@ def _upgrade_local(
         settings.state_dir.resolve() / job.name / "savepoints",
         settings.state_dir.resolve() / job.name / "checkpoints",
         from_checkpoint=from_checkpoint,
+        rules=_rules_reader(job, settings),
     )
     # the old local version exits once stopped; wait for its REST port before reusing it
     wait_port_free(settings.rest_port, timeout=60)
+    _retire_stopped(job, settings)
     return _run_local(
         job,
         settings,
@@ -524,9 +556,11 @@ def _submit_to_cluster(
             settings.state_dir.resolve() / job.name / "savepoints",
             settings.state_dir.resolve() / job.name / "checkpoints",
             from_checkpoint=from_checkpoint,
+            rules=_rules_reader(job, settings),
         )
         deployment, lease = prepared.deployment, prepared.lease
         restore = prepared.savepoint.removeprefix("file://").removeprefix("file:")
+        _retire_stopped(job, settings)
     else:
         deployment, lease = _begin_deployment(job, settings, ledger, restore, rollback_of)
     try:

@@ -41,7 +41,7 @@ from flowship.kafka import _headers as H
 from flowship.kafka._declare import KafkaSink, KafkaSource
 from flowship.kafka._record import Record
 from flowship.schema import AvroCodec
-from flowship.state._runtime import KEY_OF
+from flowship.state._runtime import CONTROL_OF, KEY_OF
 
 PACKED = Types.PRIMITIVE_ARRAY(Types.BYTE())
 _new_object = object.__new__
@@ -318,6 +318,9 @@ class SourceStream(DataStream):
         # flowship.apply hands the selector to stateful operators: they key their state
         # handles from the element in Python, not by asking the JVM for the current key
         setattr(stream, KEY_OF, selector)
+        if self._ctx.control_topic is not None:
+            # their timers' outputs take the decisions of their key's last input record
+            setattr(stream, CONTROL_OF, True)
         return stream
 
 
@@ -353,13 +356,10 @@ class EncodeAvro(MapFunction):
         if isinstance(element, Record):
             value, _, topic, partition, offset, _, decisions = element
             if decisions is not None and decisions.get(ROUTE_KEY) == SIDE:
-                headers = pack_headers(
-                    [
-                        (H.VERSION, self._version),
-                        (H.SOURCE, f"{topic}/{partition}/{offset}"),
-                        (H.ROUTE, SIDE),
-                    ]
-                )
+                where = [(H.SOURCE, f"{topic}/{partition}/{offset}")] if offset >= 0 else []
+                headers = pack_headers([(H.VERSION, self._version), *where, (H.ROUTE, SIDE)])
+            elif offset < 0:  # a timer's output: its key's last input decisions, no provenance
+                headers = self._plain_headers
             else:
                 prefix = self._provenance.get((topic, partition))
                 if prefix is None:

@@ -19,7 +19,7 @@ from flowship.state._declare import (
     registered,
     stateful,
 )
-from flowship.state._runtime import KEY_OF
+from flowship.state._runtime import CONTROL_OF, KEY_OF
 
 __all__ = [
     "STATE_LAYOUT",
@@ -55,4 +55,6 @@ def apply(stream: Any, op: Any, output_type: Any = None, name: str | None = None
     key_of = getattr(stream, KEY_OF, None)
     if key_of is not None:
         setattr(op, KEY_OF, key_of)
+    if getattr(stream, CONTROL_OF, False):
+        setattr(op, CONTROL_OF, True)
     return stream.process(op, output_type).uid(info.uid).name(name or info.uid)

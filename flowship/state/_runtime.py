@@ -10,6 +10,7 @@ exactly, in both execution modes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +27,11 @@ _MISS = object()
 _UNSET = object()
 #: The attribute ``flowship.apply`` sets on an operator: the key selector of its keyed stream.
 KEY_OF = "__flowship_key_of__"
+#: Set (True) on a keyed stream of a source whose job follows a control topic, and copied onto
+#: the operators ``flowship.apply`` applies to it: they remember each key's last decisions.
+CONTROL_OF = "__flowship_control__"
+#: The internal state holding, per key, the flag decisions of the last input record (JSON).
+LAST_INPUT = "flowship.last-input"
 
 
 class _Scope:
@@ -37,13 +43,62 @@ class _Scope:
     to be deterministic, so both are the same key. Timers have no element: they ask ``ctx``.
     """
 
-    __slots__ = ("ctx", "element", "key", "key_of")
+    __slots__ = ("ctx", "element", "key", "key_of", "last", "last_seen")
 
     def __init__(self, key_of: Callable[[Any], Any] | None = None) -> None:
         self.ctx: Any = None
         self.element: Any = _UNSET
         self.key: Any = _UNSET
         self.key_of = key_of
+        #: the LAST_INPUT state (only for operators on a stream whose job has a control plane)
+        self.last: Any = None
+        #: key -> the decisions last stored for it (saves a state write per record)
+        self.last_seen: dict[Any, Any] = {}
+
+    def remember(self, element: Any) -> None:
+        """Keep the current key's last input decisions (for its timers' outputs)."""
+        if self.last is None:
+            return
+        decisions = getattr(element, "decisions", None)
+        if decisions is None:
+            return
+        key = self.current_key()
+        seen = self.last_seen
+        try:
+            if seen.get(key) == decisions:
+                return
+            if len(seen) >= 10_000:
+                seen.clear()
+            seen[key] = decisions
+        except TypeError:  # an unhashable key: store every time
+            pass
+        self.last.update(json.dumps(decisions, separators=(",", ":"), sort_keys=True))
+
+    def last_decisions(self) -> dict[str, Any] | None:
+        """The decisions of the current key's last input record (in a timer), or None."""
+        if self.last is None:
+            return None
+        stored = self.last.value()
+        return None if stored is None else dict(json.loads(stored))
+
+    def timer_outputs(self, outputs: Any) -> Any:
+        """A timer's outputs, each plain value carrying its key's last input decisions.
+
+        The rule for outputs without an input record: they take the flag and routing decisions
+        of the last input record of their key the operator processed (kept in keyed state, so
+        the same after a restore). Records pass as they are.
+        """
+        decisions = self.last_decisions()
+        if decisions is None or outputs is None:
+            return outputs
+        from flowship.kafka._record import Record
+
+        return (
+            tuple.__new__(Record, (out, None, "", -1, -1, 0, decisions))
+            if isinstance(out, dict)
+            else out
+            for out in outputs
+        )
 
     def begin(self, ctx: Any, element: Any = _UNSET) -> None:
         """A new element or timer: remember its context, forget the previous key."""
@@ -233,6 +288,11 @@ def _descriptor(name: str, spec: StateSpec) -> Any:
 def open_handles(op: Any, info: StatefulInfo, runtime_context: Any) -> _Scope:
     """Create every declared state's handle on ``op``; return the scope the wrappers update."""
     scope = _Scope(getattr(op, KEY_OF, None))
+    if getattr(op, CONTROL_OF, False):
+        from pyflink.common import Types
+        from pyflink.datastream.state import ValueStateDescriptor
+
+        scope.last = runtime_context.get_state(ValueStateDescriptor(LAST_INPUT, Types.STRING()))
     for name, spec in info.states.items():
         codec = StateCodec(spec.schema)
         if isinstance(spec, MapState):
@@ -263,19 +323,28 @@ def install(cls: type, info: StatefulInfo) -> None:
         if method in vars(cls) or any(
             method in vars(b) for b in cls.__mro__[1:] if b.__module__.startswith("pyflink")
         ):
-            setattr(cls, method, _scoped(getattr(cls, method), method == "process_element"))
+            setattr(cls, method, _scoped(getattr(cls, method), method))
 
 
-def _scoped(fn: Any, keyed_by_element: bool) -> Any:
+def _scoped(fn: Any, method: str) -> Any:
     # ``call`` is pickled by value with the job's class (cloudpickle): it must not reference
     # module-level sentinels, which would arrive as copies; _Scope.begin (by reference) does.
     # Only process_element's element has the stream's key (timers have none, and each input
     # of connected streams has its own key selector)
-    if keyed_by_element:
+    if method == "process_element":
 
         def call(self: Any, value: Any, ctx: Any) -> Any:
-            self.__flowship_scope__.begin(ctx, value)
+            scope = self.__flowship_scope__
+            scope.begin(ctx, value)
+            scope.remember(value)
             return fn(self, value, ctx)
+
+    elif method == "on_timer":
+
+        def call(self: Any, value: Any, ctx: Any) -> Any:
+            scope = self.__flowship_scope__
+            scope.begin(ctx)
+            return scope.timer_outputs(fn(self, value, ctx))
 
     else:
 
