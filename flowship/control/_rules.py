@@ -238,6 +238,8 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
         else:
             steps.append(("field", (rule.field, frozenset(str(v) for v in rule.values)), value))
 
+    buckets: dict[bytes, float] = {}  # targeting keys repeat: SHA-1 once per key
+
     def evaluate(record_key: Any, record_value: Any) -> Any:
         for kind, arg, value in steps:
             if kind == "percent":
@@ -246,7 +248,14 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
                 else:
                     field = record_value.get(targeting) if isinstance(record_value, dict) else None
                     target = None if field is None else str(field).encode()
-                if target is not None and bucket(key, target) < arg:
+                if target is None:
+                    continue
+                where = buckets.get(target)
+                if where is None:
+                    if len(buckets) >= 100_000:
+                        buckets.clear()
+                    where = buckets[target] = bucket(key, target)
+                if where < arg:
                     return value
             else:
                 name, allowed = arg

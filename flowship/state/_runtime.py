@@ -288,7 +288,7 @@ def _descriptor(name: str, spec: StateSpec) -> Any:
 def open_handles(op: Any, info: StatefulInfo, runtime_context: Any) -> _Scope:
     """Create every declared state's handle on ``op``; return the scope the wrappers update."""
     scope = _Scope(getattr(op, KEY_OF, None))
-    if getattr(op, CONTROL_OF, False):
+    if getattr(op, CONTROL_OF, False) and getattr(op, "__flowship_timers__", False):
         from pyflink.common import Types
         from pyflink.datastream.state import ValueStateDescriptor
 
@@ -312,6 +312,12 @@ def open_handles(op: Any, info: StatefulInfo, runtime_context: Any) -> _Scope:
 def install(cls: type, info: StatefulInfo) -> None:
     """Wrap ``cls``'s open and element/timer callbacks so state handles know the current key."""
     cls.__flowship_stateful__ = info  # type: ignore[attr-defined]
+    # only an operator with timers of its own needs its keys' last input decisions
+    cls.__flowship_timers__ = any(  # type: ignore[attr-defined]
+        "on_timer" in vars(klass)
+        for klass in cls.__mro__
+        if not klass.__module__.startswith("pyflink") and klass is not object
+    )
     user_open = cls.open  # type: ignore[attr-defined]
 
     def open(self: Any, runtime_context: Any) -> None:

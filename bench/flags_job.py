@@ -1,0 +1,48 @@
+"""The example job with three declared flags read per record (bench/flags.py's flowship side).
+
+The same session logic as ``examples/click_sessions/job.py``; each output also reads the three
+flags (the values do not change the output, so both sides write the same records).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "click_sessions"))
+
+from common import STATE, advance, by_user, clicks, millis, output, stats
+from pyflink.datastream import KeyedProcessFunction
+
+import flowship as fs
+
+SESSION = fs.StateSchema("session", versions={1: STATE / "session_v1.avsc"})
+FLAGS = [
+    fs.Flag("new-pricing", default=False),
+    fs.Flag("tier", variants={"basic": 1.0, "gold": 1.2}, default="basic"),
+    fs.Flag("cart-beta", default=False),
+]
+
+job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats], flags=FLAGS)
+
+
+@fs.stateful("session-stats", session=fs.ValueState(SESSION))
+class SessionStats(KeyedProcessFunction):
+    def process_element(self, record: fs.Record, ctx: Any) -> Any:
+        s = advance(self.session.value(), millis(record.value["ts"]))
+        self.session.update(s)
+        out = output(record.value, s)
+        if record.flag("new-pricing") and record.flag("cart-beta"):
+            out["session_clicks"] = s["session_clicks"]  # the same value: outputs stay equal
+        record.flag("tier")
+        yield record.with_value(out)
+
+
+@job.topology
+def build(clicks: Any) -> Any:
+    return fs.apply(by_user(clicks), SessionStats())
+
+
+if __name__ == "__main__":
+    job.main()
