@@ -418,3 +418,41 @@ def test_bad_input_is_refused_and_nothing_is_half_in_force(fresh_kafka_broker,
     assert_once(outputs, {e["event_id"]: e for e in evs})
     counts = check_outputs(outputs, {e["event_id"]: e for e in evs}, [])
     assert counts["pricing"] == counts["tier"] == counts["beta"] == 0, counts
+
+
+@pytest.mark.cluster
+def test_flags_on_a_session_cluster(kafka_broker, flink_session_cluster, tmp_path: Path) -> None:
+    """The same protocol with the instances in a session cluster's TaskManager."""
+    bootstrap = kafka_broker.bootstrap
+    create_topics(bootstrap, TOPICS)
+    evs = events(6_000)
+    by_id = {e["event_id"]: e for e in evs}
+    produce_events(bootstrap, evs[:1_000])
+    done = subprocess.run(
+        [sys.executable, str(JOB), "--target", flink_session_cluster.rest_url,
+         "--kafka-bootstrap", bootstrap, "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, tail(done.stdout + done.stderr)
+    job_id = done.stdout.strip().split()[-1]
+    rest = flink_session_cluster.rest
+    producer = threading.Thread(target=produce_events, args=(bootstrap, evs[1_000:4_000], 400.0))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            shown = flowship("flag", "show", "flag-test", "--kafka-bootstrap", bootstrap, "--json")
+            if shown.returncode == 0 and len(json.loads(shown.stdout)["instances"]) >= 2:
+                break
+            assert time.monotonic() < deadline, shown.stdout + shown.stderr
+            time.sleep(1)
+        producer.start()
+        changes = [flag_set(bootstrap, "new-pricing", "partitions=1,4:on"),
+                   flag_set(bootstrap, "flowship.route", "partitions=0:side"),
+                   flag_set(bootstrap, "tier", "percent=30:gold")]
+        producer.join(120)
+        produce_events(bootstrap, evs[4_000:])
+        outputs = read_both(bootstrap, len(evs))
+    finally:
+        rest.cancel(job_id)
+    assert_once(outputs, by_id)
+    counts = check_outputs(outputs, by_id, changes)
+    assert all(0 < counts[k] < len(evs) for k in ("pricing", "tier", "route")), counts

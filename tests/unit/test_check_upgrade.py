@@ -435,3 +435,40 @@ def test_report_text_and_json() -> None:
     assert data["errors"] == 1
     assert [p["kind"] for p in data["problems"]] == ["execution_mode_changed"]
     assert report.errors == report.problems and report.warnings == ()
+
+
+def _with_flags(flags: list[Any]) -> dict[str, Any]:
+    from flowship.control import Flag
+
+    out = manifest()
+    out["flags"] = [f.describe() if isinstance(f, Flag) else f for f in flags]
+    out["control"] = bool(flags)
+    return out
+
+
+def test_flags_removed_or_default_changed_are_reported() -> None:
+    from flowship.control import Flag
+
+    old = _with_flags([Flag("a"), Flag("b", default=False)])
+    new = _with_flags([Flag("b", default=True)])
+    report = check_upgrade(old, new)
+    assert report.compatible
+    kinds = {(p.kind, p.where) for p in report.warnings}
+    assert kinds == {("flag_removed", "flag 'a'"), ("flag_default_changed", "flag 'b'")}
+    # a rule in force for the removed flag is named in the warning
+    targeted = check_upgrade(old, new, rules={"a": {"rules": [{"match": "all",
+                                                               "variant": "on"}]}})
+    assert "rules in force" in next(p.message for p in targeted.warnings
+                                    if p.kind == "flag_removed")
+
+
+def test_a_rule_serving_a_variant_the_new_version_lacks_blocks_the_upgrade() -> None:
+    from flowship.control import Flag
+
+    old = _with_flags([Flag("tier", variants={"basic": 1, "gold": 2}, default="basic")])
+    new = _with_flags([Flag("tier", variants={"basic": 1}, default="basic")])
+    rules = {"tier": {"rules": [{"match": "percent", "values": [30], "variant": "gold"}]}}
+    report = check_upgrade(old, new, rules=rules)
+    assert not report.compatible
+    assert [p.kind for p in report.errors] == ["flag_variant_removed"]
+    assert check_upgrade(old, old, rules=rules).compatible
