@@ -79,6 +79,7 @@ class FlagClient:
         self._log = ControlLog(bootstrap, self.topic)
         self._log.check_exists()
         self._setter = f"{socket.gethostname()}:{os.getpid()}"
+        self._admin: Any = None
 
     def close(self) -> None:
         """Close the Kafka clients."""
@@ -98,7 +99,7 @@ class FlagClient:
         """The broker's clock (ms): write a ping and read its append time back."""
         key = f"ping/{self._setter}"
         self._log.write(key, {"at": time.time()})
-        self._log.read_to_end()
+        self._log.read_own_writes()
         return self._log.last_timestamp
 
     def running(self) -> list[Instance]:
@@ -161,20 +162,12 @@ class FlagClient:
                     )
                     raise ConfigError(msg)
                 parts = sorted(info.partitions)
-                ends = {
-                    p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-                    for p in parts
-                }
+                ends = self._ends(topic, parts)
                 if live:
                     # a lead: records written while the change is agreed stay under the old
                     # rule, so a running instance has not passed the cut when it reads it
                     time.sleep(RATE_SAMPLE_S)
-                    later = {
-                        p: int(
-                            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                        )
-                        for p in parts
-                    }
+                    later = self._ends(topic, parts)
                     cuts[topic] = {
                         p: later[p]
                         + math.ceil((later[p] - ends[p]) / RATE_SAMPLE_S * LEAD_S * attempt)
@@ -201,6 +194,19 @@ class FlagClient:
             raise ClusterError(msg) from exc
         finally:
             consumer.close()
+
+    def _ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The end offset of each partition, in one request per broker."""
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import AdminClient, OffsetSpec
+
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = self._admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+            request_timeout=10,
+        )
+        return {tp.partition: int(f.result().offset) for tp, f in futures.items()}
 
     def set_flag(
         self,
@@ -239,7 +245,7 @@ class FlagClient:
             problem = self._await(pid, expected, timeout_s)
             if problem is None:
                 self._log.write(f"commit/{pid}", {"by": self._setter})
-                self.read()
+                self._log.read_own_writes()
                 proposal = self._log.view.proposals[pid]
                 if proposal.decision == "commit":
                     return FlagChange(
@@ -248,7 +254,7 @@ class FlagClient:
                 problem = f"an instance aborted it first: {proposal.reason}"
                 raise ControlError(self._failed(flag, problem))
             self._log.write(f"abort/{pid}", {"reason": problem, "by": self._setter})
-            self.read()
+            self._log.read_own_writes()
             last_problem = problem
             if not self._log.view.proposals[pid].nacks:
                 break  # silence is not fixed by a later cut

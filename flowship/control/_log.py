@@ -85,6 +85,9 @@ class ControlLog:
                 }
             )
         self._assigned = False
+        #: offset of the last write the broker acknowledged (-1: none)
+        self.written = -1
+        self._admin: Any = None
 
     def check_exists(self, timeout: float = 10.0) -> None:
         """Raise ConfigError if the topic does not exist, ClusterError if Kafka does not answer."""
@@ -112,11 +115,21 @@ class ControlLog:
             self._assigned = True
 
     def end(self, timeout: float = 10.0) -> int:
-        """The topic's current end offset, asked of the broker."""
-        from confluent_kafka import KafkaException
+        """The topic's current end offset, asked of the broker.
 
+        Through an admin client's ListOffsets: the assigned consumer's watermark query waits
+        behind its fetch in flight (hundreds of milliseconds on an idle topic).
+        """
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, OffsetSpec
+
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
         try:
-            return int(self._consumer.get_watermark_offsets(self._tp, timeout=timeout)[1])
+            futures = self._admin.list_offsets(
+                {self._tp: OffsetSpec.latest()}, request_timeout=timeout
+            )
+            return int(futures[self._tp].result(timeout).offset)
         except KafkaException as exc:
             msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
             raise ClusterError(msg) from exc
@@ -124,7 +137,12 @@ class ControlLog:
     def poll(self, timeout: float = 0.1, max_records: int = 500) -> int:
         """Fold whatever arrives within ``timeout``; return how many records."""
         self._assign()
-        records = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        # what is there now; else wait for the next record, returning as soon as it arrives
+        # (consume() with a timeout waits the whole timeout unless max_records arrive)
+        records = self._consumer.consume(num_messages=max_records, timeout=0)
+        if not records:
+            one = self._consumer.poll(timeout)
+            records = [one] if one is not None else []
         folded = 0
         for record in records:
             if record.error() is not None:
@@ -157,9 +175,30 @@ class ControlLog:
         if self._producer is None:
             msg = "this control log was opened read-only"
             raise RuntimeError(msg)
-        self._producer.produce(self.topic, key=key.encode(), value=encode(value), partition=0)
+        self._producer.produce(
+            self.topic,
+            key=key.encode(),
+            value=encode(value),
+            partition=0,
+            on_delivery=self._delivered,
+        )
         if flush:
             self.flush()
+
+    def _delivered(self, err: Any, record: Any) -> None:
+        if err is None:
+            self.written = max(self.written, int(record.offset()))
+
+    def read_own_writes(self, timeout: float = 30.0) -> ControlView:
+        """Fold everything up to this log's last acknowledged write (no broker query)."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while self.view.position <= self.written:
+            if time.monotonic() > deadline:
+                msg = f"control topic {self.topic!r} on {self.bootstrap}: own write not read back"
+                raise ClusterError(msg)
+            self.poll(0.2)
+        return self.view
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every written record is acknowledged by the broker."""
