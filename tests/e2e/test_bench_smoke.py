@@ -60,6 +60,16 @@ def test_migrated_read() -> None:
 
 
 @pytest.mark.kafka
+@pytest.mark.timeout(420)
+def test_flags() -> None:
+    out = run_bench(
+        "flags.py", "--records", "2000", "--runs", "1", "--set-runs", "1", "--no-warm-up",
+        timeout=360,
+    )
+    assert "flag set end to end" in out, tail(out)
+
+
+@pytest.mark.kafka
 @pytest.mark.timeout(360)
 def test_throughput() -> None:
     out = run_bench(
