@@ -87,6 +87,7 @@ class ControlLog:
         self._assigned = False
         #: offset of the last write the broker acknowledged (-1: none)
         self.written = -1
+        self._failed: list[str] = []
         self._admin: Any = None
 
     def check_exists(self, timeout: float = 10.0) -> None:
@@ -188,6 +189,8 @@ class ControlLog:
     def _delivered(self, err: Any, record: Any) -> None:
         if err is None:
             self.written = max(self.written, int(record.offset()))
+        else:
+            self._failed.append(str(err))
 
     def read_own_writes(self, timeout: float = 30.0) -> ControlView:
         """Fold everything up to this log's last acknowledged write (no broker query)."""
@@ -202,8 +205,13 @@ class ControlLog:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every written record is acknowledged by the broker."""
-        if self._producer is not None and self._producer.flush(timeout) > 0:
-            msg = f"control topic {self.topic!r} on {self.bootstrap}: a write was not acknowledged"
+        if self._producer is None:
+            return
+        left = self._producer.flush(timeout)
+        if left > 0 or self._failed:
+            why = "; ".join(self._failed) or f"{left} still queued after {timeout:g} s"
+            self._failed.clear()
+            msg = f"control topic {self.topic!r} on {self.bootstrap}: a write failed ({why})"
             raise ClusterError(msg)
 
     def close(self) -> None:
