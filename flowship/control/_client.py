@@ -278,11 +278,7 @@ class FlagClient:
                     return "; ".join(proposal.nacks.values())
                 if proposal.decision == "abort":
                     return proposal.reason or "aborted"
-                gone = {
-                    i
-                    for i in expected
-                    if i not in view.instances or view.superseded(view.instances[i])
-                }
+                gone = {i for i in expected if i not in view.instances}
                 if expected - gone <= proposal.acks:
                     return None
             if time.monotonic() > deadline:

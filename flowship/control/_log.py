@@ -27,30 +27,57 @@ def control_topic(job: str) -> str:
 
 def ensure_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> bool:
     """Create the control topic if it is missing; True if this call created it."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    admin, meta = admin_and_topics(bootstrap, timeout)
+    if topic in meta.topics and meta.topics[topic].error is None:
+        return False
+    return bool(create_topics(admin, bootstrap, {topic: (1, TOPIC_CONFIG)}, meta, timeout))
+
+
+def admin_and_topics(bootstrap: str, timeout: float) -> tuple[Any, Any]:
+    """An admin client of ``bootstrap`` and the cluster's metadata (ClusterError if silent)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        meta = admin.list_topics(timeout=timeout)
+        return admin, admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         msg = f"Kafka at {bootstrap} did not answer ({exc}); check --kafka-bootstrap"
         raise ClusterError(msg) from exc
-    if topic in meta.topics and meta.topics[topic].error is None:
-        return False
+
+
+def create_topics(
+    admin: Any,
+    bootstrap: str,
+    topics: dict[str, tuple[int, dict[str, str]]],
+    meta: Any,
+    timeout: float,
+) -> set[str]:
+    """Create ``topics`` (name -> partitions, config); the names this call created.
+
+    A topic another client created meanwhile counts as there.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    if not topics:
+        return set()
     replicas = min(3, max(len(meta.brokers), 1))
-    fut = admin.create_topics(
-        [NewTopic(topic, num_partitions=1, replication_factor=replicas, config=TOPIC_CONFIG)],
-        operation_timeout=timeout,
-    )[topic]
-    try:
-        fut.result(timeout)
-    except KafkaException as exc:
-        if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False
-        msg = f"could not create the control topic {topic!r} on {bootstrap}: {exc}"
-        raise ClusterError(msg) from exc
-    return True
+    new = [
+        NewTopic(name, num_partitions=parts, replication_factor=replicas, config=config)
+        for name, (parts, config) in topics.items()
+    ]
+    created = set()
+    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+            created.add(name)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            msg = f"could not create topic {name!r} on {bootstrap}: {exc}"
+            raise ClusterError(msg) from exc
+    return created
 
 
 class ControlLog:

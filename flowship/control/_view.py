@@ -225,29 +225,9 @@ class ControlView:
     def live(self, now_ms: int, window_ms: int = LIVE_WINDOW_MS) -> list[Instance]:
         """Instances that run: said hello, no goodbye, beat within ``window_ms``.
 
-        An instance a later attempt of its subtask replaced is not counted (:meth:`superseded`).
+        An instance a later attempt of its subtask replaced is gone already (see :meth:`apply`).
         """
-        return [
-            i
-            for i in self.instances.values()
-            if now_ms - i.beat_at <= window_ms and not self.superseded(i)
-        ]
-
-    def superseded(self, instance: Instance) -> bool:
-        """Whether a later attempt of the same subtask said hello after ``instance`` last beat.
-
-        Flink restarts a failed subtask as a new attempt, which says hello anew; the old one
-        died without a goodbye. It is not waited for once its successor is there.
-        """
-        for other in self.instances.values():
-            if (
-                other.hello_at > instance.beat_at
-                and other.id != instance.id
-                and (other.job, other.version, other.source, other.subtask)
-                == (instance.job, instance.version, instance.source, instance.subtask)
-            ):
-                return True
-        return False
+        return [i for i in self.instances.values() if now_ms - i.beat_at <= window_ms]
 
     def plan(self) -> Plan:
         """An immutable snapshot of the decisions so far, for the processing thread."""

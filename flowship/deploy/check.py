@@ -281,7 +281,7 @@ class _Check:
                     "declare the variants again, or change the rules first "
                     f"(`flowship flag set {self.new['job']} {key} ...`)",
                 )
-            elif key in self.rules:
+            else:
                 self.checked.append(f"flag {key!r}: the rules in force name declared variants")
 
     # job and runtime ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowship.control._flags import Flag
+from flowship.control._log import control_topic
 from flowship.errors import ConfigError
 from flowship.kafka import KafkaSink, KafkaSource
 
@@ -118,7 +119,7 @@ class Job:
     @property
     def control_topic(self) -> str:
         """The job's control topic: ``<job>.control``."""
-        return f"{self.name}.control"
+        return control_topic(self.name)
 
     def topology(self, fn: Topology) -> Topology:
         """Decorator: register the function that builds the job's graph between sources and sinks.

@@ -83,6 +83,11 @@ class KafkaContext:
         return name + self.rehearsal
 
 
+def group_id(source: KafkaSource, ctx: KafkaContext) -> str:
+    """The consumer group ``source`` reads with in this run."""
+    return ctx.named(source.group_id or f"flowship.{ctx.job}.{source.uid}")
+
+
 def side_topic(topic: str, version: str) -> str:
     """The side topic of ``topic`` for job version ``version``: ``<topic>.side.<version>``."""
     return f"{topic}.side.{version}"
@@ -170,7 +175,7 @@ class DecodeAvro(ProcessFunction):
         self._key_selector = key_selector
         self._codec: AvroCodec | None = None
         self._ctx = ctx
-        self._group = ctx.named(source.group_id or f"flowship.{ctx.job}.{source.uid}")
+        self._group = group_id(source, ctx)
         self._agent: Agent | None = None
         self._decider: Decider | None = None
 
@@ -423,7 +428,7 @@ def add_source(
     topics = _jvm().java.util.ArrayList()
     topics.add(source.topic)
     builder.setTopics(topics)
-    builder.setGroupId(ctx.named(source.group_id or f"flowship.{ctx.job}.{source.uid}"))
+    builder.setGroupId(group_id(source, ctx))
     builder.setStartingOffsets(_offsets(source.start_from))
     if ctx.bounded:
         builder.setBounded(_offsets("latest"))
