@@ -237,8 +237,8 @@ class Agent:
 class Decider:
     """Per record: the flag values in force for its input address (the decoder's fast path).
 
-    Decisions are dicts flag key -> value, shared by every record of a segment when no rule
-    depends on the record itself: treat them as read-only.
+    Decisions are dicts flag key -> value, shared by every record that gets the same values
+    (see :func:`_interning`): treat them as read-only.
     """
 
     def __init__(
@@ -276,7 +276,7 @@ class Decider:
             agent.wait_decision(hold)
         where = Where(topic, partition, self._environment, self._version)
         constant: dict[str, Any] = {}
-        dynamic: list[tuple[str, Any]] = []
+        dynamic: list[tuple[Flag, Any]] = []
         for flag in self._flags:
             fixed, result = compile_flag(
                 flag, plan.config_at(flag.key, topic, partition, offset), where
@@ -284,17 +284,87 @@ class Decider:
             if fixed:
                 constant[flag.key] = result
             else:
-                dynamic.append((flag.key, result))
-        evaluate = None
-        if dynamic:
-            steps = tuple(dynamic)
-
-            def evaluate(key: Any, value: Any) -> dict[str, Any]:
-                decisions = dict(constant)
-                for name, fn in steps:
-                    decisions[name] = fn(key, value)
-                return decisions
-
+                dynamic.append((flag, result))
+        evaluate = _interning(constant, dynamic) if dynamic else None
         segment = (plan, start, end, constant, evaluate)
         self._segments[partition] = segment
         return segment
+
+
+def _interning(
+    constant: dict[str, Any], dynamic: list[tuple[Flag, Any]]
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """One evaluator for a segment's per-record flags, returning shared decision dicts.
+
+    A flag has few values, so a segment has few distinct decisions: each is built once and
+    handed to every record it applies to (decisions are read-only), instead of a new dict per
+    record. Interned by the tuple of the per-record flags' values, which is exact unless a flag
+    has two values that are equal as Python values (``1`` and ``True``): such a flag's values
+    are interned by identity instead (each variant's value is one object).
+    """
+    names = tuple(flag.key for flag, _ in dynamic)
+    steps = tuple(fn for _, fn in dynamic)
+    exact = all(
+        len({(type(v), v) for v in flag.values.values()}) == len(set(flag.values.values()))
+        for flag, _ in dynamic
+    )
+    interned: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def make(values: tuple[Any, ...]) -> dict[str, Any]:
+        decisions = dict(constant)
+        decisions.update(zip(names, values, strict=True))
+        return decisions
+
+    if not exact:
+
+        def by_identity(key: Any, value: Any) -> dict[str, Any]:
+            values = tuple(step(key, value) for step in steps)
+            ident = tuple(map(id, values))
+            found = interned.get(ident)
+            if found is None:
+                found = interned[ident] = make(values)
+            return found
+
+        return by_identity
+    if len(steps) == 1:
+        (one,) = steps
+
+        def intern1(key: Any, value: Any) -> dict[str, Any]:
+            values = (one(key, value),)
+            found = interned.get(values)
+            if found is None:
+                found = interned[values] = make(values)
+            return found
+
+        return intern1
+    if len(steps) == 2:
+        first, second = steps
+
+        def intern2(key: Any, value: Any) -> dict[str, Any]:
+            values = (first(key, value), second(key, value))
+            found = interned.get(values)
+            if found is None:
+                found = interned[values] = make(values)
+            return found
+
+        return intern2
+    if len(steps) == 3:
+        first, second, third = steps
+
+        def intern3(key: Any, value: Any) -> dict[str, Any]:
+            values = (first(key, value), second(key, value), third(key, value))
+            found = interned.get(values)
+            if found is None:
+                found = interned[values] = make(values)
+            return found
+
+        return intern3
+
+    def intern_n(key: Any, value: Any) -> dict[str, Any]:
+        values = tuple([step(key, value) for step in steps])
+        found = interned.get(values)
+        if found is None:
+            found = interned[values] = make(values)
+        return found
+
+    return intern_n

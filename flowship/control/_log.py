@@ -210,6 +210,9 @@ class ControlLog:
             partition=0,
             on_delivery=self._delivered,
         )
+        # serve the delivery reports of earlier writes: an agent's beats are never flushed, and
+        # unserved reports would pile up in the client for as long as the job runs
+        self._producer.poll(0)
         if flush:
             self.flush()
 

@@ -240,6 +240,37 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
 
     buckets: dict[bytes, float] = {}  # targeting keys repeat: SHA-1 once per key
 
+    def where_of(target: bytes) -> float:
+        where = buckets.get(target)
+        if where is None:
+            if len(buckets) >= 100_000:
+                buckets.clear()
+            where = buckets[target] = bucket(key, target)
+        return where
+
+    # One rule is the common case (a ramp, or one set of tenants): a closure for it alone. It
+    # runs for every input record, so it does no more than the general loop's matching step.
+    if len(steps) == 1 and steps[0][0] == "percent" and targeting is None:
+        _, percent, on = steps[0]
+
+        def by_key(record_key: Any, record_value: Any) -> Any:
+            if record_key is None:
+                return fallback
+            where = buckets.get(record_key)
+            if where is None:
+                where = where_of(record_key)
+            return on if where < percent else fallback
+
+        return by_key
+    if len(steps) == 1 and steps[0][0] == "field":
+        _, (name, allowed), on = steps[0]
+
+        def by_field(record_key: Any, record_value: Any) -> Any:
+            field = record_value.get(name) if isinstance(record_value, dict) else None
+            return on if field is not None and str(field) in allowed else fallback
+
+        return by_field
+
     def evaluate(record_key: Any, record_value: Any) -> Any:
         for kind, arg, value in steps:
             if kind == "percent":
@@ -250,12 +281,7 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
                     target = None if field is None else str(field).encode()
                 if target is None:
                     continue
-                where = buckets.get(target)
-                if where is None:
-                    if len(buckets) >= 100_000:
-                        buckets.clear()
-                    where = buckets[target] = bucket(key, target)
-                if where < arg:
+                if where_of(target) < arg:
                     return value
             else:
                 name, allowed = arg

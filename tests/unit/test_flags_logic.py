@@ -147,3 +147,63 @@ def test_records_carry_decisions_through_pickling() -> None:
         again.flag("g")
     with pytest.raises(FlagError, match="carries no flag decisions"):
         Record({"a": 1}, None, "t", 0, 5, 0).flag("f")
+
+
+class _Agent:
+    """What a Decider reads of its agent: the claimed positions, a fresh view, the plan."""
+
+    def __init__(self, plan: object) -> None:
+        self.positions: dict[int, int] = {}
+        self.fresh_at = float("inf")
+        self.plan = plan
+
+
+def _reference(flag: Flag, rules: list[str], partition: int, key: bytes | None,
+               value: dict) -> object:
+    """The first matching rule's value, else the default: the rules' definition, per record."""
+    config = parse_rules(rules)
+    values = flag.values
+    for rule in config.rules:
+        if rule.match == "all" or (rule.match == "partitions" and partition in rule.values):
+            return values[rule.variant]
+        if rule.match == "field" and str(value.get(rule.field)) in {str(v) for v in rule.values}:
+            return values[rule.variant]
+        if rule.match == "percent" and key is not None and bucket(flag.key, key) < rule.values[0]:
+            return values[rule.variant]
+    return values[config.default or flag.default_variant]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_decider_gives_each_record_its_rules_values(count: int) -> None:
+    from flowship.control._agent import Decider
+
+    flags = [
+        Flag("ramp", default=False),
+        Flag("tier", variants={"basic": 1, "gold": True, "odd": 1.0}, default="basic"),
+        Flag("beta", default=False),
+        Flag("color", variants={"red": "r", "blue": "b"}, default="red"),
+    ]
+    rules = {
+        "ramp": ["percent=30:on"],
+        "tier": ["field.page=/cart:gold", "percent=50:odd"],  # 1, True, 1.0: equal in Python
+        "beta": ["partitions=1:on"],
+        "color": ["field.page=/home,/cart:blue", "default:red"],
+    }
+    view = ControlView()
+    for i, flag in enumerate(flags[:count]):
+        _propose(view, 2 * i, f"p{i}", flag.key, rules[flag.key], {0: 10, 1: 10})
+        view.apply(f"commit/p{i}", b"{}", 2 * i + 1, 2 * i + 1)
+    decider = Decider(_Agent(view.plan()), "t", flags, "prod", "1")  # type: ignore[arg-type]
+    pages = ["/home", "/cart", "/checkout"]
+    for partition in (0, 1):
+        for offset in range(40):
+            key = f"user-{offset % 13}".encode() if offset % 7 else None
+            value = {"page": pages[offset % 3]}
+            got = decider.decide(partition, offset, key, value)
+            for j, flag in enumerate(flags):
+                want = (_reference(flag, rules[flag.key], partition, key, value)
+                        if j < count and offset >= 10 else flag.value_of(flag.default_variant))
+                assert got[flag.key] == want and type(got[flag.key]) is type(want), (
+                    flag.key, partition, offset)
+            assert got["flowship.route"] == "production"
+
