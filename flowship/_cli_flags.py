@@ -7,9 +7,7 @@ import json
 import os
 from typing import Any
 
-EXIT_OK = 0
-#: the change was not agreed by every running instance: it is in force nowhere
-EXIT_NOT_AGREED = 9
+from flowship.deploy.exits import EXIT_OK
 
 DESCRIPTION = """\
 Feature flags and output routing, decided per input record by its offset.

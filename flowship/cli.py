@@ -37,16 +37,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowship._cli_flags import EXIT_NOT_AGREED
+from flowship.deploy.exits import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPATIBLE,
+    EXIT_NOT_AGREED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+)
 from flowship.errors import ClusterError, ConfigError, ControlError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "main"]
-
-EXIT_OK = 0
-EXIT_INCOMPATIBLE = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 4
-# 3 to 7 mean what they mean for job.main() (flowship.deploy.rollback uses them).
 
 #: Seconds a job file gets to print its manifest.
 MANIFEST_TIMEOUT = 120.0

@@ -1,1 +1,94 @@
-"""Deployment: Flink REST client (and, next, the upgrade planner, ledger, health and rollback)."""
+"""Deployment: the upgrade engine, its ledger, the gate, the Flink REST client, health, rollback.
+
+``flowship.deploy`` talks to Flink over REST and to a job through its manifest; it never imports
+PyFlink's DataStream API nor :mod:`flowship.job` (which builds the graph and hands it over as a
+:class:`Target`). Its parts:
+
+=================  =========================================================================
+``engine``         :class:`Engine`: the one deployment sequence (plan, gate, stop, SUBMITTED,
+                   RUNNING, hand-over, health watch, STABLE or automatic rollback), resumable;
+                   :class:`Target` is what differs between the local and the cluster target
+``upgrade``        :func:`prepare_upgrade`: gate the new version and stop the running one with a
+                   savepoint, each step recorded first; resumes after a deployer crash
+``rollback``       :class:`Rollback`: ``flowship rollback`` / ``--rollback``, back to the
+                   version deployed before (gate in reverse, or replay with an explicit opt-in)
+``ledger``         :class:`Ledger` (:class:`LocalLedger`): the append-only record of every
+                   deployment and its steps, and the per-job lease
+``machine``        :class:`Step`: the deployment state machine and its allowed transitions
+``check``          :func:`check_upgrade`: can the new manifest read the running one's state?
+``alive``          :func:`liveness`: is a Flink job alive, dead, or unknown (never guessed)
+``health``         :func:`watch`: is a freshly started version stable within its window?
+``rest``           :class:`FlinkRest`: a small Flink REST client (standard library only)
+``savepoints``     :func:`restore_path`, :func:`check_metadata`: is a savepoint really Flink's?
+``rehearse``       what ``--dry-run`` reads and reports (state reader, rehearsal topics)
+``exits``          the exit codes of a job and of ``flowship``, defined once
+=================  =========================================================================
+"""
+
+from flowship.deploy.alive import Liveness, Verdict, deployment_liveness, liveness
+from flowship.deploy.check import UpgradeReport, check_upgrade
+from flowship.deploy.engine import Engine, Policy, Release, Target
+from flowship.deploy.exits import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_DRY_RUN_FAILED,
+    EXIT_FAILED,
+    EXIT_INCOMPATIBLE,
+    EXIT_NOT_AGREED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_ROLLED_BACK,
+    EXIT_UNREACHABLE,
+    exit_code_for,
+)
+from flowship.deploy.health import Health, watch
+from flowship.deploy.ledger import Entry, Lease, LeaseHeldError, Ledger, LedgerError, LocalLedger
+from flowship.deploy.machine import Step, TransitionError
+from flowship.deploy.rest import FlinkRest
+from flowship.deploy.rollback import Rollback, RollbackRefused, run_rollback
+from flowship.deploy.savepoints import check_metadata, restore_path
+from flowship.deploy.upgrade import AlreadyDeployed, Prepared, UpgradeRefused, prepare_upgrade
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_BUSY",
+    "EXIT_DRY_RUN_FAILED",
+    "EXIT_FAILED",
+    "EXIT_INCOMPATIBLE",
+    "EXIT_NOT_AGREED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_ROLLED_BACK",
+    "EXIT_UNREACHABLE",
+    "AlreadyDeployed",
+    "Engine",
+    "Entry",
+    "FlinkRest",
+    "Health",
+    "Lease",
+    "LeaseHeldError",
+    "Ledger",
+    "LedgerError",
+    "Liveness",
+    "LocalLedger",
+    "Policy",
+    "Prepared",
+    "Release",
+    "Rollback",
+    "RollbackRefused",
+    "Step",
+    "Target",
+    "TransitionError",
+    "UpgradeRefused",
+    "UpgradeReport",
+    "Verdict",
+    "check_metadata",
+    "check_upgrade",
+    "deployment_liveness",
+    "exit_code_for",
+    "liveness",
+    "prepare_upgrade",
+    "restore_path",
+    "run_rollback",
+    "watch",
+]

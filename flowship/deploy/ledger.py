@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,14 @@ class Entry:
             at=float(raw["at"]),
             data=dict(raw.get("data") or {}),
         )
+
+
+def merged(entries: Sequence[Entry]) -> dict[str, Any]:
+    """A deployment's data, later entries over earlier ones."""
+    data: dict[str, Any] = {}
+    for e in entries:
+        data.update(e.data)
+    return data
 
 
 @dataclass(frozen=True)
@@ -133,10 +141,7 @@ class Ledger(ABC):
             if entries[-1].step in (Step.FAILED, Step.ROLLING_BACK, Step.ROLLED_BACK):
                 continue  # it ran, then failed: not the current deployment
             if steps & {Step.RUNNING, Step.STABLE}:
-                merged: dict[str, Any] = {}
-                for e in entries:
-                    merged.update(e.data)
-                return deployment, merged
+                return deployment, merged(entries)
         return None
 
     @staticmethod

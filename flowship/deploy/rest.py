@@ -74,7 +74,7 @@ class FlinkRest:
             f"stop-with-savepoint of job {job_id}",
             timeout,
             ending=f"(no savepoint in {target})",
-            gone=lambda: _completed_savepoint(target),
+            gone=lambda: completed_savepoint(target),
         )
         location: str = operation["location"]
         return location
@@ -176,7 +176,7 @@ class FlinkRest:
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")
 
 
-def _completed_savepoint(target: Path) -> str | None:
+def completed_savepoint(target: Path) -> str | None:
     """The savepoint written into ``target`` (a directory holding ``_metadata``), if any."""
     done = sorted(p.parent for p in target.glob("savepoint-*/_metadata"))
     return done[-1].as_uri() if done else None

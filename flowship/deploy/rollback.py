@@ -48,22 +48,21 @@ from typing import Any
 
 from flowship._log import get_logger
 from flowship._spawn import spawn_detached
-from flowship.deploy.ledger import Entry, Lease, LeaseHeldError, Ledger
+from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.exits import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_ROLLED_BACK,
+    exit_code_for,
+)
+from flowship.deploy.ledger import Entry, Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.upgrade import UpgradeRefused, _plan_and_check, _stop, stop_with_savepoint
-from flowship.errors import ClusterError, ConfigError, FlowshipError, MissingJarError
+from flowship.deploy.upgrade import UpgradeRefused, plan_and_check, stop_old, stop_with_savepoint
+from flowship.errors import ClusterError, ConfigError, FlowshipError
 
 log = get_logger("flowship.deploy")
-
-# the documented exit codes (docs/reference/cli.md); the same numbers job.main() uses
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 3
-EXIT_UNREACHABLE = 4
-EXIT_REFUSED = 5
-EXIT_ROLLED_BACK = 6
-EXIT_BUSY = 7
 
 #: Seconds the previous version's script gets to print its manifest.
 MANIFEST_TIMEOUT = 120.0
@@ -123,14 +122,6 @@ class Outcome:
         out = {k: v for k, v in self.__dict__.items() if k != "extra" and v is not None}
         out.update(self.extra)
         return out
-
-
-def merged(entries: Sequence[Entry]) -> dict[str, Any]:
-    """A deployment's data, later entries over earlier ones."""
-    data: dict[str, Any] = {}
-    for e in entries:
-        data.update(e.data)
-    return data
 
 
 def version_before(deployments: Mapping[str, Sequence[Entry]], deployment: str) -> str | None:
@@ -235,13 +226,16 @@ def script_manifest(script: str, flags: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def _is_running(data: Mapping[str, Any]) -> bool:
-    """Whether the deployment's Flink job runs; ClusterError if its cluster is unreachable."""
-    try:
-        return bool(FlinkRest(str(data["rest_url"])).job(str(data["job_id"]))["state"] == "RUNNING")
-    except ClusterError:
-        if data.get("pid"):  # local target: the mini-cluster went with the job's process
-            return False
-        raise
+    """Whether the deployment's Flink job is alive; ClusterError if that cannot be told."""
+    alive = deployment_liveness(data)
+    if alive.unknown:
+        msg = (
+            f"cannot tell whether version {data.get('version')} (Flink job "
+            f"{data.get('job_id')} at {data.get('rest_url')}) runs: {alive.seen}; nothing was "
+            "changed"
+        )
+        raise ClusterError(msg)
+    return alive.alive
 
 
 def _unfinished(ledger: Ledger, job: str) -> tuple[str, list[Entry]] | None:
@@ -310,7 +304,7 @@ class Rollback:
             msg = (
                 f"nothing running to roll back: {self.job!r} version "
                 f"{plan.current_data.get('version')} (Flink job {plan.current_data.get('job_id')} "
-                f"at {plan.current_data.get('rest_url')}) is not RUNNING. If it died, resume it "
+                f"at {plan.current_data.get('rest_url')}) is not running. If it died, resume it "
                 "with --upgrade-from latest-checkpoint, or start the previous version from its "
                 f"pre-upgrade savepoint (replays the input since then): {how}"
             )
@@ -341,7 +335,7 @@ class Rollback:
             )
         if not self.replay:
             try:
-                deployment = _plan_and_check(
+                deployment = plan_and_check(
                     self.ledger,
                     self.job,
                     plan.version,
@@ -353,7 +347,7 @@ class Rollback:
                 )
             except UpgradeRefused as exc:
                 raise RollbackRefused(exc.report) from None
-            prepared = _stop(
+            prepared = stop_old(
                 self.ledger,
                 self.job,
                 deployment,
@@ -500,19 +494,6 @@ class Rollback:
             f"`flowship history {self.job} --json` names it (old_savepoint / savepoint)"
         )
         return outcome
-
-
-def exit_code_for(exc: FlowshipError) -> int:
-    """The documented exit code of a rollback that raised ``exc``."""
-    if isinstance(exc, ConfigError):
-        return EXIT_BAD_INPUT
-    if isinstance(exc, UpgradeRefused):
-        return EXIT_REFUSED
-    if isinstance(exc, LeaseHeldError):
-        return EXIT_BUSY
-    if isinstance(exc, (ClusterError, MissingJarError)):
-        return EXIT_UNREACHABLE
-    return EXIT_FAILED
 
 
 def refused_advice(job: str, ledger: Ledger) -> str:

@@ -20,6 +20,36 @@ FLINK_METADATA_MAGIC = 0x4960672D
 MAX_METADATA_VERSION = 64
 
 
+def restore_path(given: str | None) -> str | None:
+    """Validate ``--upgrade-from PATH``: a savepoint/checkpoint directory holding ``_metadata``.
+
+    Returns its ``file:`` URI (None for None); raises ConfigError before anything starts.
+    """
+    if given is None:
+        return None
+    path = Path(given.removeprefix("file://")).expanduser()
+    if not (path / "_metadata").is_file():
+        msg = (
+            f"--upgrade-from {given}: no savepoint or checkpoint there (expected a directory "
+            "holding _metadata, e.g. .flowship/state/JOB/savepoints/savepoint-xxxx); nothing "
+            "was started"
+        )
+        raise ConfigError(msg)
+    check_metadata(path / "_metadata", given)
+    return path.resolve().as_uri()
+
+
+def as_uri(location: str) -> str:
+    """A savepoint or checkpoint location as Flink restores it: a local path as a ``file:`` URI.
+
+    Flink names its savepoints ``file:/dir/savepoint-x``; a plain path or such a URI becomes
+    ``file:///dir/savepoint-x``. Locations on other file systems (``s3://...``) are kept as given.
+    """
+    if location.startswith("file:") or "://" not in location:
+        return Path(location.removeprefix("file:")).resolve().as_uri()
+    return location
+
+
 def check_metadata(metadata: Path, given: str) -> int:
     """Raise ConfigError unless ``metadata`` starts like Flink's ``_metadata``; its version.
 

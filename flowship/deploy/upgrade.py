@@ -1,9 +1,10 @@
 """``--upgrade-from savepoint``: gate, savepoint, stop, in the order the ledger records them.
 
 This module talks to Flink over REST and to the job through manifests; it never imports PyFlink.
-The caller (``job.main()``) starts the new version from the savepoint this returns, then records
-SUBMITTED and RUNNING. Every transition is appended to the ledger before its action, so running
-the same command again after the deployer died resumes from the last recorded step:
+The engine (:mod:`flowship.deploy.engine`) starts the new version from the savepoint this
+returns, then records SUBMITTED and RUNNING. Every transition is appended to the ledger before
+its action, so running the same command again after the deployer died resumes from the last
+recorded step:
 
 * PLANNED / CHECKED: nothing was touched yet; the old version still runs: start over.
 * SAVEPOINTING: a savepoint completed in the recorded directory is used; if none did and the old
@@ -20,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from flowship._log import get_logger
+from flowship.deploy.alive import deployment_liveness, liveness
 from flowship.deploy.check import UpgradeReport, check_upgrade
-from flowship.deploy.ledger import Lease, Ledger
+from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
-from flowship.deploy.rest import FlinkRest, _completed_savepoint
+from flowship.deploy.rest import FlinkRest, completed_savepoint
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 
 log = get_logger("flowship.deploy")
+
+#: For the gate: reads the flag rules in force on the job's control topic.
+RulesReader = Callable[[], Mapping[str, Mapping[str, Any]]]
 
 
 class AlreadyDeployed(FlowshipError):
@@ -79,13 +84,6 @@ def stop_with_savepoint(rest: FlinkRest, job_id: str, target: Path, retry_s: flo
             time.sleep(1.0)
 
 
-def _running(rest: FlinkRest, job_id: str) -> bool:
-    try:
-        return rest.job(job_id)["state"] == "RUNNING"
-    except ClusterError:
-        return False
-
-
 def prepare_upgrade(
     ledger: Ledger,
     job: str,
@@ -95,7 +93,7 @@ def prepare_upgrade(
     savepoint_root: Path,
     checkpoint_root: Path | None = None,
     from_checkpoint: bool = False,
-    rules: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    rules: RulesReader | None = None,
 ) -> Prepared:
     """Check the new version against the running one, then stop that one with a savepoint.
 
@@ -138,24 +136,30 @@ def prepare_upgrade(
                 rules=rules,
             )
         rest.overview()  # unreachable: ClusterError, nothing recorded
-        if not _running(rest, old["job_id"]):
+        alive = deployment_liveness(old)
+        if not alive.alive:
+            how = (
+                "if it died, resume from its retained checkpoint with --upgrade-from "
+                "latest-checkpoint"
+                if alive.dead
+                else "nothing was changed; try again when its cluster answers"
+            )
             msg = (
                 f"the running version of {job!r} (Flink job {old['job_id']} at "
-                f"{old['rest_url']}) is not RUNNING; if it died, resume from its retained "
-                "checkpoint with --upgrade-from latest-checkpoint"
+                f"{old['rest_url']}) is not running ({alive.verdict}: {alive.seen}); {how}"
             )
             raise ClusterError(msg)
 
-        deployment = _plan_and_check(
+        deployment = plan_and_check(
             ledger, job, version, manifest, script, previous, old, rules=rules
         )
-        return _stop(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
+        return stop_old(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
     except BaseException:
         ledger.release(lease)
         raise
 
 
-def _stop(
+def stop_old(
     ledger: Ledger,
     job: str,
     deployment: str,
@@ -164,6 +168,7 @@ def _stop(
     target: Path,
     lease: Lease,
 ) -> Prepared:
+    """Record SAVEPOINTING, stop the ``old`` version with a savepoint into ``target``, STOPPED."""
     ledger.record(
         job,
         deployment,
@@ -198,13 +203,20 @@ def _resume(
     if not deployments:
         return None
     deployment, entries = list(deployments.items())[-1]
-    data: dict[str, Any] = {}
-    for e in entries:
-        data.update(e.data)
+    data = merged(entries)
     last = entries[-1].step
     if last in (Step.RUNNING, Step.STABLE) and data.get("version") == version:
-        if _running(FlinkRest(data["rest_url"]), data["job_id"]):
+        alive = deployment_liveness(data)
+        if alive.alive:
             raise AlreadyDeployed(deployment, data)
+        if alive.unknown:
+            msg = (
+                f"cannot tell whether version {version} of {job!r} (deployment {deployment}, "
+                f"Flink job {data.get('job_id')} at {data.get('rest_url')}) still runs: "
+                f"{alive.seen}; nothing was changed (a second copy is never started while the "
+                "first may run); try again when its cluster answers"
+            )
+            raise ClusterError(msg)
         if last is Step.RUNNING:
             return _resume_dead_running(
                 ledger, job, deployment, data, entries, lease, checkpoint_root
@@ -225,11 +237,19 @@ def _resume(
         return None
     previous = str(data.get("previous", ""))
     if last is Step.SAVEPOINTING:
-        found = _completed_savepoint(Path(data["target"]))
+        found = completed_savepoint(Path(data["target"]))
         if found is None:
-            rest = FlinkRest(data["old_rest_url"])
-            if _running(rest, data["old_job_id"]):
+            alive = liveness(data["old_rest_url"], data["old_job_id"])
+            if alive.alive:
                 return _resume_stop(ledger, job, deployment, previous, data, lease)
+            if alive.unknown:
+                msg = (
+                    f"deployment {deployment} of {job!r} died while stopping the old version "
+                    f"(Flink job {data['old_job_id']}), whose cluster does not answer now "
+                    f"({alive.seen}); no savepoint completed in {data['target']}. Run the "
+                    "same command again when the cluster answers"
+                )
+                raise ClusterError(msg)
             msg = (
                 f"deployment {deployment} of {job!r} died while stopping the old version, "
                 f"which is gone, and no savepoint completed in {data['target']}; resume from "
@@ -246,7 +266,7 @@ def _resume(
     return Prepared(deployment, start, lease, previous)
 
 
-def _plan_and_check(
+def plan_and_check(
     ledger: Ledger,
     job: str,
     version: str,
@@ -254,7 +274,7 @@ def _plan_and_check(
     script: str,
     previous: str,
     old: Mapping[str, Any],
-    rules: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    rules: RulesReader | None = None,
     **data: Any,
 ) -> str:
     """Record PLANNED, run the gate, record CHECKED (or REFUSED and raise); the deployment id."""
@@ -304,15 +324,24 @@ def _from_checkpoint(
     old: Mapping[str, Any],
     checkpoint_root: Path,
     lease: Lease,
-    rules: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    rules: RulesReader | None = None,
 ) -> Prepared:
     """The old version is gone: start from its latest retained checkpoint (no savepoint)."""
-    if _running(FlinkRest(old["rest_url"]), old["job_id"]):
+    alive = deployment_liveness(old)
+    if alive.alive:
         msg = (
-            f"the running version of {job!r} (Flink job {old['job_id']}) is alive; upgrade "
-            "it with --upgrade-from savepoint (a checkpoint is for a version that died)"
+            f"the running version of {job!r} (Flink job {old['job_id']}) is alive "
+            f"({alive.seen}); upgrade it with --upgrade-from savepoint (a checkpoint is for a "
+            "version that died; one that fails over and over: cancel it first)"
         )
         raise ConfigError(msg)
+    if alive.unknown:
+        msg = (
+            f"cannot tell whether the running version of {job!r} (Flink job {old['job_id']} "
+            f"at {old['rest_url']}) is gone: {alive.seen}; nothing was changed (starting from "
+            "its checkpoint while it may still run would make two copies)"
+        )
+        raise ClusterError(msg)
     found = latest_checkpoint(checkpoint_root / str(old["job_id"]), 0.0, pattern="chk-*")
     if found is None:
         msg = (
@@ -320,7 +349,7 @@ def _from_checkpoint(
             "pass a savepoint or checkpoint directory with --upgrade-from PATH"
         )
         raise ConfigError(msg)
-    deployment = _plan_and_check(
+    deployment = plan_and_check(
         ledger, job, version, manifest, script, previous, old, rules=rules, from_checkpoint=found
     )
     ledger.record(job, deployment, Step.STOPPED, savepoint=found, checkpoint=True)

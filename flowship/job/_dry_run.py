@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 from flowship._log import get_logger
 from flowship._ports import free_port
 from flowship._spawn import spawn_detached, without_flags
+from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.check import check_upgrade
+from flowship.deploy.exits import EXIT_DRY_RUN_FAILED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rehearse import (
     DryRunReport,
@@ -43,7 +46,13 @@ from flowship.deploy.rehearse import (
     sample_consumed,
     save_report,
 )
+from flowship.deploy.rest import FlinkRest
+from flowship.deploy.savepoints import restore_path
+from flowship.deploy.upgrade import latest_checkpoint
 from flowship.errors import ClusterError, ConfigError, StateError
+from flowship.job._runtime import METRICS_FETCH_MS, flink_options, local_options, make_env
+from flowship.schema import StateCodec
+from flowship.state import registered
 
 if TYPE_CHECKING:
     from flowship.job._job import Job
@@ -53,19 +62,12 @@ log = get_logger("flowship.dry_run")
 
 #: The child prints its outcome on one line starting with this.
 RESULT_PREFIX = "flowship-rehearsal-result "
-#: Exit codes (see docs/reference/cli.md).
-EXIT_OK = 0
-EXIT_JOB_FAILED = 3
-EXIT_REFUSED = 5
-EXIT_DRY_RUN_FAILED = 8
 
 
 def dry_run(
     job: Job, settings: Settings, argv: list[str], upgrade_from: str | None, as_json: bool
 ) -> int:
     """Gate, state, read every key, rehearse, report. Exit 0, 5 (refused) or 8 (failed)."""
-    from flowship.deploy.check import check_upgrade
-
     mode = upgrade_from or "savepoint"
     ledger = LocalLedger(settings.ledger_path)
     current = ledger.current(job.name)  # read only: a dry run records nothing
@@ -137,29 +139,30 @@ def _print(report: DryRunReport, as_json: bool, gate_text: str = "") -> None:
 
 def _obtain_state(job: Job, settings: Settings, old: dict[str, Any], mode: str, work: Path) -> str:
     """The savepoint or checkpoint to rehearse from; the running job is never stopped."""
-    from flowship.deploy.rest import FlinkRest
-    from flowship.deploy.upgrade import latest_checkpoint
-
-    rest = FlinkRest(old["rest_url"])
     if mode == "savepoint":
+        rest = FlinkRest(old["rest_url"])
         rest.overview()  # unreachable: ClusterError (exit 4), nothing done
-        if rest.job(old["job_id"])["state"] != "RUNNING":
+        alive = deployment_liveness(old)
+        if not alive.alive:
             msg = (
                 f"the running version of {job.name!r} (Flink job {old['job_id']} at "
-                f"{old['rest_url']}) is not RUNNING, so no savepoint can be taken; rehearse "
-                "from its retained checkpoint with --dry-run --upgrade-from latest-checkpoint"
+                f"{old['rest_url']}) is not running ({alive.verdict}: {alive.seen}), so no "
+                "savepoint can be taken; rehearse from its retained checkpoint with --dry-run "
+                "--upgrade-from latest-checkpoint"
             )
             raise ClusterError(msg)
         return rest.trigger_savepoint(old["job_id"], work / "savepoint")
     if mode == "latest-checkpoint":
-        running = False
-        with contextlib.suppress(ClusterError, KeyError):
-            running = FlinkRest(old["rest_url"], timeout=3).job(old["job_id"])["state"] in (
-                "RUNNING",
-                "RESTARTING",
-                "CREATED",
+        alive = deployment_liveness(old, timeout=3.0)
+        if alive.unknown:
+            msg = (
+                f"cannot tell whether the running version of {job.name!r} (Flink job "
+                f"{old['job_id']} at {old['rest_url']}) is gone: {alive.seen}; a live job "
+                "deletes its older checkpoints as it takes new ones. Rehearse from a savepoint "
+                "or checkpoint directory with --dry-run --upgrade-from PATH"
             )
-        if running:
+            raise ClusterError(msg)
+        if alive.alive:
             msg = (
                 f"the running version of {job.name!r} (Flink job {old['job_id']}) is alive and "
                 "deletes its older checkpoints as it takes new ones, so a checkpoint may vanish "
@@ -175,8 +178,6 @@ def _obtain_state(job: Job, settings: Settings, old: dict[str, Any], mode: str, 
             )
             raise ConfigError(msg)
         return found
-    from flowship.job._main import restore_path
-
     found_path = restore_path(mode)
     assert found_path is not None
     return found_path
@@ -184,9 +185,6 @@ def _obtain_state(job: Job, settings: Settings, old: dict[str, Any], mode: str, 
 
 def _declared_state(job: Job) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], Any]]:
     """{uid: {state: kind}} and {(uid, state): StateCodec} of this code's stateful operators."""
-    from flowship.schema import StateCodec
-    from flowship.state import registered
-
     kinds: dict[str, dict[str, str]] = {}
     codecs: dict[tuple[str, str], Any] = {}
     for uid, info in registered(job.module).items():
@@ -280,9 +278,6 @@ def _child_result(log_file: Path) -> dict[str, Any]:
 
 def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str) -> int:
     """Inside the rehearsal child: run this code from ``restore`` with suffixed Kafka names."""
-    from flowship.deploy.rest import FlinkRest
-    from flowship.job._runtime import flink_options, local_options, make_env
-
     rehearsal_name("", suffix)  # validates the suffix
     if restore is None or not settings.is_local or not settings.bounded:
         msg = "--flowship-rehearsal is internal to --dry-run (local, bounded, with a restore path)"
@@ -314,7 +309,7 @@ def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str
     except Exception as exc:  # Py4JJavaError: translate at the boundary
         outcome["error"] = _root_cause(str(exc))
         print(RESULT_PREFIX + json.dumps(outcome), flush=True)
-        return EXIT_JOB_FAILED
+        return EXIT_FAILED
     job_id = str(client.get_job_id())
     state = _watch(rest, job_id, settings, ends, groups, outcome)
     outcome["state"] = state
@@ -328,7 +323,7 @@ def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str
             outcome["error"] = _root_cause(str(exc))
         outcome.setdefault("error", f"the rehearsal job {job_id} FAILED")
     print(RESULT_PREFIX + json.dumps(outcome), flush=True)
-    return EXIT_OK if state in ("FINISHED", "STOPPED") and "error" not in outcome else 3
+    return EXIT_OK if state in ("FINISHED", "STOPPED") and "error" not in outcome else EXIT_FAILED
 
 
 def _watch(
@@ -380,8 +375,6 @@ def _settled_source_records(rest: Any, job_id: str) -> int:
     stale, even 0 for a rehearsal shorter than one interval. Read until two reads one interval
     apart agree (the sources go on reading past the sample, so give up after a few).
     """
-    from flowship.job._runtime import METRICS_FETCH_MS
-
     seen = _source_records(rest.job(job_id))
     for _ in range(4):
         time.sleep(1.2 * METRICS_FETCH_MS / 1000)

@@ -223,6 +223,9 @@ class Job:
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Command-line entry point: parse flags/env, run or submit the job, exit with its code."""
+        # imported here, not at the top: a TaskManager's Python imports this module with the
+        # job's code and never deploys, so it does not load the deployer (no import cycle:
+        # flowship.job._main imports nothing from this module)
         from flowship.job._main import run_main
 
         raise SystemExit(run_main(self, sys.argv[1:] if argv is None else list(argv)))

@@ -1,4 +1,4 @@
-"""Submitting a job to a Flink session cluster straight from the job's own process.
+"""The cluster target: submitting a job to a Flink session cluster from the job's own process.
 
 The graph is built, and the stream graph generated, before anything is stopped: an upgrade only
 has to set the savepoint to restore from and hand the prepared graph to the cluster's REST API
@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from flowship._log import get_logger
+from flowship.deploy.engine import Target
+from flowship.deploy.rest import FlinkRest
 from flowship.errors import JobFailedError
+from flowship.job._runtime import (
+    flink_options,
+    java_error,
+    make_env,
+    restore_options,
+    set_options,
+)
 
 if TYPE_CHECKING:
     from flowship.job._job import Job
@@ -36,15 +45,15 @@ def remote_options(target: str) -> dict[str, str]:
     return options
 
 
-class PreparedSubmission:
+class ClusterTarget(Target):
     """A job's graph, built in this process and ready to submit to a session cluster."""
 
     def __init__(self, job: Job, settings: Settings) -> None:
-        from flowship.job._runtime import flink_options, make_env, set_options
-
+        self.rest_url = settings.target
+        self._rest = FlinkRest(settings.target)
+        self._rest.overview()  # fail fast, with a clear error, if unreachable
         started = time.monotonic()
         self._job = job
-        self._target = settings.target
         self._env = make_env(flink_options(job, settings))
         # a script run by plain Python gets a local environment (execution.target=local);
         # pointing its configuration at the cluster turns it into a remote one
@@ -57,11 +66,14 @@ class PreparedSubmission:
         self.prepared_ms = int((time.monotonic() - started) * 1000)
         log.info("job.prepared", job=job.name, version=job.version, duration_ms=self.prepared_ms)
 
+    def start(self, restore: str | None, deployment: str) -> str:
+        """Submit the prepared graph (restoring from ``restore``); the job id once RUNNING."""
+        job_id = self.submit(restore)
+        self._wait_running(job_id)
+        return job_id
+
     def submit(self, restore: str | None) -> str:
         """Submit the prepared graph, restoring from ``restore`` if given; return the job id."""
-        from flowship.job._main import _java_error
-        from flowship.job._runtime import restore_options, set_options
-
         j_env = self._env._j_stream_execution_environment
         set_options(self._env, restore_options(restore, self._job))
         started = time.monotonic()
@@ -69,13 +81,13 @@ class PreparedSubmission:
             "job.submit",
             job=self._job.name,
             version=self._job.version,
-            target=self._target,
+            target=self.rest_url,
             restored_from=restore,
         )
         try:
             client: Any = j_env.executeAsync(self._graph)
         except Exception as exc:  # Py4JJavaError: translate at the boundary
-            msg = f"submitting to {self._target} failed: {_java_error(self._job, exc)}"
+            msg = f"submitting to {self.rest_url} failed: {java_error(self._job, exc)}"
             raise JobFailedError(msg) from exc
         job_id = str(client.getJobID())
         log.info(
@@ -85,3 +97,35 @@ class PreparedSubmission:
             duration_ms=int((time.monotonic() - started) * 1000),
         )
         return job_id
+
+    def _wait_running(self, job_id: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        state = "UNKNOWN"
+        while time.monotonic() < deadline:
+            state = self._rest.job(job_id)["state"]
+            if state == "RUNNING":
+                return
+            if state in ("FAILED", "CANCELED", "FINISHED"):
+                break
+            time.sleep(0.3)
+        msg = (
+            f"Flink job {job_id} is {state}, not RUNNING (see "
+            f"{self._rest.url}/jobs/{job_id}/exceptions)"
+        )
+        raise JobFailedError(msg)
+
+    def announce(self, job_id: str, deployment: str) -> None:
+        """Log ``job.submitted`` and say where the job runs."""
+        job = self._job
+        log.info(
+            "job.submitted",
+            job=job.name,
+            version=job.version,
+            job_id=job_id,
+            target=self.rest_url,
+            deployment=deployment,
+        )
+        print(
+            f"flowship: job {job.name}@{job.version} submitted to {self.rest_url} as {job_id}",
+            flush=True,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import site
 import sys
 from pathlib import Path
@@ -125,3 +126,20 @@ def execute(env: StreamExecutionEnvironment, job: Job, *, detached: bool) -> Any
     if detached:
         return env.execute_async(name)
     return env.execute(name)
+
+
+def java_error(job: Job, exc: BaseException, restore: str | None = None) -> str:
+    """A Flink (Java) failure as one line: the root cause, where it happened, what to do."""
+    text = str(exc)
+    causes = re.findall(r"Caused by: ([^\n]+)", text)
+    root = causes[-1] if causes else text.splitlines()[0] if text else type(exc).__name__
+    restoring = (
+        ""
+        if restore is None
+        else f" while restoring from {restore} (if the cause is about reading the savepoint, "
+        "it is corrupt or incomplete: start from another savepoint or a retained checkpoint)"
+    )
+    return (
+        f"job {job.name}@{job.version} failed{restoring}: {root} (full Java trace in the log "
+        "above; a Python error in an operator appears as the last 'Caused by')"
+    )

@@ -10,7 +10,7 @@ import pytest
 import flowship as fs
 from flowship import errors
 from flowship._jars import find_jars
-from flowship.job._main import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_UNREACHABLE, exit_code_for
+from flowship.deploy.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNREACHABLE, exit_code_for
 from flowship.job._settings import Settings, build_parser, settings_from_args
 from flowship.kafka._headers import decode_headers, encode_headers
 from flowship.schema import AvroCodec, parse_schema
@@ -66,8 +66,8 @@ def test_exit_codes() -> None:
     assert exit_code_for(errors.ConfigError("x")) == EXIT_BAD_INPUT
     assert exit_code_for(errors.ClusterError("x")) == EXIT_UNREACHABLE
     assert exit_code_for(errors.MissingJarError("x")) == EXIT_UNREACHABLE
-    assert exit_code_for(errors.JobFailedError("x")) == EXIT_JOB_FAILED
-    assert len({EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_UNREACHABLE, 0}) == 4
+    assert exit_code_for(errors.JobFailedError("x")) == EXIT_FAILED
+    assert len({EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNREACHABLE, 0}) == 4
 
 
 # --- Avro codec ----------------------------------------------------------------------------

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flowship.deploy.savepoints import FLINK_METADATA_MAGIC, check_metadata
+from flowship.deploy.savepoints import FLINK_METADATA_MAGIC, check_metadata, restore_path
 from flowship.errors import ConfigError
-from flowship.job._main import restore_path
 
 
 def _savepoint(tmp_path: Path, body: bytes) -> Path:

@@ -1,0 +1,348 @@
+"""The one deployment sequence: plan, gate, stop, start, hand over, watch, verdict, resumable.
+
+Every way a version is started goes through :class:`Engine`, on every target:
+
+* :meth:`Engine.deploy`: a first deploy, a restore from ``--upgrade-from PATH``, or the previous
+  version started again by an automatic rollback: take the lease, refuse if the ledger's current
+  deployment is still alive, record PLANNED.
+* :meth:`Engine.upgrade`: ``--upgrade-from savepoint|latest-checkpoint``: the gate and the stop
+  (:func:`flowship.deploy.upgrade.prepare_upgrade`), then the old version's resources are let go.
+
+Both then run the same steps, each recorded in the ledger before it is acted on::
+
+    SUBMITTED -> RUNNING -> hand-over checkpoints -> health watch -> STABLE
+                                                     (not healthy) -> FAILED -> ROLLING_BACK
+                                                                             -> ROLLED_BACK
+
+The parts that differ between targets sit behind :class:`Target`: the local target runs the job
+on a mini-cluster inside the deployer's own process (``flowship.job``'s ``LocalTarget``); the
+cluster target submits it to a session cluster over REST (``ClusterTarget``). The job package
+builds the graph and hands the engine a :class:`Release` and a :class:`Target`; this module
+imports neither PyFlink nor ``flowship.job``.
+
+The lease is held from the first record to the verdict (STABLE, or the rollback handed to the
+previous version's process); the local target's process then keeps running its job.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowship._log import get_logger
+from flowship._spawn import spawn_detached, without_flags
+from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
+from flowship.deploy.health import hand_over, watch
+from flowship.deploy.ledger import Lease, Ledger, merged
+from flowship.deploy.machine import Step
+from flowship.deploy.rest import FlinkRest
+from flowship.deploy.savepoints import as_uri
+from flowship.deploy.upgrade import RulesReader, prepare_upgrade
+from flowship.errors import ClusterError, ConfigError, JobFailedError
+
+log = get_logger("flowship.deploy")
+
+#: Seconds an automatic rollback's previous version gets to record its new deployment.
+ROLLBACK_START_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class Release:
+    """The version being deployed, as the ledger records it."""
+
+    job: str
+    version: str
+    manifest: Mapping[str, Any]
+    script: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a deployment is carried out: where its state goes, how its health is judged."""
+
+    state_dir: Path
+    health_window_s: float = 60.0
+    health_checkpoints: int = 2
+    #: a bounded job (``--bounded``) ends by itself: no hand-over, no health watch
+    bounded: bool = False
+    #: the deployer's own flags: the automatic rollback starts the previous version with them
+    argv: Sequence[str] = ()
+
+    def savepoints(self, job: str) -> Path:
+        """Where the job's savepoints go (one directory per deployment)."""
+        return self.state_dir.resolve() / job / "savepoints"
+
+    def checkpoints(self, job: str) -> Path:
+        """Where the job's checkpoints go (one directory per Flink job id)."""
+        return self.state_dir.resolve() / job / "checkpoints"
+
+
+class Target(ABC):
+    """Where a version runs: the parts of a deployment that differ between targets."""
+
+    #: the REST API of the Flink cluster the version runs on
+    rest_url: str
+
+    def old_version_stopped(self) -> None:  # noqa: B027 (a hook: most targets need nothing)
+        """The running version was stopped for an upgrade: wait for what it held to be free."""
+
+    @abstractmethod
+    def start(self, restore: str | None, deployment: str) -> str:
+        """Start the version (from ``restore``); its Flink job id once it is RUNNING.
+
+        Raises :class:`~flowship.errors.JobFailedError` with Flink's reason when it does not
+        start; the engine records it as FAILED.
+        """
+
+    def recorded(self) -> dict[str, Any]:
+        """What the ledger records at RUNNING besides the job id and REST URL."""
+        return {}
+
+    def announce(self, job_id: str, deployment: str) -> None:  # noqa: B027
+        """Tell the user the version runs (after RUNNING was recorded)."""
+
+    def cancelled(self) -> None:  # noqa: B027
+        """The version was cancelled for a rollback: wait for what it held to be free."""
+
+    def finish(self) -> None:  # noqa: B027
+        """After the verdict, with the lease given back: the local target runs its job here."""
+
+
+@dataclass
+class Engine:
+    """Deploys one :class:`Release` of a job to one :class:`Target`, recorded in a ledger."""
+
+    ledger: Ledger
+    release: Release
+    target: Target
+    policy: Policy
+    #: the flag rules in force, for the gate (only read when a version has a control plane)
+    rules: RulesReader | None = None
+    #: called once the running version was stopped for an upgrade (control plane goodbyes)
+    retire: Callable[[], None] | None = None
+
+    def deploy(self, restore: str | None = None, rollback_of: str | None = None) -> int:
+        """A first deploy, a restore from ``restore``, or a rollback's start; the exit code."""
+        deployment, lease = self._begin(restore, rollback_of)
+        return self._run(deployment, lease, restore, upgrade=False)
+
+    def upgrade(self, from_checkpoint: bool = False) -> int:
+        """Gate, stop the running version with a savepoint, start this one from it, watch it.
+
+        With ``from_checkpoint`` the running version died: its latest retained checkpoint
+        stands in for the savepoint.
+        """
+        r = self.release
+        prepared = prepare_upgrade(
+            self.ledger,
+            r.job,
+            r.version,
+            r.manifest,
+            r.script,
+            self.policy.savepoints(r.job),
+            self.policy.checkpoints(r.job),
+            from_checkpoint=from_checkpoint,
+            rules=self.rules,
+        )
+        try:
+            self.target.old_version_stopped()
+            if self.retire is not None:
+                self.retire()
+        except BaseException:
+            self.ledger.release(prepared.lease)
+            raise
+        restore = as_uri(prepared.savepoint)
+        return self._run(prepared.deployment, prepared.lease, restore, upgrade=True)
+
+    def _begin(self, restore: str | None, rollback_of: str | None) -> tuple[str, Lease]:
+        """Take the lease and record PLANNED for a first deploy, a restore, or a rollback.
+
+        Refused (ConfigError) when the ledger's current deployment of the job is alive: a
+        running job is changed with --upgrade-from savepoint, never by starting a second one;
+        ClusterError when that cannot be told.
+        """
+        r = self.release
+        lease = self.ledger.acquire(r.job)
+        try:
+            current = self.ledger.current(r.job)
+            if current is not None:
+                _refuse_if_alive(r.job, current[1])
+            deployment = self.ledger.new_deployment_id()
+            self.ledger.record(
+                r.job,
+                deployment,
+                Step.PLANNED,
+                version=r.version,
+                manifest=dict(r.manifest),
+                script=r.script,
+                restored_from=restore,
+                rollback_of=rollback_of,
+            )
+        except BaseException:
+            self.ledger.release(lease)
+            raise
+        return deployment, lease
+
+    def _run(self, deployment: str, lease: Lease, restore: str | None, upgrade: bool) -> int:
+        """SUBMITTED, RUNNING, hand-over, watch, STABLE or rollback; then the target's finish."""
+        r, target = self.release, self.target
+        try:
+            started = time.monotonic()
+            if self.ledger.last_step(r.job, deployment) is not Step.SUBMITTED:
+                self.ledger.record(
+                    r.job,
+                    deployment,
+                    Step.SUBMITTED,
+                    rest_url=target.rest_url,
+                    restored_from=restore,
+                )
+            try:
+                job_id = target.start(restore, deployment)
+            except JobFailedError as exc:
+                self.ledger.record(r.job, deployment, Step.FAILED, reason=str(exc)[:2000])
+                raise
+            self.ledger.record(
+                r.job,
+                deployment,
+                Step.RUNNING,
+                job_id=job_id,
+                rest_url=target.rest_url,
+                **target.recorded(),
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+            target.announce(job_id, deployment)
+            if restore is not None and not self.policy.bounded:
+                self._hand_over(job_id)
+            if upgrade and not self.policy.bounded:
+                rest = FlinkRest(target.rest_url)
+                health = watch(
+                    rest, job_id, self.policy.health_window_s, self.policy.health_checkpoints
+                )
+                if not health.stable:
+                    return self._roll_back(deployment, lease, job_id, health.reason)
+                self.ledger.record(
+                    r.job,
+                    deployment,
+                    Step.STABLE,
+                    reason=health.reason,
+                    checkpoints=health.checkpoints,
+                    waited_s=round(health.waited_s, 1),
+                )
+                log.info("upgrade.stable", job=r.job, version=r.version, reason=health.reason)
+        finally:
+            self.ledger.release(lease)
+        target.finish()
+        return EXIT_OK
+
+    def _hand_over(self, job_id: str) -> None:
+        """Back-to-back checkpoints while a restored job starts: its first output commits sooner."""
+        started = time.monotonic()
+        count, first_s = hand_over(FlinkRest(self.target.rest_url), job_id)
+        log.info(
+            "job.handover",
+            job=self.release.job,
+            version=self.release.version,
+            job_id=job_id,
+            checkpoints=count,
+            first_checkpoint_ms=None if first_s is None else int(first_s * 1000),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    def _roll_back(self, deployment: str, lease: Lease, job_id: str, reason: str) -> int:
+        """Cancel the unhealthy new version, start the previous one from the pre-upgrade savepoint.
+
+        The previous version's script runs as a process of its own (``--upgrade-from`` that
+        savepoint, ``--flowship-rollback-of`` this deployment), with the deployer's flags.
+        """
+        r, ledger = self.release, self.ledger
+        ledger.record(r.job, deployment, Step.FAILED, reason=reason)
+        log.error("upgrade.failed", job=r.job, version=r.version, reason=reason)
+        deployments = ledger.deployments(r.job)
+        data = merged(deployments[deployment])
+        previous = merged(deployments.get(str(data.get("previous")), []))
+        script = previous.get("script")
+        previous_version = previous.get("version")
+        # a replaying rollback started from an older savepoint: go back to where it stopped
+        savepoint = str(data.get("old_savepoint") or data["savepoint"]).removeprefix("file:")
+        ledger.record(
+            r.job,
+            deployment,
+            Step.ROLLING_BACK,
+            to_version=previous_version,
+            from_savepoint=savepoint,
+        )
+        try:
+            FlinkRest(self.target.rest_url).cancel(job_id)
+        except ClusterError as exc:
+            log.warning("upgrade.cancel_failed", job=r.job, job_id=job_id, error=str(exc))
+        self.target.cancelled()
+        ledger.release(lease)
+        if script is None:
+            msg = (
+                f"cannot roll back {r.job}: the ledger has no script for the previous "
+                f"deployment; restart it by hand with --upgrade-from {savepoint}"
+            )
+            raise JobFailedError(msg)
+        cmd = [
+            sys.executable,
+            str(script),
+            *without_flags(self.policy.argv, valued=["--upgrade-from"]),
+            "--upgrade-from",
+            savepoint,
+            "--flowship-rollback-of",
+            deployment,
+        ]
+        log_file = self.policy.state_dir.resolve() / r.job / f"rollback-{deployment}.log"
+        child = spawn_detached(cmd, log_file)
+        deadline = time.monotonic() + ROLLBACK_START_TIMEOUT
+        while time.monotonic() < deadline:
+            current = ledger.current(r.job)
+            if current is not None and current[1].get("rollback_of") == deployment:
+                ledger.record(
+                    r.job,
+                    deployment,
+                    Step.ROLLED_BACK,
+                    reason=reason,
+                    to_version=previous_version,
+                    rollback_deployment=current[0],
+                    pid=child.pid,
+                )
+                print(
+                    f"flowship: {r.job} {r.version} was not healthy ({reason}); rolled back "
+                    f"to version {previous_version} from {savepoint} (pid {child.pid})",
+                    file=sys.stderr,
+                )
+                return EXIT_ROLLED_BACK
+            if child.poll() is not None:
+                break
+            time.sleep(0.5)
+        msg = (
+            f"rolling {r.job} back to version {previous_version} failed; see {log_file}; "
+            f"restart it by hand: python {script} --upgrade-from {savepoint}"
+        )
+        raise JobFailedError(msg)
+
+
+def _refuse_if_alive(job: str, current: Mapping[str, Any]) -> None:
+    """Raise unless the ledger's current deployment of ``job`` is known to be gone."""
+    alive = deployment_liveness(current, timeout=3.0)
+    where = (
+        f"version {current.get('version')}, Flink job {current.get('job_id')} at "
+        f"{current.get('rest_url')}"
+    )
+    if alive.alive:
+        msg = f"{job} already runs ({where}); upgrade it with --upgrade-from savepoint"
+        raise ConfigError(msg)
+    if alive.unknown:
+        msg = (
+            f"cannot tell whether {job} still runs ({where}): {alive.seen}; nothing was "
+            "started (a second copy of a job is never started while the first may run); try "
+            "again when its cluster answers, or upgrade it with --upgrade-from savepoint"
+        )
+        raise ClusterError(msg)
