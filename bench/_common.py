@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -21,10 +22,15 @@ __all__ = ["EXAMPLE", "ROOT", "append_times", "end_offsets", "events", "median",
            "reset_consumer_groups", "result", "steady_rate", "timed_run"]
 
 
-def timed_run(argv: list[str], timeout: float = 1800.0) -> float:
-    """Run a job to completion; return its wall time in seconds (start-up included)."""
+def timed_run(argv: list[str], timeout: float = 1800.0,
+              env: dict[str, str] | None = None) -> float:
+    """Run a job to completion; return its wall time in seconds (start-up included).
+
+    ``env``: variables to set for the job on top of this process's environment.
+    """
     started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env=None if env is None else {**os.environ, **env})
     took = time.monotonic() - started
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)

@@ -1,9 +1,10 @@
 """Throughput of the example job with three flags and routing rules in force, against the same
 job without flags.
 
-Both are the example job on the embedded mini-cluster (thread mode, parallelism 2) reading the
-same topic from a real broker. The flowship side (``bench/flags_job.py``) declares three flags
-and reads them per record, with rules in force from offset 0 that are evaluated per record
+Both are the example job's session logic (``bench/flags_job.py``) on the embedded mini-cluster
+(thread mode, parallelism 2) reading the same topic from a real broker. The baseline declares
+no flags (so it has no control plane); the flowship side declares three flags and reads them
+per record, with rules in force from offset 0 that are evaluated per record
 where they can be: ``new-pricing percent=30:on``, ``tier partitions=1,3:gold``,
 ``cart-beta field.page=/cart:on`` and ``flowship.route percent=0:side`` (routing evaluated for
 every record, none sent aside, so both sides write every output to the same topic). Its control
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import EXAMPLE, ROOT, median, median_interval, result, timed_run
+from _common import ROOT, median, median_interval, result, timed_run
 from throughput import Runner, measure
 
 from flowship.control import FlagClient, ensure_topic
@@ -42,12 +43,14 @@ RULES = {
 }
 
 
-def runner(script: Path, set_rules: bool) -> Runner:
+def runner(flags: bool) -> Runner:
     def run(bootstrap: str, state: Path) -> float:
-        if set_rules:
+        if flags:
             _rules_in_force(bootstrap)
-        return timed_run([sys.executable, str(script), "--bounded", "--kafka-bootstrap",
-                          bootstrap, "--rest-port", str(free_port()), "--state-dir", str(state)])
+        return timed_run([sys.executable, str(ROOT / "bench" / "flags_job.py"), "--bounded",
+                          "--kafka-bootstrap", bootstrap, "--rest-port", str(free_port()),
+                          "--state-dir", str(state)],
+                         env={"BENCH_FLAGS": "3" if flags else "0"})
     return run
 
 
@@ -105,10 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "bench"))
     print(f"{args.records} events, 1000 keys; {args.runs} alternating runs", flush=True)
-    rates = measure(
-        args.records, args.runs, runner(ROOT / "bench" / "flags_job.py", True),
-        runner(EXAMPLE / "job.py", False), ("3 flags + routing", "no flags"),
-        warm_up=not args.no_warm_up)
+    rates = measure(args.records, args.runs, runner(True), runner(False),
+                    ("3 flags + routing", "no flags"), warm_up=not args.no_warm_up)
     low, high, coverage = median_interval(rates.pair_ratios)
     print("per-pair ratios: " + " ".join(f"{r:.3f}" for r in rates.pair_ratios)
           + f"; median {median(rates.pair_ratios):.3f}, {coverage:.0%} interval "

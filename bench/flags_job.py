@@ -1,11 +1,14 @@
-"""The example job with three declared flags read per record (bench/flags.py's flowship side).
+"""The example job's session logic with three flags read per record, or with none.
 
-The same session logic as ``examples/click_sessions/job.py``; each output also reads the three
-flags (the values do not change the output, so both sides write the same records).
+bench/flags.py's two sides: the same session logic as ``examples/click_sessions/job.py``. With
+three flags, each output also reads them (the values do not change the output, so both sides
+write the same records). With ``BENCH_FLAGS=0`` in the environment, the job declares no flags
+and reads none: no control plane at all, the baseline.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,10 @@ FLAGS = [
     fs.Flag("tier", variants={"basic": 1.0, "gold": 1.2}, default="basic"),
     fs.Flag("cart-beta", default=False),
 ]
+WITH_FLAGS = os.environ.get("BENCH_FLAGS", "3") != "0"
 
-job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats], flags=FLAGS)
+job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats],
+             flags=FLAGS if WITH_FLAGS else [])
 
 
 @fs.stateful("session-stats", session=fs.ValueState(SESSION))
@@ -33,9 +38,10 @@ class SessionStats(KeyedProcessFunction):
         s = advance(self.session.value(), millis(record.value["ts"]))
         self.session.update(s)
         out = output(record.value, s)
-        if record.flag("new-pricing") and record.flag("cart-beta"):
-            out["session_clicks"] = s["session_clicks"]  # the same value: outputs stay equal
-        record.flag("tier")
+        if WITH_FLAGS:
+            if record.flag("new-pricing") and record.flag("cart-beta"):
+                out["session_clicks"] = s["session_clicks"]  # the same value: outputs stay equal
+            record.flag("tier")
         yield record.with_value(out)
 
 

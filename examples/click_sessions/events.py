@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 SESSION_GAP_MS = 30 * 60 * 1000
@@ -38,8 +38,14 @@ def poison_payloads(count: int, valid: bytes) -> list[bytes]:
     return [kinds[i % len(kinds)](i) for i in range(count)]
 
 
-def reference(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The expected output of the example job for each event id, computed in plain Python."""
+def reference(
+    events: list[dict[str, Any]], gap_of: Callable[[dict[str, Any]], int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The expected output of the example job for each event id, computed in plain Python.
+
+    ``gap_of(event)``: the session gap in force for that event (the ``session-gap`` flag's
+    value); 30 minutes, the flag's default, when not given.
+    """
     per_user: dict[str, tuple[int, int, int, int, int]] = {}
     expected: dict[str, dict[str, Any]] = {}
     for e in sorted(events, key=lambda e: e["event_id"]):
@@ -50,7 +56,8 @@ def reference(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         else:
             sc, total, start, last, sessions = cur
             total += 1
-            if ts - last > SESSION_GAP_MS:
+            gap = SESSION_GAP_MS if gap_of is None else gap_of(e)
+            if ts - last > gap:
                 sc, start, sessions = 1, ts, sessions + 1
             else:
                 sc += 1

@@ -12,14 +12,14 @@ without a click. The per-user state is a versioned Avro record (``state/session_
 
 from __future__ import annotations
 
-from common import STATE, advance, by_user, clicks, millis, output, stats
+from common import FLAGS, STATE, advance, by_user, clicks, millis, output, stats
 from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
 
 SESSION = fs.StateSchema("session", versions={1: STATE / "session_v1.avsc"})
 
-job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats],
+job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats], flags=FLAGS,
              description="Per-user session statistics over click events.")
 
 
@@ -28,7 +28,7 @@ class SessionStats(KeyedProcessFunction):
     """Per user: clicks in the current session and overall, session start, sessions so far."""
 
     def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
-        s = advance(self.session.value(), millis(record.value["ts"]))
+        s = advance(self.session.value(), millis(record.value["ts"]), record.flag("session-gap"))
         self.session.update(s)
         yield record.with_value(output(record.value, s))
 

@@ -7,7 +7,7 @@ output's ``previous_page`` shows what state held before each click.
 
 from __future__ import annotations
 
-from common import STATE, advance, by_user, clicks, millis, output, stats
+from common import FLAGS, STATE, advance, by_user, clicks, millis, output, stats
 from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
@@ -17,7 +17,7 @@ SESSION = fs.StateSchema("session", versions={
     2: STATE / "session_v2.avsc",
 })
 
-job = fs.Job("click-sessions", version="2", sources=[clicks], sinks=[stats],
+job = fs.Job("click-sessions", version="2", sources=[clicks], sinks=[stats], flags=FLAGS,
              description="Per-user session statistics over click events (v2: last page).")
 
 
@@ -28,7 +28,7 @@ class SessionStats(KeyedProcessFunction):
     def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
         s = self.session.value()
         previous = s["last_page"] if s is not None else ""
-        s = advance(s, millis(record.value["ts"]))
+        s = advance(s, millis(record.value["ts"]), record.flag("session-gap"))
         s["last_page"] = record.value["page"]
         self.session.update(s)
         yield record.with_value(output(record.value, s, previous))

@@ -7,7 +7,7 @@ then migrate; values written by version 2 migrate directly; both lazily, on firs
 
 from __future__ import annotations
 
-from common import STATE, advance, by_user, clicks, millis, output, stats
+from common import FLAGS, STATE, advance, by_user, clicks, millis, output, stats
 from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
@@ -29,7 +29,7 @@ SESSION = fs.StateSchema(
     migrations={3: page_to_enum},
 )
 
-job = fs.Job("click-sessions", version="3", sources=[clicks], sinks=[stats],
+job = fs.Job("click-sessions", version="3", sources=[clicks], sinks=[stats], flags=FLAGS,
              description="Per-user session statistics over click events (v3: page enum).")
 
 
@@ -40,7 +40,7 @@ class SessionStats(KeyedProcessFunction):
     def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
         s = self.session.value()
         previous = SYMBOL_TO_PAGE.get(s["last_page"], "") if s is not None else ""
-        s = advance(s, millis(record.value["ts"]))
+        s = advance(s, millis(record.value["ts"]), record.flag("session-gap"))
         s["last_page"] = PAGE_TO_SYMBOL.get(record.value["page"], "UNKNOWN")
         self.session.update(s)
         yield record.with_value(output(record.value, s, previous))

@@ -8,7 +8,7 @@ no longer declares: ``flowship check`` and the upgrade gate refuse it before any
 
 from __future__ import annotations
 
-from common import STATE, advance, by_user, clicks, millis, output, stats
+from common import FLAGS, STATE, advance, by_user, clicks, millis, output, stats
 from job_v3 import PAGE_TO_SYMBOL, SYMBOL_TO_PAGE
 from pyflink.datastream import KeyedProcessFunction
 
@@ -17,6 +17,7 @@ import flowship as fs
 SESSION = fs.StateSchema("session", versions={1: STATE / "session_v3.avsc"})
 
 job = fs.Job("click-sessions", version="3-incompatible", sources=[clicks], sinks=[stats],
+             flags=FLAGS,
              description="Per-user session statistics (v3 with its state schema edited in place).")
 
 
@@ -27,7 +28,7 @@ class SessionStats(KeyedProcessFunction):
     def process_element(self, record: fs.Record, ctx: KeyedProcessFunction.Context):
         s = self.session.value()
         previous = SYMBOL_TO_PAGE.get(s["last_page"], "") if s is not None else ""
-        s = advance(s, millis(record.value["ts"]))
+        s = advance(s, millis(record.value["ts"]), record.flag("session-gap"))
         s["last_page"] = PAGE_TO_SYMBOL.get(record.value["page"], "UNKNOWN")
         self.session.update(s)
         yield record.with_value(output(record.value, s, previous))

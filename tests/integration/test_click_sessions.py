@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -103,3 +106,43 @@ def test_broker_killed_mid_stream_recovers_without_loss_or_duplicates(
         outputs = read_outputs(broker.bootstrap, expect=10_000, timeout=240)
         assert job.running(), "job process died:\n" + tail(job.output())
     assert_exactly_once(outputs, evs)
+
+
+def test_the_session_gap_flag_flips_at_the_cut_without_a_redeploy(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    """The example's one flag: a 60-minute session gap for two input partitions, set while the
+    job runs; every output follows the gap its input's offset and the printed cut predict."""
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    evs = list(events.clicks(6_000, users=200))
+    first, second = evs[:3_000], evs[3_000:]
+    produce_clicks(bootstrap, first)
+
+    def flowship(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flowship.cli", "flag", *args,
+                               "--kafka-bootstrap", bootstrap, "--json"],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    with JobProcess(JOB, bootstrap, tmp_path / "state") as job:
+        read_outputs(bootstrap, expect=3_000, timeout=180)  # the job runs, its agents said hello
+        done = flowship("set", "click-sessions", "session-gap", "partitions=1,3:60m")
+        assert done.returncode == 0, done.stdout + done.stderr + tail(job.output())
+        cuts = {int(p): o for p, o in json.loads(done.stdout)["cuts"]["clicks"].items()}
+        produce_clicks(bootstrap, second)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=180)
+        assert job.running(), tail(job.output())
+        shown = json.loads(flowship("show", "click-sessions").stdout)
+    assert shown["flags"]["session-gap"]["rules"] == "partitions=1,3:60m"
+
+    where = {m.value["event_id"]: tuple(int(x) for x in m.headers["flowship.source"].split("/")[1:])
+             for m in outputs if m.value}
+    long_gap = {e for e, (p, o) in where.items() if p in (1, 3) and o >= cuts[p]}
+
+    def gap_of(event: dict) -> int:
+        return 2 * events.SESSION_GAP_MS if event["event_id"] in long_gap else events.SESSION_GAP_MS
+
+    assert long_gap and len(long_gap) < 3_000  # the flag changed some outputs, not all
+    expected = events.reference(evs, gap_of)
+    assert expected != events.reference(evs)  # and a 60-minute gap gives other sessions
+    assert_exactly_once(outputs, evs, expected)

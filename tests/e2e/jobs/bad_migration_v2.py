@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
 
-from common import STATE, advance, by_user, clicks, millis, output, stats
+from common import FLAGS, STATE, advance, by_user, clicks, millis, output, stats
 from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
@@ -29,7 +29,8 @@ SESSION = fs.StateSchema(
     versions={1: STATE / "session_v1.avsc", 2: STATE / "session_v2.avsc"},
     migrations={2: add_last_page},
 )
-job = fs.Job("click-sessions", version="2-bad-migration", sources=[clicks], sinks=[stats])
+job = fs.Job("click-sessions", version="2-bad-migration", sources=[clicks], sinks=[stats],
+             flags=FLAGS)
 
 
 @fs.stateful("session-stats", session=fs.ValueState(SESSION))
@@ -37,7 +38,7 @@ class SessionStats(KeyedProcessFunction):
     def process_element(self, record, ctx):
         s = self.session.value()
         previous = s["last_page"] if s is not None else ""
-        s = advance(s, millis(record.value["ts"]))
+        s = advance(s, millis(record.value["ts"]), record.flag("session-gap"))
         s["last_page"] = record.value["page"]
         self.session.update(s)
         yield record.with_value(output(record.value, s, previous))

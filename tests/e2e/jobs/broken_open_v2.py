@@ -12,14 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
 
-from common import STATE, by_user, clicks, stats
+from common import FLAGS, STATE, by_user, clicks, stats
 from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
 
 SESSION = fs.StateSchema("session", versions={1: STATE / "session_v1.avsc",
                                               2: STATE / "session_v2.avsc"})
-job = fs.Job("click-sessions", version="2-broken", sources=[clicks], sinks=[stats])
+job = fs.Job("click-sessions", version="2-broken", sources=[clicks], sinks=[stats],
+             flags=FLAGS)
 
 
 @fs.stateful("session-stats", session=fs.ValueState(SESSION))

@@ -11,19 +11,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
 
-from common import STATE, advance, by_user, clicks, millis, output, stats
+from common import FLAGS, STATE, advance, by_user, clicks, millis, output, stats
 from pyflink.datastream import KeyedProcessFunction
 
 import flowship as fs
 
 SESSION = fs.StateSchema("session", versions={1: STATE / "session_v1.avsc"})
-job = fs.Job("click-sessions", version="1.1", sources=[clicks], sinks=[stats])
+job = fs.Job("click-sessions", version="1.1", sources=[clicks], sinks=[stats],
+             flags=FLAGS)
 
 
 @fs.stateful("session-stats", session=fs.ValueState(SESSION))
 class SessionStats(KeyedProcessFunction):
     def process_element(self, record, ctx):
-        s = advance(self.session.value(), millis(record.value["ts"]))
+        s = advance(self.session.value(), millis(record.value["ts"]), record.flag("session-gap"))
         self.session.update(s)
         yield record.with_value(output(record.value, s))
 
