@@ -89,6 +89,13 @@ class Target(ABC):
     #: the REST API of the Flink cluster the version runs on
     rest_url: str
 
+    def prepare(self) -> None:  # noqa: B027 (a hook: most targets need nothing)
+        """Before anything is recorded or stopped: create what the version needs outside Flink.
+
+        Called once the ledger and the running version were checked (an unknown job or a held
+        lease is reported first); idempotent, so a resumed deployment calls it again.
+        """
+
     def old_version_stopped(self) -> None:  # noqa: B027 (a hook: most targets need nothing)
         """The running version was stopped for an upgrade: wait for what it held to be free."""
 
@@ -149,6 +156,7 @@ class Engine:
             self.policy.checkpoints(r.job),
             from_checkpoint=from_checkpoint,
             rules=self.rules,
+            prepare=self.target.prepare,
         )
         try:
             self.target.old_version_stopped()
@@ -173,6 +181,7 @@ class Engine:
             current = self.ledger.current(r.job)
             if current is not None:
                 _refuse_if_alive(r.job, current[1])
+            self.target.prepare()
             deployment = self.ledger.new_deployment_id()
             self.ledger.record(
                 r.job,

@@ -94,8 +94,13 @@ def prepare_upgrade(
     checkpoint_root: Path | None = None,
     from_checkpoint: bool = False,
     rules: RulesReader | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> Prepared:
     """Check the new version against the running one, then stop that one with a savepoint.
+
+    ``prepare`` (the target's :meth:`~flowship.deploy.engine.Target.prepare`) runs once the
+    ledger knows the job and its running version was found alive, before the gate records
+    anything; a resumed deployment runs it again (it is idempotent).
 
     ``rules`` reads the flag rules in force on the job's control topic, for the gate; it is
     called only when the running or the new version has a control plane.
@@ -112,6 +117,8 @@ def prepare_upgrade(
     try:
         resumed = _resume(ledger, job, version, lease, checkpoint_root)
         if resumed is not None:
+            if prepare is not None:
+                prepare()
             return resumed
         current = ledger.current(job)
         if current is None:
@@ -123,6 +130,8 @@ def prepare_upgrade(
         previous, old = current
         rest = FlinkRest(old["rest_url"])
         if from_checkpoint:
+            if prepare is not None:
+                prepare()
             return _from_checkpoint(
                 ledger,
                 job,
@@ -149,7 +158,8 @@ def prepare_upgrade(
                 f"{old['rest_url']}) is not running ({alive.verdict}: {alive.seen}); {how}"
             )
             raise ClusterError(msg)
-
+        if prepare is not None:
+            prepare()
         deployment = plan_and_check(
             ledger, job, version, manifest, script, previous, old, rules=rules
         )

@@ -291,6 +291,7 @@ def run_rehearsal(job: Job, settings: Settings, restore: str | None, suffix: str
         "execution.state-recovery.ignore-unclaimed-state": "true",
     }
     env = make_env(options)
+    job.create_topics(settings, rehearsal=suffix)
     job.build(env, settings, rehearsal=suffix)
     rest = FlinkRest(f"http://127.0.0.1:{settings.rest_port}")
     outcome: dict[str, Any] = {"suffix": suffix}

@@ -147,7 +147,7 @@ class Job:
 
         ``rehearsal`` (a ``--dry-run``'s suffix) isolates every Kafka name the graph uses.
         """
-        from flowship.kafka._flink import KafkaContext, add_sink, add_source
+        from flowship.kafka._flink import add_sink, add_source
 
         self.check_stateless()
         if self._topology is None:
@@ -156,7 +156,30 @@ class Job:
                 "@job.topology before calling main()"
             )
             raise ConfigError(msg)
-        ctx = KafkaContext(
+        ctx = self._kafka_context(settings, rehearsal)
+        streams = {s.name: add_source(env, s, ctx) for s in self.sources}
+        out = self._topology(**streams)
+        for sink, stream in self._sink_map(out).items():
+            add_sink(stream, sink, ctx)
+
+    def create_topics(self, settings: Settings, *, rehearsal: str = "") -> None:
+        """Create the topics this version's control plane needs where they are missing.
+
+        Its control topic and each sink's side topic (``<topic>.side.<version>``); nothing
+        for a job without a control plane. Kafka I/O, so not part of :meth:`build`: a
+        deployment calls it once the ledger and the running version were checked, before
+        anything is recorded or stopped (ClusterError when Kafka does not answer).
+        """
+        if not self.control:
+            return
+        from flowship.control._topics import ensure_job_topics
+
+        ensure_job_topics(self._kafka_context(settings, rehearsal), [s.topic for s in self.sinks])
+
+    def _kafka_context(self, settings: Settings, rehearsal: str) -> Any:
+        from flowship.kafka._flink import KafkaContext
+
+        return KafkaContext(
             bootstrap=settings.kafka_bootstrap,
             job=self.name,
             version=self.version,
@@ -166,14 +189,6 @@ class Job:
             flags=self.flags,
             environment=settings.environment,
         )
-        if self.control:
-            from flowship.control._topics import ensure_job_topics
-
-            ensure_job_topics(ctx, [s.topic for s in self.sinks])
-        streams = {s.name: add_source(env, s, ctx) for s in self.sources}
-        out = self._topology(**streams)
-        for sink, stream in self._sink_map(out).items():
-            add_sink(stream, sink, ctx)
 
     def _sink_map(self, out: Any) -> dict[KafkaSink, Any]:
         if out is None and not self.sinks:

@@ -50,6 +50,10 @@ class LocalTarget(Target):
         self._client: Any = None
         self._started = time.monotonic()
 
+    def prepare(self) -> None:
+        """The topics of the job's control plane (its control topic, the sinks' side topics)."""
+        self._job.create_topics(self._settings)
+
     def old_version_stopped(self) -> None:
         """The old local version exits once stopped: wait for its REST port before reusing it."""
         wait_port_free(self._settings.rest_port, timeout=PORT_TIMEOUT)

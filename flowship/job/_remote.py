@@ -54,6 +54,7 @@ class ClusterTarget(Target):
         self._rest.overview()  # fail fast, with a clear error, if unreachable
         started = time.monotonic()
         self._job = job
+        self._settings = settings
         self._env = make_env(flink_options(job, settings))
         # a script run by plain Python gets a local environment (execution.target=local);
         # pointing its configuration at the cluster turns it into a remote one
@@ -65,6 +66,10 @@ class ClusterTarget(Target):
         )
         self.prepared_ms = int((time.monotonic() - started) * 1000)
         log.info("job.prepared", job=job.name, version=job.version, duration_ms=self.prepared_ms)
+
+    def prepare(self) -> None:
+        """The topics of the job's control plane (its control topic, the sinks' side topics)."""
+        self._job.create_topics(self._settings)
 
     def start(self, restore: str | None, deployment: str) -> str:
         """Submit the prepared graph (restoring from ``restore``); the job id once RUNNING."""
