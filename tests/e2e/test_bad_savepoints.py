@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.timeout(300)]
 MAGIC_AND_VERSION = bytes.fromhex("4960672d00000006")  # what Flink 2.2 writes first
 
 
-def _run(state: Path, savepoint: Path) -> subprocess.CompletedProcess[str]:
-    # no broker: restoring the savepoint fails before any source connects
+def _run(state: Path, savepoint: Path, bootstrap: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    # restoring the savepoint fails before any source connects; a broker is needed only by
+    # what a deployment does first for a job with flags (its control-plane topics)
     return subprocess.run(
         [
             sys.executable,
@@ -33,7 +35,7 @@ def _run(state: Path, savepoint: Path) -> subprocess.CompletedProcess[str]:
             "--rest-port",
             str(free_port()),
             "--kafka-bootstrap",
-            f"127.0.0.1:{free_port()}",
+            bootstrap or f"127.0.0.1:{free_port()}",
             "--restart-attempts",
             "0",
         ],
@@ -61,11 +63,13 @@ def test_metadata_that_is_not_flinks_is_refused_before_anything(tmp_path: Path) 
     assert not state.exists()  # no ledger, no checkpoint directory: nothing recorded
 
 
-def test_garbage_after_the_magic_number_fails_the_job_and_is_recorded(tmp_path: Path) -> None:
+def test_garbage_after_the_magic_number_fails_the_job_and_is_recorded(
+    kafka_broker, tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     sp = _savepoint(tmp_path, MAGIC_AND_VERSION + bytes(range(256)) * 8)
     metadata = (sp / "_metadata").read_bytes()
-    done = _run(state, sp)
+    done = _run(state, sp, kafka_broker.bootstrap)
     assert done.returncode == 3, tail(done.stdout + done.stderr)
     assert f"while restoring from {sp.resolve().as_uri()}" in done.stderr, tail(done.stderr)
     assert "corrupt or incomplete" in done.stderr
