@@ -207,3 +207,66 @@ def test_decider_gives_each_record_its_rules_values(count: int) -> None:
                     flag.key, partition, offset)
             assert got["flowship.route"] == "production"
 
+
+
+class _QuietLog:
+    """A control log with nothing new to read: counts the agent's wake-ups and end queries."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.view = ControlView()
+        self.topic = "job.control"
+        self.polls: list[float] = []
+        self.ends = 0
+        self.writes: list[str] = []
+
+    def check_exists(self, timeout: float = 10.0) -> None:
+        pass
+
+    def read_to_end(self, timeout: float = 30.0) -> ControlView:
+        return self.view
+
+    def end(self, timeout: float = 10.0) -> int:
+        self.ends += 1
+        return self.view.position
+
+    def poll(self, timeout: float = 0.1, max_records: int = 500) -> int:
+        self.polls.append(timeout)
+        import time
+
+        time.sleep(timeout)  # what a consumer does when nothing arrives
+        return 0
+
+    def write(self, key: str, value: object, *, flush: bool = True) -> None:
+        self.writes.append(key)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("passive", [False, True])
+def test_an_idle_agent_wakes_about_once_a_second_and_stays_fresh(monkeypatch, passive) -> None:
+    # every wake-up of the agent's thread takes the GIL from the decoders: on an idle control
+    # topic it wakes for its beat and its end check (once a second), never in a tight loop
+    # (a passive rehearsal agent, which never beats, included)
+    import time
+
+    from flowship.control import _agent
+
+    monkeypatch.setattr(_agent, "ControlLog", _QuietLog)
+    agent = _agent.Agent("127.0.0.1:9", "job.control", job="job", version="1", source="s",
+                         source_topic="t", group="g", subtask=0, flags=[],
+                         environment="default", passive=passive)
+    agent.start()
+    started = time.monotonic()
+    time.sleep(3.5)
+    log = agent._log
+    polls, ends = len(log.polls), log.ends  # type: ignore[attr-defined]
+    fresh_age = time.monotonic() - agent.fresh_at
+    agent.stop()
+    assert agent.error is None
+    assert 3 <= polls <= 6, log.polls  # type: ignore[attr-defined]
+    assert 3 <= ends <= 5
+    assert fresh_age < 1.5 < _agent.STALE_S  # the decoder never waits for a fresh view
+    beats = [k for k in log.writes if k.startswith("beat/")]  # type: ignore[attr-defined]
+    assert (len(beats) >= 4) != passive  # 3 in the thread, 1 goodbye tombstone
+    assert time.monotonic() - started < 8  # stop() does not wait out a long poll
