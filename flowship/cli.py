@@ -104,6 +104,11 @@ def _run_job_manifest(file: Path, timeout: float) -> str:
     except subprocess.TimeoutExpired as exc:
         msg = f"{file}: `python {file.name} --manifest` did not finish within {timeout:g}s"
         raise ConfigError(msg) from exc
+    said = [line for line in done.stderr.splitlines() if line.startswith("flowship: ")]
+    if done.returncode == EXIT_BAD_INPUT and said:
+        # the job's own message (a bad declaration, a schema file that does not parse)
+        msg = f"{file}: " + "\n".join(line.removeprefix("flowship: ") for line in said)
+        raise ConfigError(msg)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:]) or "(no stderr)"
         msg = (

@@ -1,0 +1,128 @@
+"""What new users get wrong first fails fast and says so: a schema file with a syntax error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flowship as fs
+from flowship.cli import EXIT_BAD_INPUT, main
+from flowship.errors import SchemaError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_JOB = ROOT / "examples" / "click_sessions" / "job.py"
+
+# a comma missing at the end of line 5: the error is reported at line 6, column 5
+BROKEN_AVSC = """\
+{
+  "type": "record",
+  "name": "Session",
+  "fields": [
+    {"name": "clicks", "type": "int"}
+    {"name": "start", "type": "long"}
+  ]
+}
+"""
+
+JOB = """\
+from pathlib import Path
+
+import flowship as fs
+
+SESSION = fs.StateSchema("session", versions={1: Path(__file__).parent / "session.avsc"})
+clicks = fs.KafkaSource(uid="clicks", topic="clicks", schema=%r)
+job = fs.Job("broken-schema", version="1", sources=[clicks], sinks=[])
+
+if __name__ == "__main__":
+    job.main()
+"""
+
+CLICK = {"type": "record", "name": "Click", "fields": [{"name": "user", "type": "string"}]}
+
+
+def job_with_schema(tmp_path: Path, avsc: str) -> Path:
+    (tmp_path / "session.avsc").write_text(avsc)
+    script = tmp_path / "job.py"
+    script.write_text(JOB % (CLICK,))
+    return script
+
+
+def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+
+
+# -- a state schema file that does not parse --------------------------------------------------
+
+
+def test_schema_file_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "session.avsc"
+    path.write_text(BROKEN_AVSC)
+    with pytest.raises(SchemaError) as caught:
+        fs.StateSchema("session", versions={1: path})
+    text = str(caught.value)
+    assert text.startswith("state schema 'session' version 1: ")
+    assert str(path) in text
+    assert "not valid JSON: Expecting ',' delimiter at line 6, column 5" in text
+    assert "fix the JSON syntax there" in text
+
+
+def test_schema_file_that_is_not_avro_names_the_file_and_the_type(tmp_path: Path) -> None:
+    path = tmp_path / "session.avsc"
+    path.write_text(json.dumps({"type": "record", "name": "S", "fields": [
+        {"name": "clicks", "type": "integer"}]}))
+    with pytest.raises(SchemaError, match=r"unknown type 'integer'; use an Avro type") as caught:
+        fs.StateSchema("session", versions={1: path})
+    assert f"state schema 'session' version 1 ({path})" in str(caught.value)
+
+
+def test_job_script_with_a_broken_schema_file_says_flowship_and_exits_2(tmp_path: Path) -> None:
+    script = job_with_schema(tmp_path, BROKEN_AVSC)
+    done = run(str(script), "--manifest")
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    first, second = done.stderr.strip().splitlines()
+    assert first.startswith("flowship: state schema 'session' version 1: ")
+    assert f"{tmp_path / 'session.avsc'} is not valid JSON" in first
+    assert "line 6, column 5" in first
+    assert second == (
+        f"flowship: raised at {script}, line 5 (FLOWSHIP_TRACEBACK=1 shows the traceback)"
+    )
+
+
+def test_flowship_traceback_keeps_pythons_traceback(tmp_path: Path) -> None:
+    script = job_with_schema(tmp_path, BROKEN_AVSC)
+    import os
+
+    done = run(str(script), "--manifest", env={**os.environ, "FLOWSHIP_TRACEBACK": "1"})
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr
+    assert "flowship.errors.SchemaError: state schema 'session'" in done.stderr
+
+
+def test_other_errors_of_a_script_keep_their_traceback(tmp_path: Path) -> None:
+    script = tmp_path / "plain.py"
+    script.write_text("import flowship\nraise RuntimeError('not flowship')\n")
+    done = run(str(script))
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "RuntimeError: not flowship" in done.stderr
+    assert "flowship: " not in done.stderr
+
+
+def test_flowship_check_gives_the_jobs_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = job_with_schema(tmp_path, BROKEN_AVSC)
+    assert main(["check", str(EXAMPLE_JOB), str(script)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"flowship check: error: {script}: state schema 'session' version 1: the Avro schema "
+        f"file {tmp_path / 'session.avsc'} is not valid JSON: Expecting ',' delimiter at line 6, "
+        "column 5"
+    ), err
+    assert "Traceback" not in err and "stderr tail" not in err
