@@ -1,17 +1,22 @@
-"""What new users get wrong first fails fast and says so: a schema file with a syntax error."""
+"""What new users get wrong first fails fast and says so: a schema file with a syntax error;
+librdkafka's own log lines go through flowship's logging, de-duplicated (no JVM here)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+import structlog
 
 import flowship as fs
+from flowship import _kafka
 from flowship.cli import EXIT_BAD_INPUT, main
 from flowship.errors import SchemaError
+from flowship.testing._proc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_JOB = ROOT / "examples" / "click_sessions" / "job.py"
@@ -126,3 +131,61 @@ def test_flowship_check_gives_the_jobs_message(
         "column 5"
     ), err
     assert "Traceback" not in err and "stderr tail" not in err
+
+
+# -- librdkafka's log lines ---------------------------------------------------------------
+
+
+def test_repeated_client_log_lines_are_logged_once_per_window() -> None:
+    client_log = _kafka._ClientLog(window_s=60.0)
+    line = "[thrd:127.0.0.1:9/bootstrap]: Connect to ipv4#127.0.0.1:9 failed (after %dms in state)"
+    with structlog.testing.capture_logs() as logs:
+        for i in range(200):
+            client_log.log(40, "%s [%s] %s", "FAIL", f"rdkafka#consumer-{i % 3}", line % i)
+        client_log.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", line.replace(":9", ":10"))
+    assert [(e["event"], e["log_level"], e["facility"]) for e in logs] == [
+        ("kafka.client", "error", "FAIL")
+    ] * 2
+    assert ":10" in logs[1]["message"]  # another address is another line
+
+    client_log.window_s = 0.0  # the window has passed: the next one says how many were left out
+    with structlog.testing.capture_logs() as logs:
+        client_log.log(40, "%s [%s] %s", "FAIL", "rdkafka#consumer-0", line % 7)
+    assert logs[0]["repeated"] == 199
+
+
+CLIENT_AGAINST_NOTHING = """
+import sys, time
+from flowship._log import configure_for_cli
+from flowship import _kafka
+configure_for_cli()
+consumer = _kafka.consumer(sys.argv[1], **{"group.id": "g"})
+producer = _kafka.producer(sys.argv[1])
+producer.produce("t", b"x")
+deadline = time.monotonic() + 4
+while time.monotonic() < deadline:
+    consumer.poll(0.2)
+    producer.poll(0.2)
+admin = _kafka.admin_client(sys.argv[1])
+try:
+    admin.list_topics(timeout=2)
+except Exception:
+    pass
+_kafka.serve_logs(admin)
+consumer.close()
+"""
+
+
+def test_clients_against_a_dead_broker_print_a_few_lines_not_hundreds(tmp_path: Path) -> None:
+    script = tmp_path / "clients.py"
+    script.write_text(textwrap.dedent(CLIENT_AGAINST_NOTHING))
+    done = run(str(script), f"127.0.0.1:{free_port()}")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    raw = [line for line in lines if line.startswith("%")]  # librdkafka's own stderr format
+    assert raw == [], raw[:3]
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    client_lines = [e for e in events if e["event"] == "kafka.client"]
+    assert 1 <= len(client_lines) <= 5, client_lines
+    assert all("Connection refused" in e["message"] or "brokers are down" in e["message"]
+               for e in client_lines), client_lines
