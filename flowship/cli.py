@@ -19,7 +19,7 @@ Exit codes:
 1   incompatible: the report lists what blocks the upgrade and how to fix it
 2   bad input: missing file, unreadable manifest, not a job, invalid flags
 3   a job failed (``rollback``: the previous version did not start)
-4   a cluster or JVM artifact unreachable
+4   a cluster (Flink, Kafka) or JVM artifact unreachable
 5   ``rollback`` refused: the previous version cannot read the current state
 6   ``rollback``: the previous version was not healthy; the current one runs again
 7   ``rollback``: another deployment of the job is in progress (it holds the lease)

@@ -7,9 +7,9 @@ meaning.
 0   done: the job finished (bounded) or was deployed; ``flowship check``: compatible
 1   ``flowship check``: incompatible (the report lists what blocks the upgrade, and the fix)
 2   bad input: invalid flags, settings, job definition or state schema, unknown job, nothing
-    to roll back
+    to roll back, a source topic missing on Kafka
 3   a job failed or could not be submitted (a rollback: the previous version did not start)
-4   a cluster or JVM artifact could not be reached / found
+4   a cluster (Flink, or Kafka) or JVM artifact could not be reached / found
 5   refused: the new (or, for a rollback, the previous) code cannot read the running
     version's state; nothing was stopped (the ledger records REFUSED with the report)
 6   the upgraded version was not healthy within the window: the version before it was started

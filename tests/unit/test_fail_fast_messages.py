@@ -1,5 +1,6 @@
-"""What new users get wrong first fails fast and says so: a schema file with a syntax error;
-librdkafka's own log lines go through flowship's logging, de-duplicated (no JVM here)."""
+"""What new users get wrong first fails fast and says so: a schema file with a syntax error, a
+Kafka address nothing listens on; librdkafka's own log lines go through flowship's logging,
+de-duplicated (no JVM here; the job-level tests are tests/integration/test_fail_fast_kafka.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import structlog
 import flowship as fs
 from flowship import _kafka
 from flowship.cli import EXIT_BAD_INPUT, main
-from flowship.errors import SchemaError
+from flowship.errors import ClusterError, SchemaError
 from flowship.testing._proc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +135,19 @@ def test_flowship_check_gives_the_jobs_message(
     assert "Traceback" not in err and "stderr tail" not in err
 
 
-# -- librdkafka's log lines ---------------------------------------------------------------
+# -- Kafka that does not answer ------------------------------------------------------------
+
+
+def test_check_kafka_names_the_address_nothing_listens_on() -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as caught:
+        _kafka.check_kafka(bootstrap, {"clicks": "source 'clicks'"}, timeout=2.0)
+    assert time.monotonic() - started < 10
+    text = str(caught.value)
+    assert f"Kafka at {bootstrap} did not answer within 2 s" in text
+    assert "Connection refused" in text
+    assert "--kafka-bootstrap" in text and "nothing was started or recorded" in text
 
 
 def test_repeated_client_log_lines_are_logged_once_per_window() -> None:
@@ -189,3 +203,32 @@ def test_clients_against_a_dead_broker_print_a_few_lines_not_hundreds(tmp_path: 
     assert 1 <= len(client_lines) <= 5, client_lines
     assert all("Connection refused" in e["message"] or "brokers are down" in e["message"]
                for e in client_lines), client_lines
+
+
+# -- the check comes before anything is recorded or stopped --------------------------------
+
+
+def test_upgrade_checks_before_a_resumed_deployment_records_anything(tmp_path: Path) -> None:
+    """A deployer died at PLANNED of v2; the rerun's Kafka check fails: the ledger is as it was.
+
+    (Before, the rerun first recorded that deployment FAILED, and a rerun that died while
+    stopping the old version took its savepoint again, before the check.)
+    """
+    from flowship.deploy.ledger import LocalLedger
+    from flowship.deploy.machine import Step
+    from flowship.deploy.upgrade import prepare_upgrade
+
+    ledger = LocalLedger(tmp_path / "ledger")
+    ledger.record("jobx", "d1", Step.PLANNED, version="1", manifest={}, script="v1.py")
+    ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
+    ledger.record("jobx", "d1", Step.RUNNING, job_id="j1", rest_url="http://127.0.0.1:1")
+    ledger.record("jobx", "d2", Step.PLANNED, version="2", manifest={}, script="v2.py")
+    before = ledger.entries("jobx")
+
+    def kafka_check() -> None:
+        raise ClusterError("Kafka at 127.0.0.1:9 did not answer")
+
+    with pytest.raises(ClusterError, match=r"Kafka at 127\.0\.0\.1:9 "):
+        prepare_upgrade(ledger, "jobx", "2", {}, "v2.py", tmp_path / "sp", prepare=kafka_check)
+    assert ledger.entries("jobx") == before
+    assert not (tmp_path / "ledger" / "jobx.lease").exists()
