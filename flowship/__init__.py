@@ -9,6 +9,7 @@ The names a job author needs::
     job = fs.Job("click-sessions", version="1", sources=[clicks], sinks=[stats])
 """
 
+from flowship import _script_errors
 from flowship.control import Flag
 from flowship.errors import FlowshipError
 from flowship.job import Job
@@ -31,3 +32,6 @@ __all__ = [
     "stateful",
 ]
 __version__ = "0.1.0"
+
+# an error raised by a job script's declarations reads like one from job.main(): no traceback
+_script_errors.install()

@@ -19,7 +19,7 @@ Exit codes:
 1   incompatible: the report lists what blocks the upgrade and how to fix it
 2   bad input: missing file, unreadable manifest, not a job, invalid flags
 3   a job failed (``rollback``: the previous version did not start)
-4   a cluster or JVM artifact unreachable
+4   a cluster (Flink, Kafka) or JVM artifact unreachable
 5   ``rollback`` refused: the previous version cannot read the current state
 6   ``rollback``: the previous version was not healthy; the current one runs again
 7   ``rollback``: another deployment of the job is in progress (it holds the lease)
@@ -104,6 +104,11 @@ def _run_job_manifest(file: Path, timeout: float) -> str:
     except subprocess.TimeoutExpired as exc:
         msg = f"{file}: `python {file.name} --manifest` did not finish within {timeout:g}s"
         raise ConfigError(msg) from exc
+    said = [line for line in done.stderr.splitlines() if line.startswith("flowship: ")]
+    if done.returncode == EXIT_BAD_INPUT and said:
+        # the job's own message (a bad declaration, a schema file that does not parse)
+        msg = f"{file}: " + "\n".join(line.removeprefix("flowship: ") for line in said)
+        raise ConfigError(msg)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:]) or "(no stderr)"
         msg = (

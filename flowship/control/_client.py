@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowship._kafka import admin_client, consumer, serve_logs
 from flowship.control._flags import ROUTE, Flag
 from flowship.control._log import ControlLog, control_topic
 from flowship.control._rules import FlagConfig, parse_rules
@@ -141,20 +142,18 @@ class FlagClient:
     def _cuts(
         self, live: Sequence[Instance], versions: Sequence[str], attempt: int = 1
     ) -> dict[str, dict[int, int]]:
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         view = self._log.view
         sources: dict[str, set[str]] = {}
         for version in versions:
             for source in view.versions.get(version, {}).get("sources", []):
                 sources.setdefault(source["topic"], set()).add(source["group"])
-        consumer = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": "flowship.control.cuts"}
-        )
+        reader = consumer(self.bootstrap, **{"group.id": "flowship.control.cuts"})
         try:
             cuts: dict[str, dict[int, int]] = {}
             for topic, groups in sorted(sources.items()):
-                meta = consumer.list_topics(topic, timeout=10)
+                meta = reader.list_topics(topic, timeout=10)
                 info = meta.topics.get(topic)
                 if info is None or info.error is not None:
                     msg = (
@@ -177,13 +176,13 @@ class FlagClient:
                 # nothing runs: from where the next run starts (the group's committed offsets)
                 starts = dict.fromkeys(parts, 2**62)
                 for group in sorted(groups):
-                    reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+                    of_group = consumer(self.bootstrap, **{"group.id": group})
                     try:
-                        committed = reader.committed(
+                        committed = of_group.committed(
                             [TopicPartition(topic, p) for p in parts], timeout=10
                         )
                     finally:
-                        reader.close()
+                        of_group.close()
                     for tp in committed:
                         at = tp.offset if tp.offset >= 0 else 0
                         starts[tp.partition] = min(starts[tp.partition], at)
@@ -193,20 +192,23 @@ class FlagClient:
             msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
             raise ClusterError(msg) from exc
         finally:
-            consumer.close()
+            reader.close()
 
     def _ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """The end offset of each partition, in one request per broker."""
         from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import AdminClient, OffsetSpec
+        from confluent_kafka.admin import OffsetSpec
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        futures = self._admin.list_offsets(
-            {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
-            request_timeout=10,
-        )
-        return {tp.partition: int(f.result().offset) for tp, f in futures.items()}
+            self._admin = admin_client(self.bootstrap)
+        try:
+            futures = self._admin.list_offsets(
+                {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+                request_timeout=10,
+            )
+            return {tp.partition: int(f.result().offset) for tp, f in futures.items()}
+        finally:
+            serve_logs(self._admin)
 
     def set_flag(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from flowship._kafka import admin_client, consumer, producer, serve_logs
 from flowship.control._view import ControlView, encode
 from flowship.errors import ClusterError, ConfigError
 
@@ -36,14 +37,15 @@ def ensure_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> bool:
 def admin_and_topics(bootstrap: str, timeout: float) -> tuple[Any, Any]:
     """An admin client of ``bootstrap`` and the cluster's metadata (ClusterError if silent)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin_client(bootstrap)
     try:
         return admin, admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         msg = f"Kafka at {bootstrap} did not answer ({exc}); check --kafka-bootstrap"
         raise ClusterError(msg) from exc
+    finally:
+        serve_logs(admin)
 
 
 def create_topics(
@@ -77,6 +79,8 @@ def create_topics(
                 continue
             msg = f"could not create topic {name!r} on {bootstrap}: {exc}"
             raise ClusterError(msg) from exc
+        finally:
+            serve_logs(admin)
     return created
 
 
@@ -84,32 +88,28 @@ class ControlLog:
     """A reader (from the start) and a writer of one control topic, folding into a view."""
 
     def __init__(self, bootstrap: str, topic: str, *, write: bool = True) -> None:
-        from confluent_kafka import Consumer, Producer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         self.bootstrap = bootstrap
         self.topic = topic
         self.view = ControlView()
         #: broker append time of the newest record read
         self.last_timestamp = 0
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
+        self._consumer = consumer(
+            bootstrap,
+            **{
                 "group.id": "flowship.control.reader",  # never joined: partitions are assigned
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "isolation.level": "read_committed",
-            }
+            },
         )
         self._tp = TopicPartition(topic, 0)
         self._producer: Any = None
         if write:
-            self._producer = Producer(
-                {
-                    "bootstrap.servers": bootstrap,
-                    "acks": "all",
-                    "enable.idempotence": True,
-                    "linger.ms": 0,
-                }
+            self._producer = producer(
+                bootstrap,
+                **{"acks": "all", "enable.idempotence": True, "linger.ms": 0},
             )
         self._assigned = False
         #: offset of the last write the broker acknowledged (-1: none)
@@ -149,10 +149,10 @@ class ControlLog:
         behind its fetch in flight (hundreds of milliseconds on an idle topic).
         """
         from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient, OffsetSpec
+        from confluent_kafka.admin import OffsetSpec
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            self._admin = admin_client(self.bootstrap)
         try:
             futures = self._admin.list_offsets(
                 {self._tp: OffsetSpec.latest()}, request_timeout=timeout
@@ -161,6 +161,8 @@ class ControlLog:
         except KafkaException as exc:
             msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
             raise ClusterError(msg) from exc
+        finally:
+            serve_logs(self._admin)
 
     def poll(self, timeout: float = 0.1, max_records: int = 500) -> int:
         """Fold whatever arrives within ``timeout``; return how many records."""

@@ -90,10 +90,13 @@ class Target(ABC):
     rest_url: str
 
     def prepare(self) -> None:  # noqa: B027 (a hook: most targets need nothing)
-        """Before anything is recorded or stopped: create what the version needs outside Flink.
+        """Before anything is recorded or stopped: check and create what the version needs.
 
-        Called once the ledger and the running version were checked (an unknown job or a held
-        lease is reported first); idempotent, so a resumed deployment calls it again.
+        Outside Flink, e.g. that Kafka answers and the sources' topics exist (a typo fails here,
+        in seconds), and the topics of the job's control plane. Called once the lease is held
+        (a held lease is reported first); for a first deploy once the ledger's current
+        deployment was found gone, for an upgrade once the ledger knows the job. Idempotent: a
+        resumed deployment calls it again.
         """
 
     def old_version_stopped(self) -> None:  # noqa: B027 (a hook: most targets need nothing)

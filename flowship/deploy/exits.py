@@ -6,9 +6,10 @@ meaning.
 ==  ===========================================================================================
 0   done: the job finished (bounded) or was deployed; ``flowship check``: compatible
 1   ``flowship check``: incompatible (the report lists what blocks the upgrade, and the fix)
-2   bad input: invalid flags, settings, job definition, unknown job, nothing to roll back
+2   bad input: invalid flags, settings, job definition or state schema, unknown job, nothing
+    to roll back, a source topic missing on Kafka
 3   a job failed or could not be submitted (a rollback: the previous version did not start)
-4   a cluster or JVM artifact could not be reached / found
+4   a cluster (Flink, or Kafka) or JVM artifact could not be reached / found
 5   refused: the new (or, for a rollback, the previous) code cannot read the running
     version's state; nothing was stopped (the ledger records REFUSED with the report)
 6   the upgraded version was not healthy within the window: the version before it was started
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from flowship.deploy.ledger import LeaseHeldError
 from flowship.deploy.upgrade import UpgradeRefused
-from flowship.errors import ClusterError, ConfigError, FlowshipError, MissingJarError
+from flowship.errors import ClusterError, ConfigError, FlowshipError, MissingJarError, SchemaError
 
 EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1
@@ -40,7 +41,7 @@ EXIT_NOT_AGREED = 9
 
 def exit_code_for(exc: FlowshipError) -> int:
     """The documented exit code of a deployment (or rollback) that raised ``exc``."""
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, SchemaError)):
         return EXIT_BAD_INPUT
     if isinstance(exc, UpgradeRefused):
         return EXIT_REFUSED

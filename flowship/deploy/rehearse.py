@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from flowship._jars import find_state_reader
+from flowship._kafka import admin_client, serve_logs
+from flowship._kafka import consumer as kafka_consumer
 from flowship.errors import ConfigError, MissingJarError, StateError
 from flowship.schema import StateCodec
 
@@ -371,10 +373,11 @@ def create_rehearsal_topics(bootstrap: str, topics: Mapping[str, str]) -> None:
 
     ``topics`` maps suffixed name -> production name; production topics are only described.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = admin_client(bootstrap, log_level=3)
     existing = admin.list_topics(timeout=15).topics
+    serve_logs(admin)
     new = []
     for name, twin in topics.items():
         if name in existing:
@@ -390,21 +393,23 @@ def create_rehearsal_topics(bootstrap: str, topics: Mapping[str, str]) -> None:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 msg = f"creating the dry run's topic {name!r} on {bootstrap} failed: {exc}"
                 raise ConfigError(msg) from exc
+        finally:
+            serve_logs(admin)
 
 
 def count_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
     """How many committed records ``topic`` holds (read_committed, from the beginning)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+    consumer = kafka_consumer(
+        bootstrap,
+        **{
             "group.id": f"flowship.dryrun-reader.{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "log_level": 3,
-        }
+        },
     )
     count = 0
     try:
@@ -435,15 +440,15 @@ def count_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
 
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """The end (high watermark) offset of every partition of ``topics``, right now."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+    consumer = kafka_consumer(
+        bootstrap,
+        **{
             "group.id": f"flowship.dryrun-reader.{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "log_level": 3,
-        }
+        },
     )
     out: dict[tuple[str, int], int] = {}
     try:
@@ -463,15 +468,15 @@ def committed_offsets(
     bootstrap: str, group: str, partitions: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:
     """``group``'s committed offset of each partition (negative: none committed)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+    consumer = kafka_consumer(
+        bootstrap,
+        **{
             "group.id": group,
             "enable.auto.commit": False,
             "log_level": 3,
-        }
+        },
     )
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)

@@ -98,9 +98,10 @@ def prepare_upgrade(
 ) -> Prepared:
     """Check the new version against the running one, then stop that one with a savepoint.
 
-    ``prepare`` (the target's :meth:`~flowship.deploy.engine.Target.prepare`) runs once the
-    ledger knows the job and its running version was found alive, before the gate records
-    anything; a resumed deployment runs it again (it is idempotent).
+    ``prepare`` (the target's :meth:`~flowship.deploy.engine.Target.prepare`: Kafka answers,
+    the sources' topics exist, the control plane's topics are there) runs once the lease is
+    held and the ledger knows the job, before anything is recorded or stopped, also before a
+    resumed deployment takes its savepoint again (it is idempotent).
 
     ``rules`` reads the flag rules in force on the job's control topic, for the gate; it is
     called only when the running or the new version has a control plane.
@@ -115,10 +116,10 @@ def prepare_upgrade(
     checkpoint_root = checkpoint_root or savepoint_root.parent / "checkpoints"
     lease = ledger.acquire(job)
     try:
+        if prepare is not None and ledger.entries(job):
+            prepare()  # before _resume or the gate records or stops anything
         resumed = _resume(ledger, job, version, lease, checkpoint_root)
         if resumed is not None:
-            if prepare is not None:
-                prepare()
             return resumed
         current = ledger.current(job)
         if current is None:
@@ -130,8 +131,6 @@ def prepare_upgrade(
         previous, old = current
         rest = FlinkRest(old["rest_url"])
         if from_checkpoint:
-            if prepare is not None:
-                prepare()
             return _from_checkpoint(
                 ledger,
                 job,
@@ -158,8 +157,6 @@ def prepare_upgrade(
                 f"{old['rest_url']}) is not running ({alive.verdict}: {alive.seen}); {how}"
             )
             raise ClusterError(msg)
-        if prepare is not None:
-            prepare()
         deployment = plan_and_check(
             ledger, job, version, manifest, script, previous, old, rules=rules
         )

@@ -78,6 +78,7 @@ def dry_run(
             "first (without --upgrade-from)"
         )
         raise ConfigError(msg)
+    job.check_kafka(settings)  # before the gate and the savepoint: a typo fails in seconds
     _, old = current
     manifest = job.manifest(settings.execution_mode)
     token = new_token()

@@ -162,6 +162,22 @@ class Job:
         for sink, stream in self._sink_map(out).items():
             add_sink(stream, sink, ctx)
 
+    def check_kafka(self, settings: Settings) -> None:
+        """Check that Kafka answers and that every source topic exists (one metadata request).
+
+        A deployment calls it before anything is recorded or stopped, a dry run before it takes
+        a savepoint: a typo in ``--kafka-bootstrap`` or in a topic name then fails within
+        seconds, naming the address or the topic, instead of starting a job that waits for a
+        broker or a topic that is not there. ClusterError when Kafka does not answer (exit 4),
+        ConfigError naming each missing topic (exit 2).
+        """
+        from flowship._kafka import check_kafka
+
+        check_kafka(
+            settings.kafka_bootstrap,
+            {s.topic: f"source {s.uid!r} of job {self.name!r}" for s in self.sources},
+        )
+
     def create_topics(self, settings: Settings, *, rehearsal: str = "") -> None:
         """Create the topics this version's control plane needs where they are missing.
 

@@ -51,7 +51,11 @@ class LocalTarget(Target):
         self._started = time.monotonic()
 
     def prepare(self) -> None:
-        """The topics of the job's control plane (its control topic, the sinks' side topics)."""
+        """Kafka answers and the sources' topics exist; create the control plane's topics.
+
+        The control plane's topics: its control topic and the sinks' side topics.
+        """
+        self._job.check_kafka(self._settings)
         self._job.create_topics(self._settings)
 
     def old_version_stopped(self) -> None:

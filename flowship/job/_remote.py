@@ -68,7 +68,11 @@ class ClusterTarget(Target):
         log.info("job.prepared", job=job.name, version=job.version, duration_ms=self.prepared_ms)
 
     def prepare(self) -> None:
-        """The topics of the job's control plane (its control topic, the sinks' side topics)."""
+        """Kafka answers and the sources' topics exist; create the control plane's topics.
+
+        The control plane's topics: its control topic and the sinks' side topics.
+        """
+        self._job.check_kafka(self._settings)
         self._job.create_topics(self._settings)
 
     def start(self, restore: str | None, deployment: str) -> str:

@@ -12,6 +12,7 @@ import fastavro
 from fastavro import schemaless_reader, schemaless_writer
 
 from flowship.errors import PayloadError, SchemaError
+from flowship.schema._load import parse_problem, read_schema_file, schema_file
 
 SchemaLike = Mapping[str, Any] | str | Path
 
@@ -22,13 +23,10 @@ def parse_schema(schema: SchemaLike, *, where: str = "schema") -> dict[str, Any]
     Raises :class:`SchemaError` naming ``where`` when it is not valid Avro.
     """
     raw: Any = schema
-    if isinstance(schema, Path) or (isinstance(schema, str) and schema.endswith(".avsc")):
-        path = Path(schema)
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            msg = f"{where}: cannot read Avro schema file {path}: {exc}"
-            raise SchemaError(msg) from exc
+    path = schema_file(schema)
+    if path is not None:
+        raw = read_schema_file(path, where=where)
+        where = f"{where} ({path})"
     elif isinstance(schema, str):
         try:
             raw = json.loads(schema)
@@ -42,7 +40,7 @@ def parse_schema(schema: SchemaLike, *, where: str = "schema") -> dict[str, Any]
         parsed = fastavro.parse_schema(dict(raw), _write_hint=False)
         # validate once without the hint (the returned dict stays plain, JSON-serializable)
     except Exception as exc:  # fastavro raises several unrelated types for bad schemas
-        msg = f"{where}: invalid Avro schema: {exc}"
+        msg = f"{where}: invalid Avro schema: {parse_problem(exc)}"
         raise SchemaError(msg) from exc
     assert isinstance(parsed, dict)  # a record schema parses to a dict
     return parsed

@@ -23,19 +23,63 @@ PRIMITIVES = frozenset(
 )
 
 
+def schema_file(schema: Any) -> Path | None:
+    """The file ``schema`` names (a :class:`~pathlib.Path` or an ``*.avsc`` string), or None."""
+    if isinstance(schema, Path) or (isinstance(schema, str) and schema.endswith(".avsc")):
+        return Path(schema)
+    return None
+
+
+def read_schema_file(path: Path, *, where: str = "schema") -> Any:
+    """The JSON data of the ``.avsc`` file ``path``.
+
+    A :class:`~flowship.errors.SchemaError` names ``where``, the file, and for a JSON syntax
+    error its line and column, with what to fix.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = (
+            f"{where}: cannot read Avro schema file {path}: {exc.strerror or exc}; check "
+            "the path (a relative path is relative to the current directory; build it from the "
+            "job file's directory, e.g. Path(__file__).parent / 'state' / 'x.avsc')"
+        )
+        raise SchemaError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"{where}: the Avro schema file {path} is not UTF-8 text ({exc}); save it as UTF-8"
+        raise SchemaError(msg) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = (
+            f"{where}: the Avro schema file {path} is not valid JSON: {exc.msg} at line "
+            f"{exc.lineno}, column {exc.colno}; fix the JSON syntax there (an .avsc file is one "
+            "JSON object: names and strings in double quotes, a comma between items and none "
+            "after the last, no comments)"
+        )
+        raise SchemaError(msg) from exc
+
+
+def parse_problem(exc: Exception) -> str:
+    """What an Avro parser's exception says, in words a schema author can act on."""
+    if isinstance(exc, fastavro.schema.UnknownType):
+        return (
+            f"unknown type {exc.name!r}; use an Avro type (null, boolean, int, long, float, "
+            "double, bytes, string, record, enum, array, map, fixed) or the name of a type "
+            "declared earlier in the schema"
+        )
+    return f"{exc}; fix the schema so that it parses"
+
+
 def load_json(schema: Any, *, where: str = "schema") -> Any:
     """Return ``schema`` as plain JSON data (dict, list or type name) without validating it.
 
     Accepts a mapping, a list (union), JSON text, a bare primitive name such as ``int``, or a
     :class:`~pathlib.Path` / ``*.avsc`` string naming a file.
     """
-    if isinstance(schema, Path) or (isinstance(schema, str) and schema.endswith(".avsc")):
-        path = Path(schema)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            msg = f"{where}: cannot read Avro schema file {path}: {exc}"
-            raise SchemaError(msg) from exc
+    path = schema_file(schema)
+    if path is not None:
+        return read_schema_file(path, where=where)
     if isinstance(schema, str):
         if schema in PRIMITIVES:
             return schema
@@ -75,6 +119,6 @@ def parse_avro(raw: Any, *, where: str = "schema") -> avro.schema.Schema:
         TypeError,
         KeyError,
     ) as exc:
-        msg = f"{where}: invalid Avro schema: {exc}; fix the schema so that it parses"
+        msg = f"{where}: invalid Avro schema: {parse_problem(exc)}"
         raise SchemaError(msg) from exc
     return parsed

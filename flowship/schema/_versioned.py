@@ -13,7 +13,7 @@ from flowship.errors import SchemaError
 from flowship.schema._avro import parse_schema
 from flowship.schema._compat import CompatibilityReport, check_compatibility
 from flowship.schema._fingerprint import canonical_form, fingerprint_of_canonical
-from flowship.schema._load import load_json, parse_avro
+from flowship.schema._load import load_json, parse_avro, schema_file
 
 Migration = Callable[[Any], Any]
 
@@ -135,6 +135,9 @@ class StateSchema:
         raw = _model_schema(source)
         if raw is None:
             raw = load_json(source, where=where)
+            path = schema_file(source)
+            if path is not None:
+                where = f"{where} ({path})"
         parse_schema(raw, where=where)  # a record that fastavro accepts, or SchemaError
         assert isinstance(raw, dict)
         parse_avro(raw, where=where)  # avro is stricter (e.g. a record needs "fields")

@@ -17,7 +17,6 @@ import subprocess
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from flowship.errors import ServiceError
 from flowship.testing._proc import LOOPBACK, free_port, port_open, spawn, stop_pid, wait_until
@@ -141,14 +140,10 @@ class KafkaBroker:
     def _ready(self) -> bool:
         if not port_open(self.port):
             return False
-        from confluent_kafka.admin import AdminClient
+        from flowship._kafka import admin_client
 
-        config: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap,
-            "log_level": 0,
-            "logger": _QUIET,
-        }
-        admin = AdminClient(config)
+        # silent while the broker boots: its connection-refused lines are expected here
+        admin = admin_client(self.bootstrap, log_level=0, logger=_QUIET)
         try:
             md = admin.list_topics(timeout=2)
         except Exception:

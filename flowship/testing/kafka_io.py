@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 
+from flowship._kafka import admin_client, consumer, producer, serve_logs
 from flowship.errors import PayloadError, ServiceError
 from flowship.schema import AvroCodec
 from flowship.schema._avro import SchemaLike
@@ -34,8 +35,9 @@ def create_topics(
     if unknown:
         msg = f"configs for topics not being created: {sorted(unknown)}; add them to topics"
         raise ValueError(msg)
-    admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+    admin = admin_client(bootstrap, **_QUIET)
     existing = set(admin.list_topics(timeout=10).topics)
+    serve_logs(admin)
     new = [
         NewTopic(t, num_partitions=n, replication_factor=1, config=dict(configs.get(t, {})))
         for t, n in topics.items()
@@ -60,14 +62,9 @@ def produce(
     rate: float = 0.0,
 ) -> int:
     """Write raw ``(key, value)`` payloads, at ``rate`` records/s if > 0; return the count."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "acks": "all",
-            **_QUIET,
-        }
+    writer = producer(
+        bootstrap,
+        **{"enable.idempotence": True, "linger.ms": 5, "acks": "all", **_QUIET},
     )
     errors: list[str] = []
 
@@ -80,17 +77,17 @@ def produce(
     for key, value in payloads:
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                writer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                 break
             except BufferError:
-                producer.poll(0.1)
+                writer.poll(0.1)
         count += 1
-        producer.poll(0)
+        writer.poll(0)
         if rate > 0:
             ahead = count / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-    left = producer.flush(60)
+    left = writer.flush(60)
     if left or errors:
         msg = f"producing to {topic!r}: {left} undelivered, errors: {errors[:3]}"
         raise ServiceError(msg)
@@ -146,24 +143,24 @@ def read_topic(
     ``expect`` unset, or at ``timeout``.
     """
     codec = AvroCodec(schema) if schema is not None else None
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+    reader = consumer(
+        bootstrap,
+        **{
             "group.id": f"flowship-reader-{time.monotonic_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": isolation,
             **_QUIET,
-        }
+        },
     )
     out: list[Message] = []
     try:
-        md = consumer.list_topics(topic, timeout=10).topics[topic]
-        consumer.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+        md = reader.list_topics(topic, timeout=10).topics[topic]
+        reader.assign([TopicPartition(topic, p, 0) for p in md.partitions])
         deadline = time.monotonic() + timeout
         last = time.monotonic()
         while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+            msg = reader.poll(0.5)
             if msg is None:
                 enough = expect is None or len(out) >= expect
                 if enough and time.monotonic() - last >= idle:
@@ -196,5 +193,5 @@ def read_topic(
                 )
             )
     finally:
-        consumer.close()
+        reader.close()
     return out

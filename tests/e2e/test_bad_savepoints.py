@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE, tail
+from helpers import EXAMPLE, setup_topics, tail
 from test_local_upgrades import JOB
 
 from flowship.deploy.ledger import LocalLedger
@@ -22,8 +22,9 @@ MAGIC_AND_VERSION = bytes.fromhex("4960672d00000006")  # what Flink 2.2 writes f
 
 def _run(state: Path, savepoint: Path, bootstrap: str | None = None
          ) -> subprocess.CompletedProcess[str]:
-    # restoring the savepoint fails before any source connects; a broker is needed only by
-    # what a deployment does first for a job with flags (its control-plane topics)
+    # restoring the savepoint fails before any source connects; a broker (with the source
+    # topic) is needed by what a deployment does first: its Kafka check, the control plane's
+    # topics
     return subprocess.run(
         [
             sys.executable,
@@ -69,6 +70,7 @@ def test_garbage_after_the_magic_number_fails_the_job_and_is_recorded(
     state = tmp_path / "state"
     sp = _savepoint(tmp_path, MAGIC_AND_VERSION + bytes(range(256)) * 8)
     metadata = (sp / "_metadata").read_bytes()
+    setup_topics(kafka_broker.bootstrap)
     done = _run(state, sp, kafka_broker.bootstrap)
     assert done.returncode == 3, tail(done.stdout + done.stderr)
     assert f"while restoring from {sp.resolve().as_uri()}" in done.stderr, tail(done.stderr)

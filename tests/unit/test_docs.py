@@ -109,7 +109,10 @@ def test_every_job_flag_is_in_the_cli_reference() -> None:
 
 
 def test_every_env_var_in_the_docs_is_a_setting() -> None:
-    known = {"FLOWSHIP_" + name.upper() for name in Settings.model_fields} | {"FLOWSHIP_JARS_DIR"}
+    known = {"FLOWSHIP_" + name.upper() for name in Settings.model_fields} | {
+        "FLOWSHIP_JARS_DIR",
+        "FLOWSHIP_TRACEBACK",
+    }
     found = {(var, page.name) for page in PAGES for var in ENV_VAR.findall(_text(page))}
     unknown = sorted(pair for pair in found if pair[0] not in known)
     assert not unknown, f"FLOWSHIP_* variables that are not settings: {unknown}"
