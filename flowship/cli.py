@@ -216,7 +216,6 @@ def _add_rollback(sub: Any) -> None:
 
 def _rollback(args: argparse.Namespace) -> int:
     from flowship._log import configure_for_cli
-    from flowship.deploy.ledger import LocalLedger
     from flowship.deploy.rollback import Rollback, run_rollback
     from flowship.job._settings import Settings, settings_from_args
 
@@ -230,7 +229,7 @@ def _rollback(args: argparse.Namespace) -> int:
         flag = "--" + name.replace("_", "-")
         flags += [flag] if info.annotation is bool else [flag, str(value)]
     rollback = Rollback(
-        LocalLedger(settings.ledger_path),
+        settings.open_ledger(),
         args.job,
         settings.state_dir,
         flags=flags,

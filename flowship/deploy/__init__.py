@@ -42,7 +42,15 @@ from flowship.deploy.exits import (
     exit_code_for,
 )
 from flowship.deploy.health import Health, watch
-from flowship.deploy.ledger import Entry, Lease, LeaseHeldError, Ledger, LedgerError, LocalLedger
+from flowship.deploy.ledger import (
+    Entry,
+    Lease,
+    LeaseHeldError,
+    LeaseLostError,
+    Ledger,
+    LedgerError,
+    LocalLedger,
+)
 from flowship.deploy.machine import Step, TransitionError
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.rollback import Rollback, RollbackRefused, run_rollback
@@ -67,6 +75,7 @@ __all__ = [
     "Health",
     "Lease",
     "LeaseHeldError",
+    "LeaseLostError",
     "Ledger",
     "LedgerError",
     "Liveness",

@@ -26,10 +26,11 @@ previous version's process); the local target's process then keeps running its j
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import hand_over, watch
-from flowship.deploy.ledger import Lease, Ledger, merged
+from flowship.deploy.ledger import Lease, LeaseHeldError, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri
@@ -313,15 +314,17 @@ class Engine:
         while time.monotonic() < deadline:
             current = ledger.current(r.job)
             if current is not None and current[1].get("rollback_of") == deployment:
-                ledger.record(
-                    r.job,
-                    deployment,
-                    Step.ROLLED_BACK,
-                    reason=reason,
-                    to_version=previous_version,
-                    rollback_deployment=current[0],
-                    pid=child.pid,
-                )
+                # the previous version's process holds the lease until it handed over
+                with _lease_again(ledger, r.job, deadline):
+                    ledger.record(
+                        r.job,
+                        deployment,
+                        Step.ROLLED_BACK,
+                        reason=reason,
+                        to_version=previous_version,
+                        rollback_deployment=current[0],
+                        pid=child.pid,
+                    )
                 print(
                     f"flowship: {r.job} {r.version} was not healthy ({reason}); rolled back "
                     f"to version {previous_version} from {savepoint} (pid {child.pid})",
@@ -336,6 +339,23 @@ class Engine:
             f"restart it by hand: python {script} --upgrade-from {savepoint}"
         )
         raise JobFailedError(msg)
+
+
+@contextlib.contextmanager
+def _lease_again(ledger: Ledger, job: str, deadline: float) -> Iterator[Lease]:
+    """The job's lease once its holder gave it back (waiting until ``deadline``, monotonic)."""
+    while True:
+        try:
+            lease = ledger.acquire(job)
+            break
+        except LeaseHeldError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        yield lease
+    finally:
+        ledger.release(lease)
 
 
 def _refuse_if_alive(job: str, current: Mapping[str, Any]) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowship.deploy.ledger import Ledger, LocalLedger
 from flowship.errors import ConfigError
 
 ENV_PREFIX = "FLOWSHIP_"
@@ -40,6 +41,11 @@ class Settings(BaseSettings):
     )
     ledger_dir: Path | None = Field(
         None, description="the deployment ledger's directory (default: STATE_DIR/ledger)"
+    )
+    host_id: str | None = Field(
+        None,
+        description="the host identity the job's lease records (default: the host name); hosts "
+        "that share a name, such as containers, need distinct ones",
     )
     health_window_s: float = Field(
         60.0,
@@ -79,6 +85,10 @@ class Settings(BaseSettings):
     def ledger_path(self) -> Path:
         """Where the local ledger lives."""
         return self.ledger_dir if self.ledger_dir is not None else self.state_dir / "ledger"
+
+    def open_ledger(self) -> Ledger:
+        """The deployment ledger these settings name."""
+        return LocalLedger(self.ledger_path, host=self.host_id)
 
     @property
     def is_local(self) -> bool:

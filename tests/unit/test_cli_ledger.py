@@ -14,11 +14,12 @@ from flowship.deploy.machine import Step
 
 def _ledger(root: Path) -> None:
     ledger = LocalLedger(root)
-    ledger.record("jobx", "d1", Step.PLANNED, version="1")
-    ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
-    ledger.record("jobx", "d1", Step.RUNNING, job_id="a" * 32)
-    ledger.record("jobx", "d2", Step.PLANNED, version="2")
-    ledger.record("jobx", "d2", Step.REFUSED, report={"compatible": False})
+    with ledger.holding("jobx"):
+        ledger.record("jobx", "d1", Step.PLANNED, version="1")
+        ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
+        ledger.record("jobx", "d1", Step.RUNNING, job_id="a" * 32)
+        ledger.record("jobx", "d2", Step.PLANNED, version="2")
+        ledger.record("jobx", "d2", Step.REFUSED, report={"compatible": False})
 
 
 def test_history_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
