@@ -21,7 +21,9 @@ builds the graph and hands the engine a :class:`Release` and a :class:`Target`; 
 imports neither PyFlink nor ``flowship.job``.
 
 The lease is held from the first record to the verdict (STABLE, or the rollback handed to the
-previous version's process); the local target's process then keeps running its job.
+previous version's process), renewed meanwhile by a :class:`LeaseRenewer`; a lease lost on the
+way makes the next record raise :class:`~flowship.deploy.ledger.LeaseLostError`, so no step
+starts without it. The local target's process then keeps running its job.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import hand_over, watch
-from flowship.deploy.ledger import Lease, LeaseHeldError, Ledger, merged
+from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri
@@ -137,8 +139,9 @@ class Engine:
 
     def deploy(self, restore: str | None = None, rollback_of: str | None = None) -> int:
         """A first deploy, a restore from ``restore``, or a rollback's start; the exit code."""
-        deployment, lease = self._begin(restore, rollback_of)
-        return self._run(deployment, lease, restore, upgrade=False)
+        with LeaseRenewer(self.ledger, self.release.job):
+            deployment, lease = self._begin(restore, rollback_of)
+            return self._run(deployment, lease, restore, upgrade=False)
 
     def upgrade(self, from_checkpoint: bool = False) -> int:
         """Gate, stop the running version with a savepoint, start this one from it, watch it.
@@ -146,6 +149,10 @@ class Engine:
         With ``from_checkpoint`` the running version died: its latest retained checkpoint
         stands in for the savepoint.
         """
+        with LeaseRenewer(self.ledger, self.release.job):
+            return self._upgrade(from_checkpoint)
+
+    def _upgrade(self, from_checkpoint: bool) -> int:
         r = self.release
         prepared = prepare_upgrade(
             self.ledger,

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowship._log import get_logger
 from flowship.deploy.machine import Step, check_transition
 from flowship.errors import ConfigError, FlowshipError
+
+log = get_logger("flowship.deploy")
 
 FORMAT = 1
 #: How long a lease lasts unless renewed (seconds); a deployer renews it at a third of that.
@@ -127,9 +130,11 @@ class Ledger(ABC):
     lease this object holds, unexpired, and still its own in the store.
     """
 
-    def __init__(self, host: str | None = None) -> None:
+    def __init__(self, host: str | None = None, lease_ttl: float = LEASE_TTL_S) -> None:
         #: the host identity this deployer's leases record
         self.host = host or host_id()
+        #: how long a lease lasts unless renewed (seconds)
+        self.lease_ttl = lease_ttl
         self._leases: dict[str, Lease] = {}
         self._lost: dict[str, str] = {}
         self._lease_lock = threading.RLock()
@@ -158,10 +163,13 @@ class Ledger(ABC):
         """Why ``lease`` is no longer ours in the store (None: it is)."""
         return None
 
-    def acquire(self, job: str, ttl: float = LEASE_TTL_S) -> Lease:
-        """Take the job's lease, or raise :class:`LeaseHeldError` if a live deployer has it."""
+    def acquire(self, job: str, ttl: float | None = None) -> Lease:
+        """Take the job's lease, or raise :class:`LeaseHeldError` if a live deployer has it.
+
+        ``ttl``: seconds the lease lasts unless renewed (default: the ledger's ``lease_ttl``).
+        """
         with self._lease_lock:
-            lease = self._acquire(job, ttl)
+            lease = self._acquire(job, self.lease_ttl if ttl is None else ttl)
             self._leases[job] = lease
             self._lost.pop(job, None)
             return lease
@@ -186,8 +194,12 @@ class Ledger(ABC):
                 self._lost.pop(lease.job, None)
             self._release(lease)
 
+    def held(self, job: str) -> Lease | None:
+        """The lease this ledger holds on ``job`` now, as last taken or renewed (None: none)."""
+        return self._leases.get(job)
+
     @contextlib.contextmanager
-    def holding(self, job: str, ttl: float = LEASE_TTL_S) -> Iterator[Lease]:
+    def holding(self, job: str, ttl: float | None = None) -> Iterator[Lease]:
         """The job's lease for the duration of a ``with`` block."""
         lease = self.acquire(job, ttl)
         try:
@@ -272,11 +284,54 @@ class Ledger(ABC):
         return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
+class LeaseRenewer:
+    """Renews the lease a ledger holds on a job, at a third of its time to live, in a thread.
+
+    Used as a context manager around a deployment: whenever the ledger holds the job's lease
+    (taken and given back by the deployment as it goes), it is renewed before two thirds of its
+    time have run out. A renewal that is refused (the lease was taken over) marks the lease lost
+    in the ledger: the deployment's next :meth:`Ledger.record` raises :class:`LeaseLostError`,
+    so it stops before its next step. A renewal that fails otherwise (the store did not answer)
+    is tried again at the next tick; if none succeeds the lease expires, with the same effect.
+    """
+
+    def __init__(self, ledger: Ledger, job: str) -> None:
+        self.ledger = ledger
+        self.job = job
+        #: why the lease was lost (None while it was not)
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"flowship-lease-{job}", daemon=True)
+
+    def __enter__(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.ledger.lease_ttl / 10)):
+            lease = self.ledger.held(self.job)
+            if lease is None or lease.expires - time.time() > lease.ttl * 2 / 3:
+                continue
+            try:
+                self.ledger.renew(lease)
+            except LeaseLostError as exc:
+                if self.ledger.held(self.job) is None:
+                    continue  # given back meanwhile
+                self.lost = str(exc)
+                log.error("lease.lost", job=self.job, reason=str(exc))
+            except (FlowshipError, OSError) as exc:
+                log.warning("lease.renew_failed", job=self.job, error=str(exc))
+
+
 class LocalLedger(Ledger):
     """A ledger in a local directory: ``<root>/<job>.jsonl`` and ``<root>/<job>.lease``."""
 
-    def __init__(self, root: Path, host: str | None = None) -> None:
-        super().__init__(host)
+    def __init__(self, root: Path, host: str | None = None, lease_ttl: float = LEASE_TTL_S) -> None:
+        super().__init__(host, lease_ttl)
         self.root = Path(root)
 
     def _ensure_root(self) -> None:

@@ -56,7 +56,7 @@ from flowship.deploy.exits import (
     EXIT_ROLLED_BACK,
     exit_code_for,
 )
-from flowship.deploy.ledger import Entry, Lease, Ledger, merged
+from flowship.deploy.ledger import Entry, Lease, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.upgrade import UpgradeRefused, plan_and_check, stop_old, stop_with_savepoint
@@ -267,6 +267,10 @@ class Rollback:
 
     def run(self) -> Outcome:
         """Roll back, or raise (ConfigError, RollbackRefused, ClusterError, ...)."""
+        with LeaseRenewer(self.ledger, self.job):
+            return self._run()
+
+    def _run(self) -> Outcome:
         if not self.ledger.entries(self.job):
             plan_rollback(self.ledger, self.job)  # unknown job: raises before the lease is made
         lease = self.ledger.acquire(self.job)
