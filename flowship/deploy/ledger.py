@@ -256,6 +256,20 @@ class Ledger(ABC):
             os.kill(os.getpid(), signal.SIGKILL)
         return entry
 
+    def import_entries(self, job: str, entries: Sequence[Entry]) -> int:
+        """Append ``entries`` of ``job`` as they are (``flowship ledger copy``); how many.
+
+        Needs the job's lease, like :meth:`record`; the entries are not checked again.
+        """
+        for entry in entries:
+            with self._lease_lock:
+                self.check_lease(job)
+                self._append(entry)
+        return len(entries)
+
+    def close(self) -> None:  # noqa: B027 (most stores hold nothing open)
+        """Close what the ledger holds open (clients of a shared store)."""
+
     def last_step(self, job: str, deployment: str) -> Step | None:
         """The last recorded step of one deployment (None if it has none)."""
         steps = [e.step for e in self.entries(job) if e.deployment == deployment]
@@ -329,6 +343,9 @@ class LeaseRenewer:
 
 class LocalLedger(Ledger):
     """A ledger in a local directory: ``<root>/<job>.jsonl`` and ``<root>/<job>.lease``."""
+
+    def __repr__(self) -> str:
+        return str(self.root)
 
     def __init__(self, root: Path, host: str | None = None, lease_ttl: float = LEASE_TTL_S) -> None:
         super().__init__(host, lease_ttl)

@@ -245,3 +245,24 @@ def test_a_lost_lease_exits_7() -> None:
     from flowship.deploy.exits import EXIT_BUSY, exit_code_for
 
     assert exit_code_for(LeaseLostError("lost")) == EXIT_BUSY
+
+
+def test_the_ledger_setting_picks_the_store(tmp_path: Path) -> None:
+    from flowship.deploy.kafka_ledger import TOPIC, KafkaLedger
+    from flowship.deploy.ledgers import open_ledger
+    from flowship.errors import ConfigError
+    from flowship.job._settings import Settings
+
+    local = Settings(state_dir=tmp_path).open_ledger()
+    assert isinstance(local, LocalLedger) and local.root == tmp_path / "ledger"
+    kafka = Settings(ledger="kafka://10.0.0.1:9092,10.0.0.2:9092", host_id="h1").open_ledger()
+    assert isinstance(kafka, KafkaLedger)
+    assert kafka.bootstrap == "10.0.0.1:9092,10.0.0.2:9092"
+    assert (kafka.topic, kafka.host) == (TOPIC, "h1")
+    named = open_ledger("kafka://broker:9092/team.deployments", tmp_path)
+    assert isinstance(named, KafkaLedger) and named.topic == "team.deployments"
+    with pytest.raises(ValueError, match="kafka://HOST:PORT"):
+        Settings(ledger="s3://bucket/ledger")
+    with pytest.raises(ConfigError, match="not a Kafka ledger URL"):
+        open_ledger("kafka:///no-host", tmp_path)
+    assert isinstance(open_ledger(str(tmp_path / "elsewhere"), tmp_path), LocalLedger)
