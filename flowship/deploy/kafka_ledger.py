@@ -69,6 +69,7 @@ def _transient(error: Any) -> bool:
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._NOENT,  # "no leaders found" by the client, just after the topic was made
     )
 
 
@@ -194,7 +195,7 @@ class KafkaLedger(Ledger):
     def _end(self) -> int:
         """The offset up to which every transaction is decided (the last stable offset)."""
         from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
-        from confluent_kafka.admin import OffsetSpec
+        from confluent_kafka.admin import AdminClient, OffsetSpec
 
         tp = TopicPartition(self.topic, 0)
         deadline = time.monotonic() + self.timeout
@@ -211,6 +212,8 @@ class KafkaLedger(Ledger):
                 if not _transient(exc.args[0]) or time.monotonic() > deadline:
                     raise self._unreachable(exc) from exc
                 time.sleep(0.2)
+                # its metadata may hold the partition without a leader for minutes: a new one
+                self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
 
     def _refresh(self, until: int | None = None) -> None:
         """Fold every record up to the end (or past offset ``until``) into the jobs' state."""
