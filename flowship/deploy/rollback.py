@@ -160,9 +160,8 @@ def plan_rollback(ledger: Ledger, job: str) -> RollbackPlan:
     deployments = ledger.deployments(job)
     if not deployments:
         msg = (
-            f"unknown job {job!r}: no deployments recorded in the ledger at "
-            f"{getattr(ledger, 'root', 'the ledger')}; check the job name (fs.Job(name, ...)) "
-            "and --ledger-dir / --state-dir"
+            f"unknown job {job!r}: no deployments recorded in the ledger at {ledger!r}; check "
+            "the job name (fs.Job(name, ...)) and --ledger / --ledger-dir / --state-dir"
         )
         raise ConfigError(msg)
     current = ledger.current(job)
