@@ -6,6 +6,7 @@ Subcommands::
     flowship manifest JOB.py          print a job's manifest (JSON)
     flowship status JOB / history JOB the ledger: current deployment, every deployment
     flowship rollback JOB             back to the version deployed before the running one
+    flowship ledger copy JOB --from A --to B   move a job's history from one ledger to another
     flowship flag set|show|history JOB   feature flags and output routing (control topic)
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
@@ -22,7 +23,8 @@ Exit codes:
 4   a cluster (Flink, Kafka) or JVM artifact unreachable
 5   ``rollback`` refused: the previous version cannot read the current state
 6   ``rollback``: the previous version was not healthy; the current one runs again
-7   ``rollback``: another deployment of the job is in progress (it holds the lease)
+7   ``rollback``, ``ledger copy``: another deployment of the job is in progress (it holds
+    the lease), or the lease was lost on the way
 9   ``flag set``: the change was not agreed by every running instance (in force nowhere)
 ==  =======================================================================
 """
@@ -43,8 +45,9 @@ from flowship.deploy.exits import (
     EXIT_NOT_AGREED,
     EXIT_OK,
     EXIT_UNREACHABLE,
+    exit_code_for,
 )
-from flowship.errors import ClusterError, ConfigError, ControlError
+from flowship.errors import ClusterError, ConfigError, ControlError, FlowshipError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "main"]
 
@@ -175,8 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ledger directory (default: .flowship/state/ledger, the "
             "job's default; env FLOWSHIP_LEDGER_DIR)",
         )
+        cmd.add_argument(
+            "--ledger",
+            default=None,
+            help="kafka://HOST:PORT[/TOPIC]: read the Kafka ledger instead of the directory "
+            "(env FLOWSHIP_LEDGER)",
+        )
         cmd.add_argument("--json", action="store_true", help="print JSON")
     _add_rollback(sub)
+    _add_ledger(sub)
     from flowship import _cli_flags
 
     _cli_flags.add_parser(sub, _EPILOG)
@@ -221,7 +231,6 @@ def _add_rollback(sub: Any) -> None:
 
 def _rollback(args: argparse.Namespace) -> int:
     from flowship._log import configure_for_cli
-    from flowship.deploy.ledger import LocalLedger
     from flowship.deploy.rollback import Rollback, run_rollback
     from flowship.job._settings import Settings, settings_from_args
 
@@ -235,7 +244,7 @@ def _rollback(args: argparse.Namespace) -> int:
         flag = "--" + name.replace("_", "-")
         flags += [flag] if info.annotation is bool else [flag, str(value)]
     rollback = Rollback(
-        LocalLedger(settings.ledger_path),
+        settings.open_ledger(),
         args.job,
         settings.state_dir,
         flags=flags,
@@ -249,18 +258,78 @@ def _rollback(args: argparse.Namespace) -> int:
 def _ledger(args: argparse.Namespace) -> Any:
     import os
 
-    from flowship.deploy.ledger import LocalLedger
+    from flowship.deploy.ledgers import open_ledger
 
     root = (
         args.ledger_dir
         or os.environ.get("FLOWSHIP_LEDGER_DIR")
         or Path(os.environ.get("FLOWSHIP_STATE_DIR", ".flowship/state")) / "ledger"
     )
-    ledger = LocalLedger(Path(root))
+    where = args.ledger if args.ledger is not None else os.environ.get("FLOWSHIP_LEDGER", "")
+    ledger = open_ledger(where, Path(root))
     if not ledger.entries(args.job):
-        msg = f"unknown job {args.job!r}: no deployments recorded in the ledger at {root}"
+        msg = f"unknown job {args.job!r}: no deployments recorded in the ledger at {ledger!r}"
         raise ConfigError(msg)
     return ledger
+
+
+def _add_ledger(sub: Any) -> None:
+    text = "move a job's history from one ledger to another"
+    cmd = sub.add_parser(
+        "ledger",
+        help=text,
+        description=text.capitalize() + ".",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    copy = actions.add_parser(
+        "copy",
+        help="copy every entry of JOB from one ledger to another, in order",
+        description=(
+            "Copy every entry of JOB, in order and unchanged, from the ledger --from to the "
+            "ledger --to (each a ledger directory or kafka://HOST:PORT[/TOPIC]). Both leases "
+            "of the job are held meanwhile, so no deployment of it runs; refused when --to "
+            "already records the job. Then deploy with the new ledger (--ledger / "
+            "FLOWSHIP_LEDGER); the old one is left as it was."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    copy.add_argument("job", metavar="JOB", help="the job's name (fs.Job(name, ...))")
+    copy.add_argument("--from", dest="source", required=True, help="the ledger to copy from")
+    copy.add_argument("--to", dest="target", required=True, help="the ledger to copy to")
+
+
+def _ledger_command(args: argparse.Namespace) -> int:
+    from flowship.deploy.ledgers import open_ledger
+
+    source = open_ledger(args.source, Path(args.source))
+    target = open_ledger(args.target, Path(args.target))
+    try:
+        entries = source.entries(args.job)
+        if not entries:
+            msg = f"unknown job {args.job!r}: no deployments recorded in the ledger {source!r}"
+            raise ConfigError(msg)
+        with source.holding(args.job), target.holding(args.job):
+            entries = source.entries(args.job)  # none can be added while the lease is held
+            there = target.entries(args.job)
+            if there:
+                msg = (
+                    f"the ledger {target!r} already records {len(there)} entries of "
+                    f"{args.job!r}; a copy never merges two histories: copy to another ledger "
+                    "(or topic), or keep deploying with that one"
+                )
+                raise ConfigError(msg)
+            copied = target.import_entries(args.job, entries)
+    finally:
+        source.close()
+        target.close()
+    print(
+        f"flowship ledger copy: {copied} entries of {args.job} copied from {source!r} to "
+        f"{target!r}; deploy with --ledger {args.target} (FLOWSHIP_LEDGER) from now on"
+    )
+    return EXIT_OK
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -348,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": _history,
         "rollback": _rollback,
         "flag": _flag,
+        "ledger": _ledger_command,
     }
     try:
         return handlers[args.command](args)
@@ -360,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ControlError as exc:
         print(f"flowship {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_NOT_AGREED
+    except FlowshipError as exc:
+        print(f"flowship {args.command}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
 
 
 def _flag(args: argparse.Namespace) -> int:

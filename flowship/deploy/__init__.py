@@ -12,8 +12,12 @@ PyFlink's DataStream API nor :mod:`flowship.job` (which builds the graph and han
                    savepoint, each step recorded first; resumes after a deployer crash
 ``rollback``       :class:`Rollback`: ``flowship rollback`` / ``--rollback``, back to the
                    version deployed before (gate in reverse, or replay with an explicit opt-in)
-``ledger``         :class:`Ledger` (:class:`LocalLedger`): the append-only record of every
-                   deployment and its steps, and the per-job lease
+``ledger``         :class:`Ledger` (:class:`LocalLedger`, a directory): the append-only record
+                   of every deployment and its steps, and the per-job lease, renewed by a
+                   :class:`LeaseRenewer`
+``kafka_ledger``   :class:`KafkaLedger`: the ledger on a Kafka topic, shared by every host; its
+                   lease fences with a transactional producer per job
+``ledgers``        :func:`open_ledger`: the ledger a setting names
 ``machine``        :class:`Step`: the deployment state machine and its allowed transitions
 ``check``          :func:`check_upgrade`: can the new manifest read the running one's state?
 ``alive``          :func:`liveness`: is a Flink job alive, dead, or unknown (never guessed)
@@ -42,7 +46,18 @@ from flowship.deploy.exits import (
     exit_code_for,
 )
 from flowship.deploy.health import Health, watch
-from flowship.deploy.ledger import Entry, Lease, LeaseHeldError, Ledger, LedgerError, LocalLedger
+from flowship.deploy.kafka_ledger import KafkaLedger
+from flowship.deploy.ledger import (
+    Entry,
+    Lease,
+    LeaseHeldError,
+    LeaseLostError,
+    LeaseRenewer,
+    Ledger,
+    LedgerError,
+    LocalLedger,
+)
+from flowship.deploy.ledgers import open_ledger
 from flowship.deploy.machine import Step, TransitionError
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.rollback import Rollback, RollbackRefused, run_rollback
@@ -65,8 +80,11 @@ __all__ = [
     "Entry",
     "FlinkRest",
     "Health",
+    "KafkaLedger",
     "Lease",
     "LeaseHeldError",
+    "LeaseLostError",
+    "LeaseRenewer",
     "Ledger",
     "LedgerError",
     "Liveness",
@@ -87,6 +105,7 @@ __all__ = [
     "deployment_liveness",
     "exit_code_for",
     "liveness",
+    "open_ledger",
     "prepare_upgrade",
     "restore_path",
     "run_rollback",

@@ -21,15 +21,18 @@ builds the graph and hands the engine a :class:`Release` and a :class:`Target`; 
 imports neither PyFlink nor ``flowship.job``.
 
 The lease is held from the first record to the verdict (STABLE, or the rollback handed to the
-previous version's process); the local target's process then keeps running its job.
+previous version's process), renewed meanwhile by a :class:`LeaseRenewer`; a lease lost on the
+way makes the next record raise :class:`~flowship.deploy.ledger.LeaseLostError`, so no step
+starts without it. The local target's process then keeps running its job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import hand_over, watch
-from flowship.deploy.ledger import Lease, Ledger, merged
+from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri
@@ -139,8 +142,9 @@ class Engine:
 
     def deploy(self, restore: str | None = None, rollback_of: str | None = None) -> int:
         """A first deploy, a restore from ``restore``, or a rollback's start; the exit code."""
-        deployment, lease = self._begin(restore, rollback_of)
-        return self._run(deployment, lease, restore, upgrade=False)
+        with LeaseRenewer(self.ledger, self.release.job):
+            deployment, lease = self._begin(restore, rollback_of)
+            return self._run(deployment, lease, restore, upgrade=False)
 
     def upgrade(self, from_checkpoint: bool = False) -> int:
         """Gate, stop the running version with a savepoint, start this one from it, watch it.
@@ -148,6 +152,10 @@ class Engine:
         With ``from_checkpoint`` the running version died: its latest retained checkpoint
         stands in for the savepoint.
         """
+        with LeaseRenewer(self.ledger, self.release.job):
+            return self._upgrade(from_checkpoint)
+
+    def _upgrade(self, from_checkpoint: bool) -> int:
         r = self.release
         prepared = prepare_upgrade(
             self.ledger,
@@ -316,15 +324,17 @@ class Engine:
         while time.monotonic() < deadline:
             current = ledger.current(r.job)
             if current is not None and current[1].get("rollback_of") == deployment:
-                ledger.record(
-                    r.job,
-                    deployment,
-                    Step.ROLLED_BACK,
-                    reason=reason,
-                    to_version=previous_version,
-                    rollback_deployment=current[0],
-                    pid=child.pid,
-                )
+                # the previous version's process holds the lease until it handed over
+                with _lease_again(ledger, r.job, deadline):
+                    ledger.record(
+                        r.job,
+                        deployment,
+                        Step.ROLLED_BACK,
+                        reason=reason,
+                        to_version=previous_version,
+                        rollback_deployment=current[0],
+                        pid=child.pid,
+                    )
                 print(
                     f"flowship: {r.job} {r.version} was not healthy ({reason}); rolled back "
                     f"to version {previous_version} from {savepoint} (pid {child.pid})",
@@ -339,6 +349,23 @@ class Engine:
             f"restart it by hand: python {script} --upgrade-from {savepoint}"
         )
         raise JobFailedError(msg)
+
+
+@contextlib.contextmanager
+def _lease_again(ledger: Ledger, job: str, deadline: float) -> Iterator[Lease]:
+    """The job's lease once its holder gave it back (waiting until ``deadline``, monotonic)."""
+    while True:
+        try:
+            lease = ledger.acquire(job)
+            break
+        except LeaseHeldError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        yield lease
+    finally:
+        ledger.release(lease)
 
 
 def _refuse_if_alive(job: str, current: Mapping[str, Any]) -> None:

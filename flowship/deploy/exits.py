@@ -14,7 +14,9 @@ meaning.
     version's state; nothing was stopped (the ledger records REFUSED with the report)
 6   the upgraded version was not healthy within the window: the version before it was started
     again from the pre-upgrade savepoint (the ledger records ROLLED_BACK with the reason)
-7   another deployment of this job is in progress (it holds the job's lease)
+7   another deployment of this job is in progress (it holds the job's lease), or this
+    deployer lost the lease (it expired, or another deployer took it over): it stopped
+    without changing anything more
 8   ``--dry-run``: the rehearsal failed; nothing production uses was changed
 9   ``flowship flag set``: the change was not agreed by every running instance (in force
     nowhere)
@@ -23,7 +25,7 @@ meaning.
 
 from __future__ import annotations
 
-from flowship.deploy.ledger import LeaseHeldError
+from flowship.deploy.ledger import LeaseHeldError, LeaseLostError
 from flowship.deploy.upgrade import UpgradeRefused
 from flowship.errors import ClusterError, ConfigError, FlowshipError, MissingJarError, SchemaError
 
@@ -45,7 +47,7 @@ def exit_code_for(exc: FlowshipError) -> int:
         return EXIT_BAD_INPUT
     if isinstance(exc, UpgradeRefused):
         return EXIT_REFUSED
-    if isinstance(exc, LeaseHeldError):
+    if isinstance(exc, (LeaseHeldError, LeaseLostError)):
         return EXIT_BUSY
     if isinstance(exc, (ClusterError, MissingJarError)):
         return EXIT_UNREACHABLE

@@ -56,7 +56,7 @@ from flowship.deploy.exits import (
     EXIT_ROLLED_BACK,
     exit_code_for,
 )
-from flowship.deploy.ledger import Entry, Lease, Ledger, merged
+from flowship.deploy.ledger import Entry, Lease, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.upgrade import UpgradeRefused, plan_and_check, stop_old, stop_with_savepoint
@@ -160,9 +160,8 @@ def plan_rollback(ledger: Ledger, job: str) -> RollbackPlan:
     deployments = ledger.deployments(job)
     if not deployments:
         msg = (
-            f"unknown job {job!r}: no deployments recorded in the ledger at "
-            f"{getattr(ledger, 'root', 'the ledger')}; check the job name (fs.Job(name, ...)) "
-            "and --ledger-dir / --state-dir"
+            f"unknown job {job!r}: no deployments recorded in the ledger at {ledger!r}; check "
+            "the job name (fs.Job(name, ...)) and --ledger / --ledger-dir / --state-dir"
         )
         raise ConfigError(msg)
     current = ledger.current(job)
@@ -267,6 +266,10 @@ class Rollback:
 
     def run(self) -> Outcome:
         """Roll back, or raise (ConfigError, RollbackRefused, ClusterError, ...)."""
+        with LeaseRenewer(self.ledger, self.job):
+            return self._run()
+
+    def _run(self) -> Outcome:
         if not self.ledger.entries(self.job):
             plan_rollback(self.ledger, self.job)  # unknown job: raises before the lease is made
         lease = self.ledger.acquire(self.job)

@@ -30,7 +30,6 @@ from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.check import check_upgrade
 from flowship.deploy.exits import EXIT_DRY_RUN_FAILED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rehearse import (
     DryRunReport,
     Rehearsal,
@@ -69,11 +68,11 @@ def dry_run(
 ) -> int:
     """Gate, state, read every key, rehearse, report. Exit 0, 5 (refused) or 8 (failed)."""
     mode = upgrade_from or "savepoint"
-    ledger = LocalLedger(settings.ledger_path)
+    ledger = settings.open_ledger()
     current = ledger.current(job.name)  # read only: a dry run records nothing
     if current is None:
         msg = (
-            f"unknown job {job.name!r}: the ledger ({settings.ledger_path}) records no running "
+            f"unknown job {job.name!r}: the ledger ({ledger!r}) records no running "
             "deployment of it, so there is nothing to rehearse an upgrade against; deploy it "
             "first (without --upgrade-from)"
         )
@@ -225,6 +224,8 @@ def _rehearse(
         "--bounded",
         "--state-dir",
         str(child_dir / "state"),
+        "--ledger",
+        "file",  # its own throwaway directory ledger, never the job's (a Kafka one too)
         "--ledger-dir",
         str(child_dir / "ledger"),
         "--rest-port",

@@ -16,7 +16,6 @@ from flowship._log import configure_for_cli, get_logger
 from flowship.control import retire_instances, rules_in_force
 from flowship.deploy.engine import Engine, Policy, Release, RulesReader, Target
 from flowship.deploy.exits import EXIT_OK, EXIT_REFUSED, exit_code_for
-from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rollback import Rollback, run_rollback
 from flowship.deploy.savepoints import restore_path
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
@@ -87,7 +86,7 @@ def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:
         raise ConfigError(msg)
     own = ("--rollback", "--from-pre-upgrade-savepoint", "--json")
     rollback = Rollback(
-        LocalLedger(settings.ledger_path),
+        settings.open_ledger(),
         job.name,
         settings.state_dir,
         flags=[a for a in argv if a not in own],
@@ -134,7 +133,7 @@ def _engine(job: Job, settings: Settings, argv: list[str]) -> Engine:
         LocalTarget(job, settings) if settings.is_local else ClusterTarget(job, settings)
     )
     return Engine(
-        LocalLedger(settings.ledger_path),
+        settings.open_ledger(),
         Release(job.name, job.version, job.manifest(settings.execution_mode), str(job.script)),
         target,
         Policy(

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowship.deploy.ledger import Ledger
+from flowship.deploy.ledgers import open_ledger
 from flowship.errors import ConfigError
 
 ENV_PREFIX = "FLOWSHIP_"
@@ -41,6 +43,17 @@ class Settings(BaseSettings):
     ledger_dir: Path | None = Field(
         None, description="the deployment ledger's directory (default: STATE_DIR/ledger)"
     )
+    ledger: str = Field(
+        "",
+        description="where the deployment ledger is: empty (the default) for the directory "
+        "LEDGER_DIR on this host; kafka://HOST:PORT[/TOPIC] for a topic on Kafka (default topic "
+        "flowship.deployments) that every host reaching the broker shares",
+    )
+    host_id: str | None = Field(
+        None,
+        description="the host identity the job's lease records (default: the host name); hosts "
+        "that share a name, such as containers, need distinct ones",
+    )
     health_window_s: float = Field(
         60.0,
         gt=0,
@@ -67,6 +80,14 @@ class Settings(BaseSettings):
     restart_attempts: int = Field(20, ge=0, description="fixed-delay restart attempts")
     restart_delay_ms: int = Field(2000, ge=0, description="delay between restarts")
 
+    @field_validator("ledger")
+    @classmethod
+    def _check_ledger(cls, value: str) -> str:
+        if value not in ("", "file") and not value.startswith("kafka://"):
+            msg = f"ledger {value!r} is neither empty (the directory ledger) nor kafka://HOST:PORT"
+            raise ValueError(msg)
+        return value
+
     @field_validator("target")
     @classmethod
     def _check_target(cls, value: str) -> str:
@@ -79,6 +100,10 @@ class Settings(BaseSettings):
     def ledger_path(self) -> Path:
         """Where the local ledger lives."""
         return self.ledger_dir if self.ledger_dir is not None else self.state_dir / "ledger"
+
+    def open_ledger(self) -> Ledger:
+        """The deployment ledger these settings name."""
+        return open_ledger(self.ledger, self.ledger_path, host=self.host_id)
 
     @property
     def is_local(self) -> bool:

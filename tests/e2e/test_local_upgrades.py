@@ -146,9 +146,10 @@ def test_upgrade_with_unreachable_running_version_changes_nothing(tmp_path: Path
     manifest = json.loads(subprocess.run(
         [sys.executable, str(EXAMPLE / "job.py"), "--manifest"], capture_output=True,
         text=True, check=True, timeout=120).stdout)
-    ledger.record(JOB, "d1", Step.PLANNED, version="1", manifest=manifest)
-    ledger.record(JOB, "d1", Step.SUBMITTED, rest_url=f"http://127.0.0.1:{free_port()}")
-    ledger.record(JOB, "d1", Step.RUNNING, job_id="0" * 32)
+    with ledger.holding(JOB):
+        ledger.record(JOB, "d1", Step.PLANNED, version="1", manifest=manifest)
+        ledger.record(JOB, "d1", Step.SUBMITTED, rest_url=f"http://127.0.0.1:{free_port()}")
+        ledger.record(JOB, "d1", Step.RUNNING, job_id="0" * 32)
     before = (tmp_path / "state" / "ledger" / f"{JOB}.jsonl").read_text()
     done = subprocess.run(
         [sys.executable, str(EXAMPLE / "job_v2.py"), "--upgrade-from", "savepoint",

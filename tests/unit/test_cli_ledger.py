@@ -14,11 +14,12 @@ from flowship.deploy.machine import Step
 
 def _ledger(root: Path) -> None:
     ledger = LocalLedger(root)
-    ledger.record("jobx", "d1", Step.PLANNED, version="1")
-    ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
-    ledger.record("jobx", "d1", Step.RUNNING, job_id="a" * 32)
-    ledger.record("jobx", "d2", Step.PLANNED, version="2")
-    ledger.record("jobx", "d2", Step.REFUSED, report={"compatible": False})
+    with ledger.holding("jobx"):
+        ledger.record("jobx", "d1", Step.PLANNED, version="1")
+        ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
+        ledger.record("jobx", "d1", Step.RUNNING, job_id="a" * 32)
+        ledger.record("jobx", "d2", Step.PLANNED, version="2")
+        ledger.record("jobx", "d2", Step.REFUSED, report={"compatible": False})
 
 
 def test_history_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,3 +40,23 @@ def test_history_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_unknown_job_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "nope", "--ledger-dir", str(tmp_path)]) == 2
     assert "unknown job 'nope'" in capsys.readouterr().err
+
+
+def test_ledger_copy_between_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ledger(tmp_path / "a")
+    args = ["ledger", "copy", "jobx", "--from", str(tmp_path / "a"), "--to", str(tmp_path / "b")]
+    busy = LocalLedger(tmp_path / "b")
+    with busy.holding("jobx"):  # a deployment of the job runs against the destination
+        assert main(args) == 7
+    assert not (tmp_path / "b" / "jobx.jsonl").exists()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "5 entries of jobx copied" in capsys.readouterr().out
+    copied = (tmp_path / "b" / "jobx.jsonl").read_text()
+    assert copied == (tmp_path / "a" / "jobx.jsonl").read_text()
+    assert main(args) == 2
+    assert "already records 5 entries" in capsys.readouterr().err
+    assert main(["ledger", "copy", "nope", "--from", str(tmp_path / "a"), "--to", "x"]) == 2
+    assert not list(tmp_path.glob("*/jobx.lease"))  # both leases given back

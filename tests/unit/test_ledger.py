@@ -7,11 +7,12 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from flowship.deploy.ledger import LeaseHeldError, LedgerError, LocalLedger
+from flowship.deploy.ledger import LeaseHeldError, LeaseLostError, LedgerError, LocalLedger
 from flowship.deploy.machine import NEXT, Step, TransitionError, check_transition
 
 
@@ -51,6 +52,7 @@ def test_every_step_is_reachable_from_planned() -> None:
 def test_ledger_is_append_only_and_checks_transitions(tmp_path: Path) -> None:
     ledger = LocalLedger(tmp_path / "ledger")
     dep = ledger.new_deployment_id()
+    ledger.acquire("click-sessions")
     ledger.record("click-sessions", dep, Step.PLANNED, version="1")
     ledger.record("click-sessions", dep, Step.SUBMITTED, job_id="abc")
     ledger.record("click-sessions", dep, Step.RUNNING)
@@ -81,8 +83,6 @@ def test_unwritable_ledger_changes_nothing(tmp_path: Path) -> None:
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
         ledger = LocalLedger(ro / "ledger")
-    with pytest.raises(LedgerError, match="not writable"):
-        ledger.record("j", "d1", Step.PLANNED)
     with pytest.raises(LedgerError, match="not writable"):
         ledger.acquire("j")
 
@@ -134,3 +134,135 @@ def test_only_one_of_concurrent_deployers_gets_the_lease(tmp_path: Path) -> None
     outcomes = sorted(results.get(timeout=10) for _ in procs)
     # every contender is alive until all have tried: exactly one holds the lease
     assert outcomes == ["refused"] * 5 + ["won"]
+
+
+def _take_over(root: str, results: multiprocessing.Queue, barrier: object, go: object) -> None:
+    go.wait(timeout=30)  # type: ignore[attr-defined]  # all contenders start together
+    try:
+        LocalLedger(Path(root)).acquire("j")
+        results.put("won")
+    except LeaseHeldError:
+        results.put("refused")
+    barrier.wait(timeout=30)  # type: ignore[attr-defined]  # stay alive until all have tried
+
+
+def test_only_one_contender_takes_over_a_stale_lease(tmp_path: Path) -> None:
+    # an expired lease sits in the ledger; contenders race to take it over, many times: a
+    # contender must never move away the fresh lease another one has just created
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(40):
+        root = tmp_path / str(attempt)
+        LocalLedger(root).acquire("j", ttl=-1)  # expired at once
+        results: multiprocessing.Queue = ctx.Queue()
+        barrier, go = ctx.Barrier(4), ctx.Barrier(4)
+        procs = [ctx.Process(target=_take_over, args=(str(root), results, barrier, go))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        outcomes = sorted(results.get(timeout=10) for _ in procs)
+        assert outcomes == ["refused"] * 3 + ["won"], f"attempt {attempt}: {outcomes}"
+
+
+def test_a_lease_file_being_written_is_held_not_stale(tmp_path: Path) -> None:
+    # a holder between creating its lease file and writing it: the file is young and empty
+    (tmp_path / "j.lease").write_text("")
+    with pytest.raises(LeaseHeldError, match="being written"):
+        LocalLedger(tmp_path).acquire("j")
+    # one left empty long ago (its writer died) is stale and taken over
+    old = time.time() - 3600
+    os.utime(tmp_path / "j.lease", (old, old))
+    assert LocalLedger(tmp_path).acquire("j").pid == os.getpid()
+
+
+def _acquire_release(root: str, times: int) -> None:
+    ledger = LocalLedger(Path(root))
+    for _ in range(times):
+        ledger.release(ledger.acquire("j"))
+
+
+def test_lease_file_is_never_seen_empty(tmp_path: Path) -> None:
+    # the lease's content appears at once with the file: a reader never finds it empty
+    ctx = multiprocessing.get_context("fork")
+    writer = ctx.Process(target=_acquire_release, args=(str(tmp_path), 2000))
+    writer.start()
+    empty = reads = 0
+    try:
+        while writer.is_alive():
+            try:
+                text = (tmp_path / "j.lease").read_text()
+            except FileNotFoundError:
+                continue
+            reads += 1
+            empty += text == ""
+    finally:
+        writer.join(timeout=60)
+    assert reads > 0 and empty == 0, f"{empty} of {reads} reads found an empty lease file"
+
+
+def test_record_needs_the_lease(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    with pytest.raises(LeaseLostError, match="does not hold the lease"):
+        ledger.record("j", "d1", Step.PLANNED)
+    assert ledger.entries("j") == []
+    lease = ledger.acquire("j")
+    ledger.record("j", "d1", Step.PLANNED)
+    ledger.release(lease)
+    with pytest.raises(LeaseLostError):
+        ledger.record("j", "d1", Step.CHECKED)
+    assert [e.step for e in ledger.entries("j")] == [Step.PLANNED]
+
+
+def test_record_is_refused_once_the_lease_expired_or_was_taken_over(tmp_path: Path) -> None:
+    first = LocalLedger(tmp_path)
+    first.acquire("j", ttl=0.2)
+    first.record("j", "d1", Step.PLANNED)
+    time.sleep(0.3)
+    with pytest.raises(LeaseLostError, match="expired"):
+        first.record("j", "d1", Step.CHECKED)
+    second = LocalLedger(tmp_path)
+    second.acquire("j")  # takes the expired lease over
+    with pytest.raises(LeaseLostError):
+        first.record("j", "d1", Step.CHECKED)
+    second.record("j", "d1", Step.FAILED, reason="taken over")
+    assert [e.step for e in first.entries("j")] == [Step.PLANNED, Step.FAILED]
+
+
+def test_a_lease_taken_over_is_noticed_by_its_old_holder(tmp_path: Path) -> None:
+    # the old holder's clock says its lease is still valid, but the lease file names another
+    first = LocalLedger(tmp_path)
+    lease = first.acquire("j")
+    (tmp_path / "j.lease").unlink()
+    LocalLedger(tmp_path).acquire("j")
+    with pytest.raises(LeaseLostError, match="another deployer"):
+        first.record("j", "d1", Step.PLANNED)
+    first.release(lease)  # giving back a lost lease leaves the new holder's alone
+    assert (tmp_path / "j.lease").exists()
+
+
+def test_a_lost_lease_exits_7() -> None:
+    from flowship.deploy.exits import EXIT_BUSY, exit_code_for
+
+    assert exit_code_for(LeaseLostError("lost")) == EXIT_BUSY
+
+
+def test_the_ledger_setting_picks_the_store(tmp_path: Path) -> None:
+    from flowship.deploy.kafka_ledger import TOPIC, KafkaLedger
+    from flowship.deploy.ledgers import open_ledger
+    from flowship.errors import ConfigError
+    from flowship.job._settings import Settings
+
+    local = Settings(state_dir=tmp_path).open_ledger()
+    assert isinstance(local, LocalLedger) and local.root == tmp_path / "ledger"
+    kafka = Settings(ledger="kafka://10.0.0.1:9092,10.0.0.2:9092", host_id="h1").open_ledger()
+    assert isinstance(kafka, KafkaLedger)
+    assert kafka.bootstrap == "10.0.0.1:9092,10.0.0.2:9092"
+    assert (kafka.topic, kafka.host) == (TOPIC, "h1")
+    named = open_ledger("kafka://broker:9092/team.deployments", tmp_path)
+    assert isinstance(named, KafkaLedger) and named.topic == "team.deployments"
+    with pytest.raises(ValueError, match="kafka://HOST:PORT"):
+        Settings(ledger="s3://bucket/ledger")
+    with pytest.raises(ConfigError, match="not a Kafka ledger URL"):
+        open_ledger("kafka:///no-host", tmp_path)
+    assert isinstance(open_ledger(str(tmp_path / "elsewhere"), tmp_path), LocalLedger)

@@ -59,7 +59,8 @@ def _deploy(
             data = {"rest_url": "http://127.0.0.1:1"}
         if step is Step.RUNNING:
             data = {"job_id": d * 4, "pid": 1}
-        ledger.record("jobx", d, step, **data)
+        with ledger.holding("jobx"):
+            ledger.record("jobx", d, step, **data)
 
 
 FIRST = (Step.PLANNED, Step.SUBMITTED, Step.RUNNING)
@@ -273,17 +274,18 @@ def test_the_previous_version_starts_where_the_current_one_runs(
     err = capsys.readouterr().err
     assert "runs on the local target" in err and "--target local" in err
     # a session-cluster deployment (no pid) needs its own URL as --target
-    ledger.record(
-        "jobx",
-        "d3",
-        Step.PLANNED,
-        version="3",
-        script="/jobs/v3.py",
-        manifest={"version": "3"},
-        previous="d2",
-    )
-    ledger.record("jobx", "d3", Step.SUBMITTED, rest_url="http://flink:8081")
-    ledger.record("jobx", "d3", Step.RUNNING, job_id="c" * 32)
+    with ledger.holding("jobx"):
+        ledger.record(
+            "jobx",
+            "d3",
+            Step.PLANNED,
+            version="3",
+            script="/jobs/v3.py",
+            manifest={"version": "3"},
+            previous="d2",
+        )
+        ledger.record("jobx", "d3", Step.SUBMITTED, rest_url="http://flink:8081")
+        ledger.record("jobx", "d3", Step.RUNNING, job_id="c" * 32)
     before = (tmp_path / "jobx.jsonl").read_text()
     assert main(args) == 2
     assert "--target http://flink:8081" in capsys.readouterr().err
