@@ -219,10 +219,11 @@ def test_upgrade_checks_before_a_resumed_deployment_records_anything(tmp_path: P
     from flowship.deploy.upgrade import prepare_upgrade
 
     ledger = LocalLedger(tmp_path / "ledger")
-    ledger.record("jobx", "d1", Step.PLANNED, version="1", manifest={}, script="v1.py")
-    ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
-    ledger.record("jobx", "d1", Step.RUNNING, job_id="j1", rest_url="http://127.0.0.1:1")
-    ledger.record("jobx", "d2", Step.PLANNED, version="2", manifest={}, script="v2.py")
+    with ledger.holding("jobx"):
+        ledger.record("jobx", "d1", Step.PLANNED, version="1", manifest={}, script="v1.py")
+        ledger.record("jobx", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
+        ledger.record("jobx", "d1", Step.RUNNING, job_id="j1", rest_url="http://127.0.0.1:1")
+        ledger.record("jobx", "d2", Step.PLANNED, version="2", manifest={}, script="v2.py")
     before = ledger.entries("jobx")
 
     def kafka_check() -> None:
