@@ -33,6 +33,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from flowship.deploy.exits import (
     EXIT_OK,
     EXIT_UNREACHABLE,
 )
+from flowship.deploy.health import verdict_open_since
 from flowship.errors import ClusterError, ConfigError, ControlError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "main"]
@@ -292,6 +294,7 @@ def _status(args: argparse.Namespace) -> int:
             "deployment": last_id,
             "step": last[-1].step.value,
             "version": next((e.data["version"] for e in last if "version" in e.data), None),
+            "verdict_open_since": verdict_open_since(last),
         },
     }
     if args.json:
@@ -307,8 +310,19 @@ def _status(args: argparse.Namespace) -> int:
             else "no deployment reached RUNNING"
         )
     )
+    since = status["last"]["verdict_open_since"]
+    watching = (
+        ""
+        if since is None
+        else (
+            f" (watching, verdict open since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}; if its deployer "
+            "is gone, run the same --upgrade-from command again to resume the watch)"
+        )
+    )
     print(
-        f"last deployment {last_id}: version {status['last']['version']}, {status['last']['step']}"
+        f"last deployment {last_id}: version {status['last']['version']}, "
+        f"{status['last']['step']}{watching}"
     )
     return EXIT_OK
 

@@ -43,7 +43,7 @@ from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri
-from flowship.deploy.upgrade import RulesReader, prepare_upgrade
+from flowship.deploy.upgrade import AlreadyDeployed, OpenWatch, RulesReader, prepare_upgrade
 from flowship.errors import ClusterError, ConfigError, JobFailedError
 
 log = get_logger("flowship.deploy")
@@ -158,6 +158,8 @@ class Engine:
             rules=self.rules,
             prepare=self.target.prepare,
         )
+        if isinstance(prepared, OpenWatch):
+            return self._resume_watch(prepared)
         try:
             self.target.old_version_stopped()
             if self.retire is not None:
@@ -229,25 +231,79 @@ class Engine:
             if restore is not None and not self.policy.bounded:
                 self._hand_over(job_id)
             if upgrade and not self.policy.bounded:
-                rest = FlinkRest(target.rest_url)
-                health = watch(
-                    rest, job_id, self.policy.health_window_s, self.policy.health_checkpoints
-                )
-                if not health.stable:
-                    return self._roll_back(deployment, lease, job_id, health.reason)
-                self.ledger.record(
-                    r.job,
-                    deployment,
-                    Step.STABLE,
-                    reason=health.reason,
-                    checkpoints=health.checkpoints,
-                    waited_s=round(health.waited_s, 1),
-                )
-                log.info("upgrade.stable", job=r.job, version=r.version, reason=health.reason)
+                verdict = self._judge(deployment, lease, job_id, self.policy.health_window_s)
+                if verdict != EXIT_OK:
+                    return verdict
         finally:
             self.ledger.release(lease)
         target.finish()
         return EXIT_OK
+
+    def _judge(
+        self, deployment: str, lease: Lease, job_id: str, window_s: float, resumed: bool = False
+    ) -> int:
+        """The health watch and its verdict: STABLE (EXIT_OK) or the rollback (its exit code).
+
+        ``resumed``: the watch of a deployer that died is taken up again; every checkpoint the
+        job completed since it started counts (the ones completed while nobody watched too).
+        """
+        r = self.release
+        health = watch(
+            FlinkRest(self.target.rest_url),
+            job_id,
+            window_s,
+            self.policy.health_checkpoints,
+            count_from_start=resumed,
+        )
+        if not health.stable:
+            return self._roll_back(deployment, lease, job_id, health.reason)
+        self.ledger.record(
+            r.job,
+            deployment,
+            Step.STABLE,
+            reason=health.reason,
+            checkpoints=health.checkpoints,
+            waited_s=round(health.waited_s, 1),
+            **({"resumed": True} if resumed else {}),
+        )
+        log.info("upgrade.stable", job=r.job, version=r.version, reason=health.reason)
+        return EXIT_OK
+
+    def _resume_watch(self, open_watch: OpenWatch) -> int:
+        """Judge a version that runs with no verdict (its deployer died in the watch), now.
+
+        The window counts from the recorded RUNNING time, not from now: a watch that had 20 of
+        its 60 s left gets 20 s; one whose window ran out while nobody watched is judged at once
+        on what Flink reports for the whole time (failures, checkpoints, records).
+        """
+        r, lease, deployment = self.release, open_watch.lease, open_watch.deployment
+        try:
+            if self.policy.bounded:  # a bounded run is never watched: nothing is open
+                raise AlreadyDeployed(deployment, open_watch.data)
+            elapsed = max(time.time() - open_watch.running_at, 0.0)
+            left = max(self.policy.health_window_s - elapsed, 0.0)
+            log.info(
+                "upgrade.watch_resumed",
+                job=r.job,
+                version=r.version,
+                deployment=deployment,
+                job_id=open_watch.job_id,
+                running_for_s=round(elapsed, 1),
+                window_left_s=round(left, 1),
+            )
+            print(
+                f"flowship: {r.job} {r.version} runs as deployment {deployment} (Flink job "
+                f"{open_watch.job_id}) with its health verdict open (its deployer died during "
+                f"the watch); watching it for the {left:.0f}s left of its window",
+                file=sys.stderr,
+                flush=True,
+            )
+            verdict = self._judge(deployment, lease, open_watch.job_id, left, resumed=True)
+        finally:
+            self.ledger.release(lease)
+        if verdict == EXIT_OK:
+            print(f"flowship: {r.job} {r.version} is stable", file=sys.stderr, flush=True)
+        return verdict
 
     def _hand_over(self, job_id: str) -> None:
         """Back-to-back checkpoints while a restored job starts: its first output commits sooner."""
