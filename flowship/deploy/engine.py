@@ -36,7 +36,7 @@ from typing import Any
 
 from flowship._log import get_logger
 from flowship._spawn import spawn_detached, without_flags
-from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.alive import deployment_liveness, liveness
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import hand_over, watch
 from flowship.deploy.ledger import Lease, Ledger, merged
@@ -88,6 +88,8 @@ class Target(ABC):
 
     #: the REST API of the Flink cluster the version runs on
     rest_url: str
+    #: the version runs in the deployer's own process (a mini-cluster): it ends with it
+    in_process: bool = False
 
     def prepare(self) -> None:  # noqa: B027 (a hook: most targets need nothing)
         """Before anything is recorded or stopped: create what the version needs outside Flink.
@@ -216,6 +218,10 @@ class Engine:
             try:
                 job_id = target.start(restore, deployment)
             except JobFailedError as exc:
+                if upgrade and not self.policy.bounded:
+                    # the old version is stopped already: never leave the pipeline down
+                    reason = f"it did not start: {exc}"[:2000]
+                    return self._roll_back(deployment, lease, None, reason)
                 self.ledger.record(r.job, deployment, Step.FAILED, reason=str(exc)[:2000])
                 raise
             self.ledger.record(
@@ -319,11 +325,14 @@ class Engine:
             duration_ms=int((time.monotonic() - started) * 1000),
         )
 
-    def _roll_back(self, deployment: str, lease: Lease, job_id: str, reason: str) -> int:
-        """Cancel the unhealthy new version, start the previous one from the pre-upgrade savepoint.
+    def _roll_back(self, deployment: str, lease: Lease, job_id: str | None, reason: str) -> int:
+        """Cancel the new version, start the previous one from the pre-upgrade savepoint.
 
-        The previous version's script runs as a process of its own (``--upgrade-from`` that
-        savepoint, ``--flowship-rollback-of`` this deployment), with the deployer's flags.
+        ``job_id`` is the new version's Flink job (None: it did not start). Its cancel is
+        confirmed (Flink reports it ended, or does not know it) before anything else starts:
+        two copies of a job never run at once. The previous version's script runs as a process
+        of its own (``--upgrade-from`` that savepoint, ``--flowship-rollback-of`` this
+        deployment), with the deployer's flags.
         """
         r, ledger = self.release, self.ledger
         ledger.record(r.job, deployment, Step.FAILED, reason=reason)
@@ -333,8 +342,18 @@ class Engine:
         previous = merged(deployments.get(str(data.get("previous")), []))
         script = previous.get("script")
         previous_version = previous.get("version")
-        # a replaying rollback started from an older savepoint: go back to where it stopped
-        savepoint = str(data.get("old_savepoint") or data["savepoint"]).removeprefix("file:")
+        savepoint = pre_upgrade_savepoint(deployments, deployment)
+        if savepoint is None:
+            ledger.record(r.job, deployment, Step.ROLLING_BACK, to_version=previous_version)
+            self._confirm_cancelled(deployment, job_id)
+            msg = (
+                f"cannot roll back {r.job}: the ledger records no savepoint that version "
+                f"{previous_version} was stopped with for deployment {deployment}; its new "
+                "version was cancelled; restart the previous version by hand from a savepoint "
+                "or checkpoint of yours with --upgrade-from PATH"
+            )
+            ledger.record(r.job, deployment, Step.FAILED, reason=msg)
+            raise JobFailedError(msg)
         ledger.record(
             r.job,
             deployment,
@@ -342,10 +361,7 @@ class Engine:
             to_version=previous_version,
             from_savepoint=savepoint,
         )
-        try:
-            FlinkRest(self.target.rest_url).cancel(job_id)
-        except ClusterError as exc:
-            log.warning("upgrade.cancel_failed", job=r.job, job_id=job_id, error=str(exc))
+        self._confirm_cancelled(deployment, job_id)
         self.target.cancelled()
         ledger.release(lease)
         if script is None:
@@ -392,6 +408,86 @@ class Engine:
             f"restart it by hand: python {script} --upgrade-from {savepoint}"
         )
         raise JobFailedError(msg)
+
+    def _confirm_cancelled(self, deployment: str, job_id: str | None) -> None:
+        """Cancel ``job_id`` and wait until Flink confirms it ended, or raise (nothing started).
+
+        Recorded FAILED (after ROLLING_BACK) when it cannot be confirmed: the previous version
+        is then not started, since the new one may still run.
+        """
+        if job_id is None:
+            return
+        try:
+            cancel_confirmed(self.target.rest_url, job_id, local=self.target.in_process)
+        except ClusterError as exc:
+            reason = (
+                f"the new version's Flink job {job_id} was not confirmed cancelled ({exc}); the "
+                "previous version was not started, so that two copies never run at once"
+            )
+            self.ledger.record(self.release.job, deployment, Step.FAILED, reason=reason)
+            msg = (
+                f"{reason}. Cancel it (flink cancel {job_id}, or stop its process), then roll "
+                f"back with `flowship rollback {self.release.job}`"
+            )
+            raise JobFailedError(msg) from exc
+
+
+#: Seconds a cancelled job gets to be reported ended (CANCELED, or gone) by Flink.
+CANCEL_TIMEOUT = 120.0
+
+
+def cancel_confirmed(
+    rest_url: str, job_id: str, *, local: bool = False, timeout: float = CANCEL_TIMEOUT
+) -> str:
+    """Cancel Flink job ``job_id`` and wait until Flink reports it ended; what was seen.
+
+    Done when :func:`~flowship.deploy.alive.liveness` says dead: a terminal state (CANCELED,
+    or FAILED / FINISHED if it ended first), a 404, or on the local target a REST port nothing
+    listens on (the mini-cluster went with its job). Raises ClusterError when that is not seen
+    within ``timeout``: an error answer to the cancel, or no answer at all, is never taken for
+    a cancelled job.
+    """
+    rest = FlinkRest(rest_url, timeout=10.0)
+    deadline = time.monotonic() + timeout
+    error = ""
+    while True:
+        alive = liveness(rest_url, job_id, local=local, timeout=10.0)
+        if alive.dead:
+            log.info("upgrade.cancelled", job_id=job_id, seen=alive.seen)
+            return alive.seen
+        if alive.alive and alive.seen != "CANCELLING":
+            try:
+                rest.cancel(job_id)  # asked again until it is seen ending; never ignored
+            except ClusterError as exc:
+                error = str(exc)
+        elif alive.unknown:
+            error = alive.seen
+        if time.monotonic() > deadline:
+            msg = (
+                f"Flink job {job_id} at {rest_url} is not reported cancelled after "
+                f"{timeout:.0f}s (last seen: {alive.seen}; {error or 'no error'})"
+            )
+            raise ClusterError(msg)
+        time.sleep(0.5)
+
+
+def pre_upgrade_savepoint(deployments: Mapping[str, Sequence[Any]], deployment: str) -> str | None:
+    """The savepoint the previous version was stopped with for ``deployment`` (None: none).
+
+    A deployment restarted after its process died (``restarts`` names the one it restarts)
+    has no savepoint of its own: the one recorded earlier in the chain is the way back. A
+    replaying rollback started from an older savepoint goes back to where it stopped
+    (``old_savepoint``).
+    """
+    seen: set[str] = set()
+    while deployment in deployments and deployment not in seen:
+        seen.add(deployment)
+        data = merged(deployments[deployment])
+        found = data.get("old_savepoint") or data.get("savepoint")
+        if found:
+            return str(found).removeprefix("file:")
+        deployment = str(data.get("restarts", ""))
+    return None
 
 
 def _refuse_if_alive(job: str, current: Mapping[str, Any]) -> None:

@@ -11,8 +11,9 @@ meaning.
 4   a cluster or JVM artifact could not be reached / found
 5   refused: the new (or, for a rollback, the previous) code cannot read the running
     version's state; nothing was stopped (the ledger records REFUSED with the report)
-6   the upgraded version was not healthy within the window: the version before it was started
-    again from the pre-upgrade savepoint (the ledger records ROLLED_BACK with the reason)
+6   the upgraded version did not start, or was not healthy within the window: it was cancelled
+    (confirmed), and the version before it was started again from the pre-upgrade savepoint
+    (the ledger records ROLLED_BACK with the reason)
 7   another deployment of this job is in progress (it holds the job's lease)
 8   ``--dry-run``: the rehearsal failed; nothing production uses was changed
 9   ``flowship flag set``: the change was not agreed by every running instance (in force

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,9 @@ from test_local_upgrades import JOB, stop_recorded_pids, wait_running
 from flowship.cli import main as flowship
 from flowship.deploy.ledger import FAULT_ENV, LocalLedger
 from flowship.deploy.machine import Step
-from flowship.testing.jobs import JobProcess
+from flowship.testing.jobs import JobProcess, job_command
+
+JOBS = Path(__file__).parent / "jobs"
 
 
 def _seed() -> int:
@@ -198,3 +201,59 @@ def test_rerun_after_deployer_killed_during_the_health_watch(
                   for m in outputs if m.value}
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
 
+
+def test_restarted_version_found_unhealthy_rolls_back_to_the_pre_upgrade_savepoint(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    """Killed at RUNNING, restarted by the rerun, then unhealthy: back to v1, as recorded.
+
+    The restarted deployment has no savepoint of its own; the rollback takes the one the
+    upgrade it restarts recorded (it crashed with a KeyError before).
+    """
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(6_000, users=100))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 300.0))  # 20 s
+    broken = JOBS / "broken_open_v2.py"
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    jobs = [v1]
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(4)
+        crashing = JobProcess(broken, bootstrap, state, "--upgrade-from", "savepoint",
+                              env={**os.environ, FAULT_ENV: "RUNNING"}).start()
+        jobs.append(crashing)
+        assert crashing.wait(timeout=180) == -signal.SIGKILL, tail(crashing.output())
+        assert v1.wait(timeout=60) == 0, tail(v1.output())  # stopped for the upgrade
+        again = subprocess.run(
+            job_command(broken, bootstrap, state, "--upgrade-from", "savepoint",
+                        "--health-window-s", "45"),
+            capture_output=True, text=True, timeout=400, check=False)
+        assert again.returncode == 6, tail(again.stdout + again.stderr)
+        assert "rolled back to version 1" in again.stderr
+        wait_running(ledger, "1")
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
+    finally:
+        for job in jobs:
+            job.stop()
+        stop_recorded_pids(ledger)
+    deployments = list(ledger.deployments(JOB).items())
+    (upgrade_id, upgrade), (restarted_id, restarted), (rollback_id, rollback) = deployments[-3:]
+    assert [e.step for e in upgrade][-2:] == [Step.RUNNING, Step.FAILED]
+    stop_savepoint = next(e.data["savepoint"] for e in upgrade if e.step is Step.STOPPED)
+    assert restarted[0].data["restarts"] == upgrade_id
+    assert [e.step for e in restarted] == [Step.PLANNED, Step.SUBMITTED, Step.RUNNING,
+                                           Step.FAILED, Step.ROLLING_BACK, Step.ROLLED_BACK]
+    assert "bug in version 2" in restarted[-1].data["reason"]
+    rolling_back = restarted[-2].data
+    assert rolling_back["from_savepoint"] == stop_savepoint.removeprefix("file:")
+    assert rollback[0].data["rollback_of"] == restarted_id
+    assert rollback[0].data["version"] == "1"
+    assert restarted[-1].data["rollback_deployment"] == rollback_id
+    # nothing the broken version did was committed; v1 carried on where it was stopped
+    assert {m.headers["flowship.version"] for m in outputs} == {"1"}
+    assert_exactly_once(outputs, evs)
