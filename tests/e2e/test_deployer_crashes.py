@@ -19,9 +19,11 @@ from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, 
 from test_local_upgrades import JOB, stop_recorded_pids, wait_running
 
 from flowship.cli import main as flowship
-from flowship.deploy.ledger import FAULT_ENV, LocalLedger
+from flowship.deploy.ledger import FAULT_ENV, Entry, LocalLedger
 from flowship.deploy.machine import Step
 from flowship.testing.jobs import JobProcess, job_command
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -33,7 +35,7 @@ def _seed() -> int:
 
 
 def _wait_step(ledger: LocalLedger, version: str, step: Step, proc: JobProcess,
-               timeout: float = 240) -> tuple[str, object]:
+               timeout: float = 240) -> tuple[str, Entry]:
     """Until the newest deployment of ``version`` records ``step``: its id and that entry."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -46,8 +48,6 @@ def _wait_step(ledger: LocalLedger, version: str, step: Step, proc: JobProcess,
         assert proc.running(), tail(proc.output())
         time.sleep(0.1)
     raise AssertionError(f"version {version} never reached {step.value}: {tail(proc.output())}")
-
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
 
 @pytest.mark.parametrize("step", ["PLANNED", "CHECKED", "SAVEPOINTING", "STOPPED", "SUBMITTED",
