@@ -172,7 +172,7 @@ def test_rerun_after_deployer_killed_during_the_health_watch(
         kill_after = rng.uniform(0.5, 10.0)
         time.sleep(max(running.at + kill_after - time.time(), 0.0))
         assert crashing.pid is not None
-        os.kill(crashing.pid, signal.SIGKILL)  # the deployer process, as a crash would
+        os.killpg(crashing.pid, signal.SIGKILL)  # the deployer and its JVM, mid-watch
         assert crashing.wait(timeout=60) == -signal.SIGKILL
         print(f"killed the deployer {kill_after:.1f}s after RUNNING")
         assert ledger.last_step(JOB, killed) is Step.RUNNING  # killed before any verdict
