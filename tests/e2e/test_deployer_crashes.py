@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ JOBS = Path(__file__).parent / "jobs"
 
 def _seed() -> int:
     seed = int(os.environ.get("FLOWSHIP_TEST_SEED") or time.time_ns() % 2**32)
-    print(f"FLOWSHIP_TEST_SEED={seed}")
+    print(f"FLOWSHIP_TEST_SEED={seed}", file=sys.__stderr__)  # also when capsys captures
     return seed
 
 
@@ -174,7 +175,7 @@ def test_rerun_after_deployer_killed_during_the_health_watch(
         assert crashing.pid is not None
         os.killpg(crashing.pid, signal.SIGKILL)  # the deployer and its JVM, mid-watch
         assert crashing.wait(timeout=60) == -signal.SIGKILL
-        print(f"killed the deployer {kill_after:.1f}s after RUNNING")
+        print(f"killed the deployer {kill_after:.1f}s after RUNNING", file=sys.__stderr__)
         assert ledger.last_step(JOB, killed) is Step.RUNNING  # killed before any verdict
         assert flowship(["status", JOB, "--ledger-dir", str(state / "ledger")]) == 0
         assert "RUNNING (watching, verdict open since " in capsys.readouterr().out
