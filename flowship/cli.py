@@ -35,6 +35,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from flowship.deploy.exits import (
     EXIT_UNREACHABLE,
     exit_code_for,
 )
+from flowship.deploy.health import verdict_open_since
 from flowship.errors import ClusterError, ConfigError, ControlError, FlowshipError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPATIBLE", "EXIT_OK", "load_manifest", "main"]
@@ -366,6 +368,7 @@ def _status(args: argparse.Namespace) -> int:
             "deployment": last_id,
             "step": last[-1].step.value,
             "version": next((e.data["version"] for e in last if "version" in e.data), None),
+            "verdict_open_since": verdict_open_since(last),
         },
     }
     if args.json:
@@ -381,8 +384,19 @@ def _status(args: argparse.Namespace) -> int:
             else "no deployment reached RUNNING"
         )
     )
+    since = status["last"]["verdict_open_since"]
+    watching = (
+        ""
+        if since is None
+        else (
+            f" (watching, verdict open since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}; if its deployer "
+            "is gone, run the same --upgrade-from command again to resume the watch)"
+        )
+    )
     print(
-        f"last deployment {last_id}: version {status['last']['version']}, {status['last']['step']}"
+        f"last deployment {last_id}: version {status['last']['version']}, "
+        f"{status['last']['step']}{watching}"
     )
     return EXIT_OK
 

@@ -9,7 +9,8 @@ PyFlink's DataStream API nor :mod:`flowship.job` (which builds the graph and han
                    RUNNING, hand-over, health watch, STABLE or automatic rollback), resumable;
                    :class:`Target` is what differs between the local and the cluster target
 ``upgrade``        :func:`prepare_upgrade`: gate the new version and stop the running one with a
-                   savepoint, each step recorded first; resumes after a deployer crash
+                   savepoint, each step recorded first; resumes after a deployer crash (an
+                   :class:`OpenWatch` when it died during the health watch)
 ``rollback``       :class:`Rollback`: ``flowship rollback`` / ``--rollback``, back to the
                    version deployed before (gate in reverse, or replay with an explicit opt-in)
 ``ledger``         :class:`Ledger` (:class:`LocalLedger`, a directory): the append-only record
@@ -62,7 +63,13 @@ from flowship.deploy.machine import Step, TransitionError
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.rollback import Rollback, RollbackRefused, run_rollback
 from flowship.deploy.savepoints import check_metadata, restore_path
-from flowship.deploy.upgrade import AlreadyDeployed, Prepared, UpgradeRefused, prepare_upgrade
+from flowship.deploy.upgrade import (
+    AlreadyDeployed,
+    OpenWatch,
+    Prepared,
+    UpgradeRefused,
+    prepare_upgrade,
+)
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -89,6 +96,7 @@ __all__ = [
     "LedgerError",
     "Liveness",
     "LocalLedger",
+    "OpenWatch",
     "Policy",
     "Prepared",
     "Release",

@@ -39,14 +39,14 @@ from typing import Any
 
 from flowship._log import get_logger
 from flowship._spawn import spawn_detached, without_flags
-from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.alive import deployment_liveness, liveness
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import hand_over, watch
 from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri
-from flowship.deploy.upgrade import RulesReader, prepare_upgrade
+from flowship.deploy.upgrade import AlreadyDeployed, OpenWatch, RulesReader, prepare_upgrade
 from flowship.errors import ClusterError, ConfigError, JobFailedError
 
 log = get_logger("flowship.deploy")
@@ -91,6 +91,8 @@ class Target(ABC):
 
     #: the REST API of the Flink cluster the version runs on
     rest_url: str
+    #: the version runs in the deployer's own process (a mini-cluster): it ends with it
+    in_process: bool = False
 
     def prepare(self) -> None:  # noqa: B027 (a hook: most targets need nothing)
         """Before anything is recorded or stopped: check and create what the version needs.
@@ -169,6 +171,8 @@ class Engine:
             rules=self.rules,
             prepare=self.target.prepare,
         )
+        if isinstance(prepared, OpenWatch):
+            return self._resume_watch(prepared)
         try:
             self.target.old_version_stopped()
             if self.retire is not None:
@@ -225,6 +229,10 @@ class Engine:
             try:
                 job_id = target.start(restore, deployment)
             except JobFailedError as exc:
+                if upgrade and not self.policy.bounded:
+                    # the old version is stopped already: never leave the pipeline down
+                    reason = f"it did not start: {exc}"[:2000]
+                    return self._roll_back(deployment, lease, None, reason)
                 self.ledger.record(r.job, deployment, Step.FAILED, reason=str(exc)[:2000])
                 raise
             self.ledger.record(
@@ -240,25 +248,79 @@ class Engine:
             if restore is not None and not self.policy.bounded:
                 self._hand_over(job_id)
             if upgrade and not self.policy.bounded:
-                rest = FlinkRest(target.rest_url)
-                health = watch(
-                    rest, job_id, self.policy.health_window_s, self.policy.health_checkpoints
-                )
-                if not health.stable:
-                    return self._roll_back(deployment, lease, job_id, health.reason)
-                self.ledger.record(
-                    r.job,
-                    deployment,
-                    Step.STABLE,
-                    reason=health.reason,
-                    checkpoints=health.checkpoints,
-                    waited_s=round(health.waited_s, 1),
-                )
-                log.info("upgrade.stable", job=r.job, version=r.version, reason=health.reason)
+                verdict = self._judge(deployment, lease, job_id, self.policy.health_window_s)
+                if verdict != EXIT_OK:
+                    return verdict
         finally:
             self.ledger.release(lease)
         target.finish()
         return EXIT_OK
+
+    def _judge(
+        self, deployment: str, lease: Lease, job_id: str, window_s: float, resumed: bool = False
+    ) -> int:
+        """The health watch and its verdict: STABLE (EXIT_OK) or the rollback (its exit code).
+
+        ``resumed``: the watch of a deployer that died is taken up again; every checkpoint the
+        job completed since it started counts (the ones completed while nobody watched too).
+        """
+        r = self.release
+        health = watch(
+            FlinkRest(self.target.rest_url),
+            job_id,
+            window_s,
+            self.policy.health_checkpoints,
+            count_from_start=resumed,
+        )
+        if not health.stable:
+            return self._roll_back(deployment, lease, job_id, health.reason)
+        self.ledger.record(
+            r.job,
+            deployment,
+            Step.STABLE,
+            reason=health.reason,
+            checkpoints=health.checkpoints,
+            waited_s=round(health.waited_s, 1),
+            **({"resumed": True} if resumed else {}),
+        )
+        log.info("upgrade.stable", job=r.job, version=r.version, reason=health.reason)
+        return EXIT_OK
+
+    def _resume_watch(self, open_watch: OpenWatch) -> int:
+        """Judge a version that runs with no verdict (its deployer died in the watch), now.
+
+        The window counts from the recorded RUNNING time, not from now: a watch that had 20 of
+        its 60 s left gets 20 s; one whose window ran out while nobody watched is judged at once
+        on what Flink reports for the whole time (failures, checkpoints, records).
+        """
+        r, lease, deployment = self.release, open_watch.lease, open_watch.deployment
+        try:
+            if self.policy.bounded:  # a bounded run is never watched: nothing is open
+                raise AlreadyDeployed(deployment, open_watch.data)
+            elapsed = max(time.time() - open_watch.running_at, 0.0)
+            left = max(self.policy.health_window_s - elapsed, 0.0)
+            log.info(
+                "upgrade.watch_resumed",
+                job=r.job,
+                version=r.version,
+                deployment=deployment,
+                job_id=open_watch.job_id,
+                running_for_s=round(elapsed, 1),
+                window_left_s=round(left, 1),
+            )
+            print(
+                f"flowship: {r.job} {r.version} runs as deployment {deployment} (Flink job "
+                f"{open_watch.job_id}) with its health verdict open (its deployer died during "
+                f"the watch); watching it for the {left:.0f}s left of its window",
+                file=sys.stderr,
+                flush=True,
+            )
+            verdict = self._judge(deployment, lease, open_watch.job_id, left, resumed=True)
+        finally:
+            self.ledger.release(lease)
+        if verdict == EXIT_OK:
+            print(f"flowship: {r.job} {r.version} is stable", file=sys.stderr, flush=True)
+        return verdict
 
     def _hand_over(self, job_id: str) -> None:
         """Back-to-back checkpoints while a restored job starts: its first output commits sooner."""
@@ -274,11 +336,14 @@ class Engine:
             duration_ms=int((time.monotonic() - started) * 1000),
         )
 
-    def _roll_back(self, deployment: str, lease: Lease, job_id: str, reason: str) -> int:
-        """Cancel the unhealthy new version, start the previous one from the pre-upgrade savepoint.
+    def _roll_back(self, deployment: str, lease: Lease, job_id: str | None, reason: str) -> int:
+        """Cancel the new version, start the previous one from the pre-upgrade savepoint.
 
-        The previous version's script runs as a process of its own (``--upgrade-from`` that
-        savepoint, ``--flowship-rollback-of`` this deployment), with the deployer's flags.
+        ``job_id`` is the new version's Flink job (None: it did not start). Its cancel is
+        confirmed (Flink reports it ended, or does not know it) before anything else starts:
+        two copies of a job never run at once. The previous version's script runs as a process
+        of its own (``--upgrade-from`` that savepoint, ``--flowship-rollback-of`` this
+        deployment), with the deployer's flags.
         """
         r, ledger = self.release, self.ledger
         ledger.record(r.job, deployment, Step.FAILED, reason=reason)
@@ -288,8 +353,18 @@ class Engine:
         previous = merged(deployments.get(str(data.get("previous")), []))
         script = previous.get("script")
         previous_version = previous.get("version")
-        # a replaying rollback started from an older savepoint: go back to where it stopped
-        savepoint = str(data.get("old_savepoint") or data["savepoint"]).removeprefix("file:")
+        savepoint = pre_upgrade_savepoint(deployments, deployment)
+        if savepoint is None:
+            ledger.record(r.job, deployment, Step.ROLLING_BACK, to_version=previous_version)
+            self._confirm_cancelled(deployment, job_id)
+            msg = (
+                f"cannot roll back {r.job}: the ledger records no savepoint that version "
+                f"{previous_version} was stopped with for deployment {deployment}; its new "
+                "version was cancelled; restart the previous version by hand from a savepoint "
+                "or checkpoint of yours with --upgrade-from PATH"
+            )
+            ledger.record(r.job, deployment, Step.FAILED, reason=msg)
+            raise JobFailedError(msg)
         ledger.record(
             r.job,
             deployment,
@@ -297,10 +372,7 @@ class Engine:
             to_version=previous_version,
             from_savepoint=savepoint,
         )
-        try:
-            FlinkRest(self.target.rest_url).cancel(job_id)
-        except ClusterError as exc:
-            log.warning("upgrade.cancel_failed", job=r.job, job_id=job_id, error=str(exc))
+        self._confirm_cancelled(deployment, job_id)
         self.target.cancelled()
         ledger.release(lease)
         if script is None:
@@ -349,6 +421,86 @@ class Engine:
             f"restart it by hand: python {script} --upgrade-from {savepoint}"
         )
         raise JobFailedError(msg)
+
+    def _confirm_cancelled(self, deployment: str, job_id: str | None) -> None:
+        """Cancel ``job_id`` and wait until Flink confirms it ended, or raise (nothing started).
+
+        Recorded FAILED (after ROLLING_BACK) when it cannot be confirmed: the previous version
+        is then not started, since the new one may still run.
+        """
+        if job_id is None:
+            return
+        try:
+            cancel_confirmed(self.target.rest_url, job_id, local=self.target.in_process)
+        except ClusterError as exc:
+            reason = (
+                f"the new version's Flink job {job_id} was not confirmed cancelled ({exc}); the "
+                "previous version was not started, so that two copies never run at once"
+            )
+            self.ledger.record(self.release.job, deployment, Step.FAILED, reason=reason)
+            msg = (
+                f"{reason}. Cancel it (flink cancel {job_id}, or stop its process), then roll "
+                f"back with `flowship rollback {self.release.job}`"
+            )
+            raise JobFailedError(msg) from exc
+
+
+#: Seconds a cancelled job gets to be reported ended (CANCELED, or gone) by Flink.
+CANCEL_TIMEOUT = 120.0
+
+
+def cancel_confirmed(
+    rest_url: str, job_id: str, *, local: bool = False, timeout: float = CANCEL_TIMEOUT
+) -> str:
+    """Cancel Flink job ``job_id`` and wait until Flink reports it ended; what was seen.
+
+    Done when :func:`~flowship.deploy.alive.liveness` says dead: a terminal state (CANCELED,
+    or FAILED / FINISHED if it ended first), a 404, or on the local target a REST port nothing
+    listens on (the mini-cluster went with its job). Raises ClusterError when that is not seen
+    within ``timeout``: an error answer to the cancel, or no answer at all, is never taken for
+    a cancelled job.
+    """
+    rest = FlinkRest(rest_url, timeout=10.0)
+    deadline = time.monotonic() + timeout
+    error = ""
+    while True:
+        alive = liveness(rest_url, job_id, local=local, timeout=10.0)
+        if alive.dead:
+            log.info("upgrade.cancelled", job_id=job_id, seen=alive.seen)
+            return alive.seen
+        if alive.alive and alive.seen != "CANCELLING":
+            try:
+                rest.cancel(job_id)  # asked again until it is seen ending; never ignored
+            except ClusterError as exc:
+                error = str(exc)
+        elif alive.unknown:
+            error = alive.seen
+        if time.monotonic() > deadline:
+            msg = (
+                f"Flink job {job_id} at {rest_url} is not reported cancelled after "
+                f"{timeout:.0f}s (last seen: {alive.seen}; {error or 'no error'})"
+            )
+            raise ClusterError(msg)
+        time.sleep(0.5)
+
+
+def pre_upgrade_savepoint(deployments: Mapping[str, Sequence[Any]], deployment: str) -> str | None:
+    """The savepoint the previous version was stopped with for ``deployment`` (None: none).
+
+    A deployment restarted after its process died (``restarts`` names the one it restarts)
+    has no savepoint of its own: the one recorded earlier in the chain is the way back. A
+    replaying rollback started from an older savepoint goes back to where it stopped
+    (``old_savepoint``).
+    """
+    seen: set[str] = set()
+    while deployment in deployments and deployment not in seen:
+        seen.add(deployment)
+        data = merged(deployments[deployment])
+        found = data.get("old_savepoint") or data.get("savepoint")
+        if found:
+            return str(found).removeprefix("file:")
+        deployment = str(data.get("restarts", ""))
+    return None
 
 
 @contextlib.contextmanager

@@ -12,8 +12,9 @@ meaning.
 4   a cluster (Flink, or Kafka) or JVM artifact could not be reached / found
 5   refused: the new (or, for a rollback, the previous) code cannot read the running
     version's state; nothing was stopped (the ledger records REFUSED with the report)
-6   the upgraded version was not healthy within the window: the version before it was started
-    again from the pre-upgrade savepoint (the ledger records ROLLED_BACK with the reason)
+6   the upgraded version did not start, or was not healthy within the window: it was cancelled
+    (confirmed), and the version before it was started again from the pre-upgrade savepoint
+    (the ledger records ROLLED_BACK with the reason)
 7   another deployment of this job is in progress (it holds the job's lease), or this
     deployer lost the lease (it expired, or another deployer took it over): it stopped
     without changing anything more

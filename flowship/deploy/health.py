@@ -9,9 +9,12 @@ report says so). The first failure seen ends the watch early with the exception'
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowship.deploy.ledger import Entry, merged
+from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import ClusterError
 
@@ -26,6 +29,19 @@ class Health:
     failures: int = 0
     records: int = 0
     waited_s: float = 0.0
+
+
+def verdict_open_since(entries: Sequence[Entry]) -> float | None:
+    """When a deployment's health watch began, if its verdict is still open (else None).
+
+    An upgrade (or ``flowship rollback``) deployment, one that names a ``previous`` one, is
+    watched from RUNNING until STABLE or FAILED; its last step RUNNING means no verdict yet:
+    its deployer watches it, or died watching it (the same command run again resumes the
+    watch). A first deploy is never watched: RUNNING is where it stays.
+    """
+    if entries and entries[-1].step is Step.RUNNING and merged(entries).get("previous"):
+        return entries[-1].at
+    return None
 
 
 def _records(job: dict[str, Any]) -> int:
@@ -86,15 +102,24 @@ def _job_failed(rest: FlinkRest, job_id: str) -> bool:
 
 
 def watch(
-    rest: FlinkRest, job_id: str, window_s: float, min_checkpoints: int = 2, poll_s: float = 1.0
+    rest: FlinkRest,
+    job_id: str,
+    window_s: float,
+    min_checkpoints: int = 2,
+    poll_s: float = 1.0,
+    *,
+    count_from_start: bool = False,
 ) -> Health:
     """Watch ``job_id`` for up to ``window_s`` seconds; return as soon as it is known.
 
-    Only checkpoints that complete during the watch count (not, say, the hand-over ones).
+    Only checkpoints that complete during the watch count (not, say, the hand-over ones);
+    with ``count_from_start`` (a watch taken up again after its deployer died) every checkpoint
+    the job completed counts, since the ones completed while nobody watched are part of its
+    window. Failures and records always count from the job's start.
     """
     started = time.monotonic()
     checkpoints = records = 0
-    before: int | None = None
+    before: int | None = 0 if count_from_start else None
     while True:
         waited = time.monotonic() - started
         try:

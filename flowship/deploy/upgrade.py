@@ -10,10 +10,15 @@ recorded step:
 * SAVEPOINTING: a savepoint completed in the recorded directory is used; if none did and the old
   job still runs, the stop is taken again.
 * STOPPED / SUBMITTED: the old version is gone; start the new one from the recorded savepoint.
+* RUNNING, the new version's job still alive (its deployer died during the health watch): the
+  watch is resumed (:class:`OpenWatch`), its window counted from the recorded RUNNING time, and
+  reaches its verdict (STABLE, or the rollback). If its job is gone too (on the local target it
+  lives in the deployer's process), it is restarted from its latest checkpoint and watched.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from flowship._log import get_logger
-from flowship.deploy.alive import deployment_liveness, liveness
+from flowship.deploy.alive import Liveness, Verdict, deployment_liveness, liveness
 from flowship.deploy.check import UpgradeReport, check_upgrade
+from flowship.deploy.health import verdict_open_since
 from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest, completed_savepoint
@@ -51,6 +57,18 @@ class UpgradeRefused(FlowshipError):
     def __init__(self, report: UpgradeReport) -> None:
         super().__init__(str(report))
         self.report = report
+
+
+@dataclass(frozen=True)
+class OpenWatch:
+    """The new version runs, but no verdict was recorded: its deployer died during the watch."""
+
+    deployment: str
+    job_id: str
+    #: when RUNNING was recorded (wall clock, as the ledger's ``at``): the window counts from it
+    running_at: float
+    lease: Lease
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,7 @@ def prepare_upgrade(
     from_checkpoint: bool = False,
     rules: RulesReader | None = None,
     prepare: Callable[[], None] | None = None,
-) -> Prepared:
+) -> Prepared | OpenWatch:
     """Check the new version against the running one, then stop that one with a savepoint.
 
     ``prepare`` (the target's :meth:`~flowship.deploy.engine.Target.prepare`: Kafka answers,
@@ -108,6 +126,9 @@ def prepare_upgrade(
 
     With ``from_checkpoint`` the old version must already be gone (dead or failing and
     cancelled): its latest retained checkpoint stands in for the savepoint.
+
+    Returns :class:`OpenWatch` instead when this version already runs with its health verdict
+    still open (the deployer died during the watch): the caller judges it, nothing is started.
 
     Raises :class:`UpgradeRefused` (recorded as REFUSED; the old job untouched, no savepoint)
     when the manifests are incompatible, and ConfigError / ClusterError for bad input before
@@ -204,7 +225,7 @@ def stop_old(
 
 def _resume(
     ledger: Ledger, job: str, version: str, lease: Lease, checkpoint_root: Path
-) -> Prepared | None:
+) -> Prepared | OpenWatch | None:
     """Pick up this version's unfinished deployment after the deployer died, if there is one."""
     deployments = ledger.deployments(job)
     if not deployments:
@@ -214,6 +235,14 @@ def _resume(
     last = entries[-1].step
     if last in (Step.RUNNING, Step.STABLE) and data.get("version") == version:
         alive = deployment_liveness(data)
+        if alive.alive and _process_gone(data):
+            # the local target's job lived in the deployer's process: its mini-cluster may
+            # answer for a moment after that process died, but the job is going with it
+            alive = Liveness(Verdict.DEAD, f"its process {data.get('pid')} is gone")
+        running_at = verdict_open_since(entries)
+        if alive.alive and running_at is not None:
+            log.info("upgrade.watch_open", job=job, deployment=deployment, since=running_at)
+            return OpenWatch(deployment, str(data["job_id"]), running_at, lease, data)
         if alive.alive:
             raise AlreadyDeployed(deployment, data)
         if alive.unknown:
@@ -403,6 +432,20 @@ def _resume_dead_running(
     )
     log.info("upgrade.resumed", job=job, deployment=restarted, step="RUNNING", start=start)
     return Prepared(restarted, start, lease, str(data.get("previous", "")))
+
+
+def _process_gone(data: Mapping[str, Any]) -> bool:
+    """Whether the local target's job process (the ``pid`` it recorded) no longer exists."""
+    pid = data.get("pid")
+    if not pid:
+        return False  # a session cluster's job: it outlives the deployer
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def latest_checkpoint(root: Path, since: float, pattern: str = "*/chk-*") -> str | None:

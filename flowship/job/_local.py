@@ -41,6 +41,8 @@ PORT_TIMEOUT = 60.0
 class LocalTarget(Target):
     """Runs the job on a mini-cluster in this process, its REST API on ``--rest-port``."""
 
+    in_process = True
+
     def __init__(self, job: Job, settings: Settings) -> None:
         self._job = job
         self._settings = settings

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from flowship._log import get_logger
-from flowship.deploy.engine import Target
+from flowship.deploy.engine import Target, cancel_confirmed
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import JobFailedError
 from flowship.job._runtime import (
@@ -78,7 +78,12 @@ class ClusterTarget(Target):
     def start(self, restore: str | None, deployment: str) -> str:
         """Submit the prepared graph (restoring from ``restore``); the job id once RUNNING."""
         job_id = self.submit(restore)
-        self._wait_running(job_id)
+        try:
+            self._wait_running(job_id)
+        except JobFailedError:
+            # never left behind: it may still come up (a slow start) while the engine rolls back
+            cancel_confirmed(self.rest_url, job_id)
+            raise
         return job_id
 
     def submit(self, restore: str | None) -> str:

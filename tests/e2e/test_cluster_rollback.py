@@ -14,6 +14,7 @@ from test_local_upgrades import JOB
 
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.machine import Step
+from flowship.errors import ClusterError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -68,7 +69,7 @@ def test_broken_version_is_rolled_back_on_the_session_cluster(
         # the reason is the root cause from GET /jobs/:id/exceptions of the broken job
         assert "bug in version 2" in failed[-1].data["reason"], failed[-1].data
         broken_job = next(e.data["job_id"] for e in failed if e.step is Step.RUNNING)
-        assert rest.job(broken_job)["state"] in ("CANCELED", "CANCELLING")
+        assert rest.job(broken_job)["state"] == "CANCELED"  # confirmed before v1 started
         # the broken job failed within the window: the watch ended early, not at 45 s
         watch = failed[-4].at, failed[-3].at  # RUNNING -> FAILED
         assert watch[1] - watch[0] < 45, watch
@@ -174,4 +175,72 @@ def test_flowship_rollback_on_the_session_cluster(
             if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
                 rest.cancel(job["jid"])
     assert {m.headers["flowship.version"] for m in outputs} == {"1", "1.1"}
+    assert_exactly_once(outputs, evs)
+
+
+def test_rollback_starts_the_previous_version_only_once_the_new_one_is_cancelled(
+    fresh_kafka_broker, flink_session_cluster, tmp_path: Path
+) -> None:
+    """Version 2 stays CANCELLING for a while after its cancel; version 1 waits for CANCELED.
+
+    The REST job list is polled throughout: never two live jobs of the job at once.
+    """
+    bootstrap = fresh_kafka_broker.bootstrap
+    rest = flink_session_cluster.rest
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(3_000, users=100))
+    ended = ("FINISHED", "CANCELED", "FAILED")
+    since = time.time() * 1000
+    seen: list[list[tuple[str, str]]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                listed = rest.jobs()
+            except ClusterError:
+                continue  # a slow answer: the next poll counts
+            seen.append([(j["jid"], j["state"]) for j in listed
+                         if j["start-time"] >= since and j["state"] not in ended])
+            time.sleep(0.25)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    try:
+        first = deploy("job.py", flink_session_cluster, bootstrap, state)
+        assert first.returncode == 0, tail(first.stdout + first.stderr)
+        produce_clicks(bootstrap, evs[:1_500])
+        poller.start()
+        v2 = deploy(
+            str(Path(__file__).parent / "jobs" / "slow_open_v2.py"),
+            flink_session_cluster,
+            bootstrap,
+            state,
+            "--upgrade-from",
+            "savepoint",
+            "--health-window-s",
+            "15",
+        )
+        assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
+        produce_clicks(bootstrap, evs[1_500:])
+        outputs = read_outputs(bootstrap, expect=3_000, timeout=240)
+        stop.set()
+        poller.join(timeout=30)
+        failed = list(ledger.deployments(JOB).values())[-2]
+        assert "checkpoints" in failed[-1].data["reason"], failed[-1].data
+        slow_job = next(e.data["job_id"] for e in failed if e.step is Step.RUNNING)
+        cancelling = [jobs for jobs in seen if (slow_job, "CANCELLING") in jobs]
+        assert cancelling, "version 2 was never seen CANCELLING: the test proves nothing"
+        both = [jobs for jobs in seen if len(jobs) > 1]
+        assert both == [], both[:5]
+        current = ledger.current(JOB)
+        assert current is not None and current[1]["version"] == "1"
+        assert rest.job(current[1]["job_id"])["state"] == "RUNNING"
+    finally:
+        stop.set()
+        for job in rest.jobs():
+            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
+                rest.cancel(job["jid"])
+    assert {m.headers["flowship.version"] for m in outputs} == {"1"}
     assert_exactly_once(outputs, evs)

@@ -1,0 +1,136 @@
+"""A deployer killed during the health watch on the session cluster, whose job runs on there.
+
+The same command again resumes the watch (its window counted from the recorded RUNNING time,
+not from zero) and reaches a verdict; meanwhile `flowship status` shows the verdict open. The
+moment of the kill comes from a seeded random (``FLOWSHIP_TEST_SEED`` repeats a run; the seed
+is printed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import events
+import pytest
+from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from test_cluster_upgrades import deploy
+from test_local_upgrades import JOB
+
+from flowship.cli import main as flowship
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step
+from flowship.testing._proc import spawn, stop_pid
+
+pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.timeout(900)]
+
+WINDOW = 40.0
+#: checkpoints a healthy v2 needs: about 24 s of its watch at 2 s a checkpoint (a kill lands in it)
+HEALTHY = "12"
+#: checkpoints v2 never completes in its window: judged not healthy when the window ends
+NEVER = "1000"
+
+
+def _seed() -> int:
+    seed = int(os.environ.get("FLOWSHIP_TEST_SEED") or time.time_ns() % 2**32)
+    print(f"FLOWSHIP_TEST_SEED={seed}", file=sys.__stderr__)  # also when capsys captures
+    return seed
+
+
+@pytest.mark.parametrize("verdict", ["stable", "rolled-back"])
+def test_rerun_resumes_the_watch_of_a_job_that_outlived_its_deployer(
+    verdict: str, fresh_kafka_broker, flink_session_cluster, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(_seed())
+    bootstrap = fresh_kafka_broker.bootstrap
+    rest = flink_session_cluster.rest
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(3_000, users=50))
+    watch = ["--health-window-s", f"{WINDOW:.0f}", "--health-checkpoints",
+             HEALTHY if verdict == "stable" else NEVER]
+    upgrade = [sys.executable, str(EXAMPLE / "job_v2.py"), "--target",
+               flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap, "--state-dir",
+               str(state), "--upgrade-from", "savepoint", *watch]
+    deployer = None
+    try:
+        first = deploy("job.py", flink_session_cluster, bootstrap, state)
+        assert first.returncode == 0, tail(first.stdout + first.stderr)
+        produce_clicks(bootstrap, evs[:1_500])
+        read_outputs(bootstrap, expect=1_500, timeout=240)
+
+        log = tmp_path / "deployer.log"
+        deployer = spawn(upgrade, log)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            deployment, entries = list(ledger.deployments(JOB).items())[-1]
+            if entries[-1].step is Step.RUNNING and entries[0].data.get("version") == "2":
+                break
+            assert deployer.poll() is None, tail(log.read_text())
+            time.sleep(0.1)
+        else:
+            raise AssertionError("version 2 never reached RUNNING: " + tail(log.read_text()))
+        running = entries[-1]
+        # anywhere between RUNNING and the verdict: the hand-over's checkpoints, or the watch
+        kill_after = rng.uniform(5.0, 20.0)
+        time.sleep(max(running.at + kill_after - time.time(), 0.0))
+        os.killpg(deployer.pid, signal.SIGKILL)  # the deployer and its JVM, mid-watch
+        assert deployer.wait(timeout=30) == -signal.SIGKILL, tail(log.read_text())
+        deployer = None
+        print(f"killed the deployer {kill_after:.1f}s after RUNNING", file=sys.__stderr__)
+        assert ledger.last_step(JOB, deployment) is Step.RUNNING  # no verdict was recorded
+        job_id = running.data["job_id"]
+        assert rest.job(job_id)["state"] == "RUNNING"  # the job outlived its deployer
+
+        assert flowship(["status", JOB, "--ledger-dir", str(state / "ledger")]) == 0
+        assert "RUNNING (watching, verdict open since " in capsys.readouterr().out
+
+        again = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
+                       "--upgrade-from", "savepoint", *watch)
+        assert "nothing to do" not in again.stderr, tail(again.stderr)
+        assert "health verdict open" in again.stderr, tail(again.stderr)
+        produce_clicks(bootstrap, evs[1_500:])
+        outputs = read_outputs(bootstrap, expect=3_000, timeout=240)
+        steps = ledger.deployments(JOB)[deployment]
+        judged_after = steps[-1].at - running.at if verdict == "stable" else next(
+            e.at for e in steps if e.step is Step.FAILED) - running.at
+        alive = [j["jid"] for j in rest.jobs()
+                 if j["state"] not in ("FINISHED", "CANCELED", "FAILED")]
+        if verdict == "stable":
+            assert again.returncode == 0, tail(again.stdout + again.stderr)
+            # the same deployment reached its verdict; nothing was started again
+            assert steps[-1].step is Step.STABLE, [(e.step, e.data) for e in steps]
+            assert steps[-1].data.get("resumed") is True
+            assert list(ledger.deployments(JOB))[-1] == deployment
+            assert alive == [job_id]
+        else:
+            assert again.returncode == 6, tail(again.stdout + again.stderr)
+            assert [e.step for e in steps][-4:] == [Step.RUNNING, Step.FAILED,
+                                                    Step.ROLLING_BACK, Step.ROLLED_BACK]
+            assert f"of {NEVER} checkpoints" in steps[-1].data["reason"]
+            assert rest.job(job_id)["state"] == "CANCELED"
+            current = ledger.current(JOB)
+            assert current is not None and current[1]["version"] == "1"
+            assert alive == [current[1]["job_id"]]
+            # the window counted from RUNNING: judged when it ran out, not a window after the
+            # rerun (that would be kill_after + the rerun's start-up + WINDOW)
+            assert WINDOW - 1.0 <= judged_after < WINDOW + kill_after, judged_after
+        print(f"verdict {judged_after:.1f}s after RUNNING", file=sys.__stderr__)
+
+        assert flowship(["status", JOB, "--ledger-dir", str(state / "ledger")]) == 0
+        assert "watching" not in capsys.readouterr().out
+    finally:
+        if deployer is not None:
+            stop_pid(deployer.pid)
+        for job in rest.jobs():
+            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
+                rest.cancel(job["jid"])
+    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
+                  for m in outputs if m.value}
+    assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))

@@ -1,0 +1,70 @@
+"""A new version that fails to start after the old one was stopped never leaves the job down.
+
+Flink refuses to restore the pre-upgrade savepoint into version 2 (the running version holds
+state of an operator flowship was not told of, and version 2 has no such operator): the start
+fails after version 1 was stopped with that savepoint. The deployer starts version 1 again from
+it, records the rollback, and exits 6 (docs/reference/cli.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import events
+import pytest
+from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from test_local_upgrades import JOB, stop_recorded_pids, wait_running
+
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step
+from flowship.testing.jobs import JobProcess, job_command
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
+
+V1 = Path(__file__).parent / "jobs" / "undeclared_state_v1.py"
+
+
+def test_version_that_does_not_start_is_replaced_by_the_previous_one(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(6_000, users=100))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 300.0))  # 20 s
+    v1 = JobProcess(V1, bootstrap, state).start()
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(6)
+        v2 = subprocess.run(
+            job_command(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from", "savepoint"),
+            capture_output=True, text=True, timeout=400, check=False)
+        assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
+        assert "rolled back to version 1" in v2.stderr, tail(v2.stderr)
+        assert v1.wait(timeout=60) == 0  # the original v1 process was stopped for the upgrade
+        wait_running(ledger, "1")
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
+    finally:
+        v1.stop()
+        stop_recorded_pids(ledger)
+    deployments = list(ledger.deployments(JOB).items())
+    (failed_id, failed), (rollback_id, rollback) = deployments[-2:]
+    assert [e.step for e in failed] == [Step.PLANNED, Step.CHECKED, Step.SAVEPOINTING,
+                                        Step.STOPPED, Step.SUBMITTED, Step.FAILED,
+                                        Step.ROLLING_BACK, Step.ROLLED_BACK]
+    assert "did not start" in failed[-1].data["reason"]
+    savepoint = failed[3].data["savepoint"].removeprefix("file:")
+    assert failed[-2].data["from_savepoint"] == savepoint
+    assert rollback[0].data["rollback_of"] == failed_id
+    assert rollback[0].data["version"] == "1"
+    assert rollback[0].data["restored_from"].rstrip("/").endswith(savepoint.rstrip("/"))
+    assert failed[-1].data["rollback_deployment"] == rollback_id
+    # version 2 never ran; version 1 carried on from where it was stopped
+    assert {m.headers["flowship.version"] for m in outputs} == {"1"}
+    assert_exactly_once(outputs, evs)
