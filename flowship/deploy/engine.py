@@ -53,6 +53,9 @@ log = get_logger("flowship.deploy")
 
 #: Seconds an automatic rollback's previous version gets to record its new deployment.
 ROLLBACK_START_TIMEOUT = 180.0
+#: Seconds a rollback's start waits for a Kafka that does not answer (well inside
+#: ROLLBACK_START_TIMEOUT, which also covers the previous version's start-up)
+ROLLBACK_KAFKA_WAIT_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,10 @@ class Engine:
             current = self.ledger.current(r.job)
             if current is not None:
                 _refuse_if_alive(r.job, current[1])
-            self.target.prepare()
+            if rollback_of is None:
+                self.target.prepare()
+            else:
+                self._prepare_patiently(rollback_of)
             deployment = self.ledger.new_deployment_id()
             self.ledger.record(
                 r.job,
@@ -212,6 +218,35 @@ class Engine:
             self.ledger.release(lease)
             raise
         return deployment, lease
+
+    def _prepare_patiently(self, rollback_of: str) -> None:
+        """The target's checks for a rollback's start: wait out a Kafka that does not answer.
+
+        The version being rolled back from is cancelled already; giving up at the first
+        unanswered request would leave the job down. Kafka that stays silent past
+        :data:`ROLLBACK_KAFKA_WAIT_S` (less than the deployer waits for this start) still fails.
+        Bad input (a missing topic) fails at once: waiting does not mend it.
+        """
+        r = self.release
+        deadline = time.monotonic() + ROLLBACK_KAFKA_WAIT_S
+        delay = 1.0
+        while True:
+            try:
+                self.target.prepare()
+                return
+            except ClusterError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "rollback.waiting_for_kafka",
+                    job=r.job,
+                    version=r.version,
+                    rollback_of=rollback_of,
+                    retry_in_s=delay,
+                    error=str(exc),
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
     def _run(self, deployment: str, lease: Lease, restore: str | None, upgrade: bool) -> int:
         """SUBMITTED, RUNNING, hand-over, watch, STABLE or rollback; then the target's finish."""
