@@ -167,7 +167,8 @@ def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(12_000, users=200))
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 400.0))  # 30 s
+    # 60 s: the broken version fails only on input it gets once it runs; input must still arrive
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 200.0))
     broken = Path(__file__).parent / "jobs" / script
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
     rollback_pid = None
