@@ -139,8 +139,13 @@ def test_upgrade_of_unknown_job_changes_nothing(tmp_path: Path) -> None:
     assert not list((tmp_path / "state").rglob("*.jsonl"))
 
 
-def test_upgrade_with_unreachable_running_version_changes_nothing(tmp_path: Path) -> None:
+def test_upgrade_with_unreachable_running_version_changes_nothing(
+    kafka_broker, tmp_path: Path
+) -> None:
     from flowship.testing._proc import free_port
+
+    # Kafka answers (it is checked first): what is unreachable is the running version's REST API
+    setup_topics(kafka_broker.bootstrap)
 
     ledger = LocalLedger(tmp_path / "state" / "ledger")
     manifest = json.loads(subprocess.run(
@@ -153,7 +158,7 @@ def test_upgrade_with_unreachable_running_version_changes_nothing(tmp_path: Path
     before = (tmp_path / "state" / "ledger" / f"{JOB}.jsonl").read_text()
     done = subprocess.run(
         [sys.executable, str(EXAMPLE / "job_v2.py"), "--upgrade-from", "savepoint",
-         "--state-dir", str(tmp_path / "state")],
+         "--state-dir", str(tmp_path / "state"), "--kafka-bootstrap", kafka_broker.bootstrap],
         capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 4, done.stderr
     assert "unreachable" in done.stderr
