@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,15 +23,43 @@ from test_local_upgrades import JOB, savepoints
 
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.machine import Step
+from flowship.testing._proc import stop_pid
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 
-def deploy(script: str, cluster, bootstrap: str, state: Path, *extra: str):
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE / script), "--target", cluster.rest_url,
-         "--kafka-bootstrap", bootstrap, "--state-dir", str(state), *extra],
-        capture_output=True, text=True, timeout=400, check=False)
+def deploy(script: str, cluster, bootstrap: str, state: Path, *extra: str,
+           running: threading.Event | None = None, ledger: LocalLedger | None = None,
+           version: str = ""):
+    """Run the deployer to its end; with ``running``, set it once ``version`` runs."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / script), "--target", cluster.rest_url,
+             "--kafka-bootstrap", bootstrap, "--state-dir", str(state), *extra],
+            stdout=out, stderr=err, text=True)
+        try:
+            if running is not None and ledger is not None:
+                wait_current(ledger, version, proc)
+                running.set()
+            proc.wait(timeout=400)
+        finally:
+            if proc.poll() is None:
+                stop_pid(proc.pid, group=False)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
+def wait_current(ledger: LocalLedger, version: str, proc: subprocess.Popen,
+                 timeout: float = 300) -> None:
+    """Until the ledger records ``version`` RUNNING (or the deployer ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        current = ledger.current(JOB)
+        if current is not None and current[1].get("version") == version and \
+                Step.RUNNING in [e.step for e in ledger.deployments(JOB)[current[0]]]:
+            return
+        time.sleep(0.5)
 
 
 def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session_cluster,
@@ -41,17 +70,19 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(30_000, users=300))
-    # 20,000 at 500/s (40 s), then, once v3 runs, 10,000 more (20 s): 60 s of input at least
-    last_version_runs = threading.Event()
+    # 10,000 at 500/s (20 s) from v1's start, 10,000 once v2 runs, 10,000 once v3 runs: each
+    # version gets input however long the steps before it took on a loaded machine
+    v2_runs, last_version_runs = threading.Event(), threading.Event()
     producer = threading.Thread(target=produce_clicks_gated,
-                                args=(bootstrap, evs, 500.0, 20_000, last_version_runs))
+                                args=(bootstrap, evs, 500.0, [10_000, 20_000],
+                                      [v2_runs, last_version_runs]))
     try:
         first = deploy("job.py", flink_session_cluster, bootstrap, state)
         assert first.returncode == 0, tail(first.stdout + first.stderr)
         producer.start()
-        time.sleep(12)
+        time.sleep(10)
         v2 = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
-                    "--upgrade-from", "savepoint")
+                    "--upgrade-from", "savepoint", running=v2_runs, ledger=ledger, version="2")
         assert v2.returncode == 0, tail(v2.stdout + v2.stderr)
 
         running = ledger.current(JOB)
@@ -63,15 +94,15 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
         assert rest.job(running[1]["job_id"])["state"] == "RUNNING"
         assert savepoints(state) == before
 
-        time.sleep(8)
         v3 = deploy("job_v3.py", flink_session_cluster, bootstrap, state,
-                    "--upgrade-from", "savepoint")
+                    "--upgrade-from", "savepoint", running=last_version_runs, ledger=ledger,
+                    version="3")
         assert v3.returncode == 0, tail(v3.stdout + v3.stderr)
-        last_version_runs.set()
         producer.join(timeout=300)
         outputs = read_outputs(bootstrap, expect=30_000, timeout=240)
     finally:
-        last_version_runs.set()  # never leave the producer waiting
+        v2_runs.set()  # never leave the producer waiting
+        last_version_runs.set()
         for job in rest.jobs():
             if job["state"] == "RUNNING":
                 rest.cancel(job["jid"])

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import events
 import pytest
-from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from helpers import (
+    EXAMPLE,
+    assert_exactly_once,
+    produce_clicks_gated,
+    read_outputs,
+    setup_topics,
+    tail,
+)
+from test_local_upgrades import wait_step
 
 from flowship.cli import main as flowship
 from flowship.deploy.kafka_ledger import KafkaLedger
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.testing._proc import pid_alive, stop_pid
-from flowship.testing.jobs import JobProcess, job_command
+from flowship.testing.jobs import JobProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 
@@ -45,33 +52,39 @@ def test_broken_version_is_rolled_back_with_the_kafka_ledger(
     setup_topics(bootstrap)
     state = tmp_path / "state"
     ledger = KafkaLedger.from_url(url)
-    evs = list(events.clicks(8_000, users=200))
-    # 80 s: the broken version fails only on input for a key with restored state, so input must
-    # still arrive once it runs (at 400/s it was all read by v1 before the savepoint under load,
-    # and v2 was judged STABLE on the 19 records left)
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 100.0))
+    evs = list(events.clicks(6_000, users=200))
+    # the broken version fails only on input for a key with restored state: the second half of
+    # the input waits until it runs (when all of it came before, v2 was judged STABLE on the few
+    # records v1 left unread)
+    v2_runs = threading.Event()
+    producer = threading.Thread(target=produce_clicks_gated,
+                                args=(bootstrap, evs, 300.0, 3_000, v2_runs))
     broken = Path(__file__).parent / "jobs" / "broken_v2.py"
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state, "--ledger", url).start()
+    procs = [v1]
     rollback_pid = None
     try:
         wait_running(ledger, "1")
         producer.start()
         time.sleep(5)
-        v2 = subprocess.run(
-            job_command(broken, bootstrap, state, "--upgrade-from", "savepoint",
-                        "--health-window-s", "45", "--ledger", url),
-            capture_output=True, text=True, timeout=400, check=False)
-        assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
-        assert "rolled back to version 1" in v2.stderr
+        v2 = JobProcess(broken, bootstrap, state, "--upgrade-from", "savepoint",
+                        "--health-window-s", "45", "--ledger", url).start()
+        procs.append(v2)
+        wait_step(ledger, "2-broken", Step.RUNNING, v2)
+        v2_runs.set()
+        assert v2.wait(timeout=400) == 6, tail(v2.output())
+        assert "rolled back to version 1" in v2.output()
         assert v1.wait(timeout=60) == 0
         rollback_pid = wait_running(ledger, "1")["pid"]
         failed = list(ledger.deployments(JOB).values())[-2]
         assert [e.step for e in failed][-4:] == [Step.RUNNING, Step.FAILED, Step.ROLLING_BACK,
                                                  Step.ROLLED_BACK]
         producer.join(timeout=120)
-        outputs = read_outputs(bootstrap, expect=8_000, timeout=240)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
     finally:
-        v1.stop()
+        v2_runs.set()  # never leave the producer waiting
+        for p in procs:
+            p.stop()
         for entry in ledger.entries(JOB):
             pid = entry.data.get("pid")
             if pid and pid != os.getpid() and pid_alive(pid):

@@ -14,14 +14,13 @@ import pytest
 from helpers import (
     EXAMPLE,
     assert_exactly_once,
-    produce_clicks,
     produce_clicks_gated,
     read_outputs,
     setup_topics,
     tail,
 )
 
-from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.ledger import Ledger, LocalLedger
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.testing.jobs import JobProcess, job_command
@@ -44,7 +43,25 @@ def wait_running(ledger: LocalLedger, version: str, timeout: float = 180,
                     FlinkRest(data["rest_url"]).job(data["job_id"])["state"] == "RUNNING":
                 return data
         time.sleep(0.5)
-    raise AssertionError(f"version {version} not RUNNING{' and STABLE' * stable} in {timeout}s")
+    story = [(e.deployment[:8], e.step.value, str(e.data.get("reason", ""))[:300])
+             for e in ledger.entries(JOB)] if ledger.root.exists() else []
+    raise AssertionError(f"version {version} not RUNNING{' and STABLE' * stable} in {timeout}s; "
+                         f"the ledger: {story[-8:]}")
+
+
+def wait_step(ledger: Ledger, version: str, step: Step, proc: JobProcess,
+              timeout: float = 240) -> None:
+    """Until the newest deployment of ``version`` has recorded ``step``, or its deployer ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.running():
+        for entries in reversed(ledger.deployments(JOB).values()):
+            if entries[0].data.get("version") == version:
+                if step in [e.step for e in entries]:
+                    return
+                break
+        time.sleep(0.2)
+    if proc.running():
+        raise AssertionError(f"version {version} did not reach {step.value} in {timeout}s")
 
 
 def stop_recorded_pids(ledger: LocalLedger) -> None:
@@ -69,21 +86,24 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(30_000, users=300))
-    # 20,000 at 500/s (40 s), then, once v3 runs, 10,000 more (20 s): 60 s of input at least
-    last_version_runs = threading.Event()
+    # 10,000 at 500/s (20 s) from v1's start, 10,000 once v2 runs, 10,000 once v3 runs: each
+    # version gets input however long the steps before it took
+    v2_runs, last_version_runs = threading.Event(), threading.Event()
     producer = threading.Thread(target=produce_clicks_gated,
-                                args=(bootstrap, evs, 500.0, 20_000, last_version_runs))
+                                args=(bootstrap, evs, 500.0, [10_000, 20_000],
+                                      [v2_runs, last_version_runs]))
 
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
     procs = [v1]
     try:
         wait_running(ledger, "1")
         producer.start()
-        time.sleep(15)
+        time.sleep(10)
         v2 = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from",
                         "savepoint").start()
         procs.append(v2)
         wait_running(ledger, "2")
+        v2_runs.set()
         assert v1.wait(timeout=60) == 0, tail(v1.output())  # stopped for the upgrade, exit 0
 
         # an incompatible version is refused before anything stops
@@ -101,19 +121,20 @@ def test_three_upgrades_under_continuous_production(fresh_kafka_broker, tmp_path
         assert last[-1].step is Step.REFUSED
         assert last[-1].data["report"]["compatible"] is False
 
-        time.sleep(10)
         v3 = JobProcess(EXAMPLE / "job_v3.py", bootstrap, state, "--upgrade-from",
                         "savepoint").start()
         procs.append(v3)
-        wait_running(ledger, "3", stable=True)
+        wait_running(ledger, "3")
         last_version_runs.set()
+        wait_running(ledger, "3", stable=True)
         assert v2.wait(timeout=60) == 0, tail(v2.output())
         producer.join(timeout=300)
         assert not producer.is_alive()
         outputs = read_outputs(bootstrap, expect=30_000, timeout=240)
         assert v3.running(), tail(v3.output())
     finally:
-        last_version_runs.set()  # never leave the producer waiting
+        v2_runs.set()  # never leave the producer waiting
+        last_version_runs.set()
         for p in procs:
             p.stop()
 
@@ -171,22 +192,27 @@ def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path
     setup_topics(bootstrap)
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
-    evs = list(events.clicks(12_000, users=200))
-    # 60 s: the broken version fails only on input it gets once it runs; input must still arrive
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 200.0))
+    evs = list(events.clicks(6_000, users=200))
+    # the broken version fails only on input it gets once it runs: the second half of the input
+    # waits until it runs, however long its start took
+    v2_runs = threading.Event()
+    producer = threading.Thread(target=produce_clicks_gated,
+                                args=(bootstrap, evs, 300.0, 3_000, v2_runs))
     broken = Path(__file__).parent / "jobs" / script
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    procs = [v1]
     rollback_pid = None
     try:
         wait_running(ledger, "1")
         producer.start()
-        time.sleep(8)
-        v2 = subprocess.run(
-            job_command(broken, bootstrap, state, "--upgrade-from", "savepoint",
-                        "--health-window-s", "45"),
-            capture_output=True, text=True, timeout=400, check=False)
-        assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
-        assert "rolled back to version 1" in v2.stderr
+        time.sleep(6)
+        v2 = JobProcess(broken, bootstrap, state, "--upgrade-from", "savepoint",
+                        "--health-window-s", "45").start()
+        procs.append(v2)
+        wait_step(ledger, "2-broken", Step.RUNNING, v2)
+        v2_runs.set()
+        assert v2.wait(timeout=400) == 6, tail(v2.output())
+        assert "rolled back to version 1" in v2.output()
         assert v1.wait(timeout=60) == 0  # the original v1 process was stopped for the upgrade
         data = wait_running(ledger, "1")
         rollback_pid = data["pid"]
@@ -195,9 +221,11 @@ def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path
                                                  Step.ROLLED_BACK]
         assert "bug in version 2" in failed[-1].data["reason"]
         producer.join(timeout=120)
-        outputs = read_outputs(bootstrap, expect=12_000, timeout=240)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
     finally:
-        v1.stop()
+        v2_runs.set()  # never leave the producer waiting
+        for p in procs:
+            p.stop()
         stop_recorded_pids(ledger)
     assert rollback_pid is not None
     # nothing the broken version did was committed; v1 carried on where it stopped

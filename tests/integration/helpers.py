@@ -28,16 +28,25 @@ def produce_clicks(bootstrap: str, evs: list[dict[str, Any]], rate: float = 0.0)
                    rate=rate)
 
 
-def produce_clicks_gated(bootstrap: str, evs: list[dict[str, Any]], rate: float, first: int,
-                         gate: threading.Event, timeout: float = 600.0) -> None:
+def produce_clicks_gated(bootstrap: str, evs: list[dict[str, Any]], rate: float,
+                         first: int | list[int], gate: threading.Event | list[threading.Event],
+                         timeout: float = 600.0) -> None:
     """``evs[:first]`` at ``rate``; once ``gate`` is set, the rest at ``rate``.
 
-    Upgrade tests hold the last events back until the last version runs, so that it gets input
-    however long the earlier steps took on a loaded machine.
+    With lists, phase by phase: ``evs[:first[0]]`` at once, then, once ``gate[i]`` is set,
+    ``evs[first[i]:first[i + 1]]`` (the last phase to the end). Upgrade tests hold events back
+    until a version runs, so that every version gets input however long the earlier steps
+    took on a loaded machine.
     """
-    produce_clicks(bootstrap, evs[:first], rate)
-    if gate.wait(timeout):
-        produce_clicks(bootstrap, evs[first:], rate)
+    cuts = [first] if isinstance(first, int) else list(first)
+    gates = [gate] if isinstance(gate, threading.Event) else list(gate)
+    assert len(cuts) == len(gates), "one gate per cut"
+    produce_clicks(bootstrap, evs[: cuts[0]], rate)
+    for i, phase_gate in enumerate(gates):
+        if not phase_gate.wait(timeout):
+            return
+        end = cuts[i + 1] if i + 1 < len(cuts) else len(evs)
+        produce_clicks(bootstrap, evs[cuts[i] : end], rate)
 
 
 def read_outputs(bootstrap: str, expect: int, timeout: float = 120.0) -> list[Message]:
