@@ -358,9 +358,14 @@ class Engine:
         return verdict
 
     def _hand_over(self, job_id: str) -> None:
-        """Back-to-back checkpoints while a restored job starts: its first output commits sooner."""
+        """Back-to-back checkpoints while a restored job starts: its first output commits sooner.
+
+        Tasks that take no checkpoint within the health window (or 60 s) are left to the health
+        watch: a version gets no longer than its window to take one.
+        """
         started = time.monotonic()
-        count, first_s = hand_over(FlinkRest(self.target.rest_url), job_id)
+        wait_s = min(60.0, self.policy.health_window_s)
+        count, first_s = hand_over(FlinkRest(self.target.rest_url), job_id, wait_s=wait_s)
         log.info(
             "job.handover",
             job=self.release.job,
