@@ -3,7 +3,8 @@
 Loaded automatically (``pytest11`` entry point) when flowship is installed. Fixtures:
 
 ``kafka_broker``            session-scoped real KRaft broker on loopback
-``fresh_kafka_broker``      a broker of the test's own (for tests that kill it or need clean topics)
+``fresh_kafka_broker``      a broker of the test's own (for tests that kill it or need clean
+                            topics); the next one starts in the background while a test runs
 ``flink_session_cluster``   session-scoped standalone Flink session cluster from the pyflink wheel
 
 Everything started is stopped by pid at teardown, also when the test fails.
@@ -11,8 +12,10 @@ Everything started is stopped by pid at teardown, also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -49,14 +52,54 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         broker.stop()
 
 
-@pytest.fixture
-def fresh_kafka_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A real Kafka broker (KRaft) of this test's own."""
-    from flowship.testing.kafka_broker import KafkaBroker
+class _FreshBrokers:
+    """Brokers of a test's own, each started while the test before it runs.
 
-    broker = KafkaBroker(tmp_path / "kafka")
+    A broker takes seconds to start; the next one starts in the background as soon as one is
+    handed out, so a test waits for its broker only when the one before it was quicker.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._count = 0
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fresh-broker")
+        self._next: Future[KafkaBroker] | None = None
+
+    def _start(self) -> KafkaBroker:
+        from flowship.testing.kafka_broker import KafkaBroker
+
+        self._count += 1
+        return KafkaBroker(self.root / f"kafka{self._count}").start()
+
+    def take(self) -> KafkaBroker:
+        """A started broker nobody else uses (the caller stops it)."""
+        taken = self._next if self._next is not None else self._starter.submit(self._start)
+        self._next = self._starter.submit(self._start)
+        return taken.result()
+
+    def close(self) -> None:
+        """Stop the broker started for a test that did not come."""
+        if self._next is not None:
+            with contextlib.suppress(Exception):
+                self._next.result().stop()
+        self._starter.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def _fresh_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_FreshBrokers]:
+    brokers = _FreshBrokers(tmp_path_factory.mktemp("fresh-kafka"))
     try:
-        yield broker.start()
+        yield brokers
+    finally:
+        brokers.close()
+
+
+@pytest.fixture
+def fresh_kafka_broker(_fresh_brokers: _FreshBrokers) -> Iterator[KafkaBroker]:
+    """A real Kafka broker (KRaft) of this test's own."""
+    broker = _fresh_brokers.take()
+    try:
+        yield broker
     finally:
         broker.stop()
 
