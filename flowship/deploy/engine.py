@@ -46,7 +46,13 @@ from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, 
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri
-from flowship.deploy.upgrade import AlreadyDeployed, OpenWatch, RulesReader, prepare_upgrade
+from flowship.deploy.upgrade import (
+    AlreadyDeployed,
+    OpenWatch,
+    RulesReader,
+    prepare_upgrade,
+    settle_submitted,
+)
 from flowship.errors import ClusterError, ConfigError, JobFailedError
 
 log = get_logger("flowship.deploy")
@@ -118,8 +124,17 @@ class Target(ABC):
         start; the engine records it as FAILED.
         """
 
+    def new_job_id(self) -> str | None:
+        """The Flink job id the next :meth:`start` submits under; None if it cannot be fixed.
+
+        The engine records it at SUBMITTED, before the submission: when the deployer dies after
+        the cluster accepted the job, the next run finds the job by that id and adopts it
+        instead of starting a second copy. A job in the deployer's own process needs none.
+        """
+        return None
+
     def recorded(self) -> dict[str, Any]:
-        """What the ledger records at RUNNING besides the job id and REST URL."""
+        """What the ledger records at SUBMITTED and RUNNING besides the job id and REST URL."""
         return {}
 
     def announce(self, job_id: str, deployment: str) -> None:  # noqa: B027
@@ -196,6 +211,7 @@ class Engine:
         r = self.release
         lease = self.ledger.acquire(r.job)
         try:
+            settle_submitted(self.ledger, r.job)
             current = self.ledger.current(r.job)
             if current is not None:
                 _refuse_if_alive(r.job, current[1])
@@ -254,12 +270,15 @@ class Engine:
         try:
             started = time.monotonic()
             if self.ledger.last_step(r.job, deployment) is not Step.SUBMITTED:
+                fixed = target.new_job_id()
                 self.ledger.record(
                     r.job,
                     deployment,
                     Step.SUBMITTED,
                     rest_url=target.rest_url,
                     restored_from=restore,
+                    **({"job_id": fixed} if fixed else {}),
+                    **target.recorded(),
                 )
             try:
                 job_id = target.start(restore, deployment)

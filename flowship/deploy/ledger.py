@@ -45,8 +45,17 @@ TORN_LEASE_GRACE_S = 30.0
 #: Overrides the host name a lease records (the ``host_id`` setting): hosts that share a name
 #: (containers) must each set a distinct one.
 HOST_ENV = "FLOWSHIP_HOST_ID"
-#: Testing hook: the deployer SIGKILLs itself right after recording this step (e.g. STOPPED).
+#: Testing hook: the deployer SIGKILLs itself right after recording this step (e.g. STOPPED),
+#: or at a named moment between two steps (:data:`JOB_SUBMITTED`).
 FAULT_ENV = "FLOWSHIP_FAULT_KILL_AFTER"
+#: The moment a session cluster accepted the new version's job: after SUBMITTED, before RUNNING.
+JOB_SUBMITTED = "JOB_SUBMITTED"
+
+
+def fault_point(name: str) -> None:
+    """Testing hook: die here (SIGKILL, as a crash would) when :data:`FAULT_ENV` names ``name``."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LedgerError(FlowshipError, OSError):
@@ -251,9 +260,7 @@ class Ledger(ABC):
         with self._lease_lock:
             self.check_lease(job)
             self._append(entry)
-        if os.environ.get(FAULT_ENV) == step.value:
-            # fault injection for tests: die right after recording this step, as a crash would
-            os.kill(os.getpid(), signal.SIGKILL)
+        fault_point(step.value)
         return entry
 
     def import_entries(self, job: str, entries: Sequence[Entry]) -> int:

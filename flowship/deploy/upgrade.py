@@ -139,6 +139,7 @@ def prepare_upgrade(
     try:
         if prepare is not None and ledger.entries(job):
             prepare()  # before _resume or the gate records or stops anything
+        settle_submitted(ledger, job, close_dead=False)
         resumed = _resume(ledger, job, version, lease, checkpoint_root)
         if resumed is not None:
             return resumed
@@ -223,6 +224,57 @@ def stop_old(
     return Prepared(deployment, savepoint, lease, previous)
 
 
+def settle_submitted(ledger: Ledger, job: str, *, close_dead: bool = True) -> None:
+    """Settle the newest deployment when its deployer died after SUBMITTED, before RUNNING.
+
+    Before anything else is started: a target that fixes its Flink job ids (a session cluster)
+    recorded the id at SUBMITTED, before submitting, and the job may run now although RUNNING
+    was never recorded. When the cluster runs it, RUNNING is recorded now (``adopted``): the
+    ledger's current deployment is that job, so nothing starts a second copy, and an open
+    verdict is judged as after any deployer that died during its watch. When it is gone, or
+    was never accepted, the deployment is recorded FAILED (with ``close_dead``; an upgrade
+    leaves it to :func:`_resume`, which starts it again from its savepoint). Raises
+    ClusterError, changing nothing, when the cluster cannot tell.
+    """
+    deployments = ledger.deployments(job)
+    if not deployments:
+        return
+    deployment, entries = list(deployments.items())[-1]
+    data = merged(entries)
+    if entries[-1].step is not Step.SUBMITTED or not data.get("job_id"):
+        return
+    alive = deployment_liveness(data)
+    if alive.alive and _process_gone(data):
+        alive = Liveness(Verdict.DEAD, f"its process {data.get('pid')} is gone")
+    where = f"Flink job {data['job_id']} at {data.get('rest_url')}"
+    if alive.unknown:
+        msg = (
+            f"deployment {deployment} of {job!r} (version {data.get('version')}) submitted "
+            f"{where}, then its deployer died; whether that job runs cannot be told now "
+            f"({alive.seen}); nothing was changed (a second copy is never started while the "
+            "first may run); try again when the cluster answers"
+        )
+        raise ClusterError(msg)
+    if alive.alive:
+        ledger.record(
+            job,
+            deployment,
+            Step.RUNNING,
+            job_id=data["job_id"],
+            rest_url=data.get("rest_url"),
+            adopted=True,
+        )
+        log.info("deploy.adopted", job=job, deployment=deployment, job_id=data["job_id"])
+    elif close_dead:
+        ledger.record(
+            job,
+            deployment,
+            Step.FAILED,
+            reason=f"its deployer died after submitting {where}, which is not running "
+            f"({alive.seen})",
+        )
+
+
 def _resume(
     ledger: Ledger, job: str, version: str, lease: Lease, checkpoint_root: Path
 ) -> Prepared | OpenWatch | None:
@@ -257,6 +309,19 @@ def _resume(
             return _resume_dead_running(
                 ledger, job, deployment, data, entries, lease, checkpoint_root
             )
+    if last is Step.SUBMITTED and data.get("version") == version and data.get("job_id"):
+        # settle_submitted found the job it submitted gone (one that runs is adopted)
+        return _resume_dead_running(
+            ledger,
+            job,
+            deployment,
+            data,
+            entries,
+            lease,
+            checkpoint_root,
+            reason=f"its deployer died after submitting Flink job {data['job_id']}, which is "
+            "not running; starting it again from its latest checkpoint or savepoint",
+        )
     if (
         data.get("version") != version
         or last in (Step.PLANNED, Step.CHECKED)
@@ -295,9 +360,20 @@ def _resume(
         ledger.record(job, deployment, Step.STOPPED, savepoint=found, resumed=True)
         return Prepared(deployment, found, lease, previous)
     # STOPPED or SUBMITTED: the old version is gone; start from the recorded savepoint, or from
-    # a checkpoint the new version completed after it (it may have committed output since)
-    since = next(e.at for e in entries if e.step is Step.STOPPED)
-    start = latest_checkpoint(checkpoint_root, since) or str(data["savepoint"])
+    # a checkpoint the new version completed after it (it may have committed output since). A
+    # deployment that restarts a dead one has no STOPPED: it counts from its SUBMITTED, and
+    # starts from what it was restored from
+    since = next(e.at for e in entries if e.step in (Step.STOPPED, Step.SUBMITTED))
+    start = (
+        restore_point(data, checkpoint_root, since) if last is Step.SUBMITTED else None
+    ) or str(data.get("savepoint") or data.get("restored_from") or "")
+    if not start:
+        msg = (
+            f"deployment {deployment} of {job!r} died at {last.value} and left no checkpoint "
+            f"or savepoint to start from (looked in {checkpoint_root}); start it with "
+            "--upgrade-from PATH"
+        )
+        raise ClusterError(msg)
     log.info("upgrade.resumed", job=job, deployment=deployment, step=last.value, start=start)
     return Prepared(deployment, start, lease, previous)
 
@@ -378,7 +454,7 @@ def _from_checkpoint(
             "its checkpoint while it may still run would make two copies)"
         )
         raise ClusterError(msg)
-    found = latest_checkpoint(checkpoint_root / str(old["job_id"]), 0.0, pattern="chk-*")
+    found = restore_point(old, checkpoint_root, 0.0)
     if found is None:
         msg = (
             f"no retained checkpoint of Flink job {old['job_id']} under {checkpoint_root}; "
@@ -401,17 +477,19 @@ def _resume_dead_running(
     entries: list[Any],
     lease: Lease,
     checkpoint_root: Path,
+    reason: str = "the job's process is gone (the deployer died after RUNNING); restarting "
+    "from its latest checkpoint",
 ) -> Prepared:
-    """A version reached RUNNING, then its process died: restart it from its last checkpoint."""
-    ledger.record(
-        job,
-        deployment,
-        Step.FAILED,
-        reason="the job's process is gone (the deployer "
-        "died after RUNNING); restarting from its latest checkpoint",
-    )
+    """A version was started, then its job died: restart it from its last checkpoint.
+
+    As a deployment of its own (``restarts`` the dead one), with a SUBMITTED of its own: a
+    job id of its own, on a target that fixes them.
+    """
+    ledger.record(job, deployment, Step.FAILED, reason=reason)
     since = next(e.at for e in entries if e.step in (Step.STOPPED, Step.SUBMITTED))
-    start = latest_checkpoint(checkpoint_root, since) or str(data.get("savepoint") or "")
+    start = restore_point(data, checkpoint_root, since) or str(
+        data.get("savepoint") or data.get("restored_from") or ""
+    )
     if not start:
         msg = (
             f"deployment {deployment} of {job!r} died and left no checkpoint or savepoint "
@@ -446,6 +524,35 @@ def _process_gone(data: Mapping[str, Any]) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def restore_point(data: Mapping[str, Any], checkpoint_root: Path, since: float) -> str | None:
+    """The newest completed checkpoint of a deployment's Flink job, from Flink's own record.
+
+    Asked of the job's REST API first: its checkpoint history names the checkpoint's location
+    on any storage (``file:``, ``s3://``, ``hdfs://``). When that does not answer or names none
+    (the local target's job went with its process), the highest-numbered checkpoint under
+    ``checkpoint_root/JOB_ID``. No clocks are compared. Only a deployment that recorded no job
+    id (its deployer died at SUBMITTED on the local target) falls back to the newest checkpoint
+    written after ``since``. None: the job completed no checkpoint.
+    """
+    job_id, rest_url = data.get("job_id"), data.get("rest_url")
+    if not job_id:
+        return latest_checkpoint(checkpoint_root, since)
+    if rest_url:
+        try:
+            history = FlinkRest(str(rest_url), timeout=5.0).checkpoints(str(job_id))
+            completed = (history.get("latest") or {}).get("completed") or {}
+            if completed.get("external_path"):
+                return str(completed["external_path"])
+        except ClusterError:
+            pass  # its cluster is gone with its process: what it left on disk tells
+    numbered = [
+        (int(m.parent.name.removeprefix("chk-")), m.parent)
+        for m in (checkpoint_root / str(job_id)).glob("chk-*/_metadata")
+        if m.parent.name.removeprefix("chk-").isdigit()
+    ]
+    return max(numbered)[1].as_uri() if numbered else None
 
 
 def latest_checkpoint(root: Path, since: float, pattern: str = "*/chk-*") -> str | None:

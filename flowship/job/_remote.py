@@ -10,11 +10,13 @@ stopped: seconds of no output.)
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from flowship._log import get_logger
 from flowship.deploy.engine import Target, cancel_confirmed
+from flowship.deploy.ledger import JOB_SUBMITTED, fault_point
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import JobFailedError
 from flowship.job._runtime import (
@@ -64,6 +66,7 @@ class ClusterTarget(Target):
         self._graph = self._env._generate_stream_graph(
             clear_transformations=True, job_name=f"{job.name}@{job.version}"
         )
+        self._job_id: str | None = None
         self.prepared_ms = int((time.monotonic() - started) * 1000)
         log.info("job.prepared", job=job.name, version=job.version, duration_ms=self.prepared_ms)
 
@@ -75,9 +78,15 @@ class ClusterTarget(Target):
         self._job.check_kafka(self._settings)
         self._job.create_topics(self._settings)
 
+    def new_job_id(self) -> str:
+        """A fresh Flink job id (32 hex digits) for the next submission (recorded before it)."""
+        self._job_id = uuid.uuid4().hex
+        return self._job_id
+
     def start(self, restore: str | None, deployment: str) -> str:
         """Submit the prepared graph (restoring from ``restore``); the job id once RUNNING."""
         job_id = self.submit(restore)
+        fault_point(JOB_SUBMITTED)
         try:
             self._wait_running(job_id)
         except JobFailedError:
@@ -90,6 +99,13 @@ class ClusterTarget(Target):
         """Submit the prepared graph, restoring from ``restore`` if given; return the job id."""
         j_env = self._env._j_stream_execution_environment
         set_options(self._env, restore_options(restore, self._job))
+        if self._job_id is not None:
+            from pyflink.java_gateway import get_gateway
+
+            # the id recorded at SUBMITTED: a rerun finds the job by it, should this process die
+            job_ids = get_gateway().jvm.org.apache.flink.api.common.JobID
+            self._graph.setJobId(job_ids.fromHexString(self._job_id))
+            self._job_id = None  # one submission per id: the cluster refuses a second
         started = time.monotonic()
         log.info(
             "job.submit",

@@ -1,9 +1,11 @@
-"""A deployer killed during the health watch on the session cluster, whose job runs on there.
+"""A deployer killed on the session cluster, whose job runs on there without it.
 
-The same command again resumes the watch (its window counted from the recorded RUNNING time,
-not from zero) and reaches a verdict; meanwhile `flowship status` shows the verdict open. The
-moment of the kill comes from a seeded random (``FLOWSHIP_TEST_SEED`` repeats a run; the seed
-is printed).
+Killed during the health watch: the same command again resumes the watch (its window counted
+from the recorded RUNNING time, not from zero) and reaches a verdict; meanwhile `flowship status`
+shows the verdict open. The moment of the kill comes from a seeded random
+(``FLOWSHIP_TEST_SEED`` repeats a run; the seed is printed). Killed the moment the cluster
+accepted the new version's job, before RUNNING was recorded: the same command again finds the
+job by the id recorded at SUBMITTED and adopts it; no second copy is started.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from test_cluster_upgrades import deploy
 from test_local_upgrades import JOB
 
 from flowship.cli import main as flowship
-from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.ledger import FAULT_ENV, JOB_SUBMITTED, LocalLedger
 from flowship.deploy.machine import Step
 from flowship.testing._proc import spawn, stop_pid
 
@@ -133,4 +136,55 @@ def test_rerun_resumes_the_watch_of_a_job_that_outlived_its_deployer(
                 rest.cancel(job["jid"])
     version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
                   for m in outputs if m.value}
+    assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
+
+
+def test_rerun_adopts_the_job_its_deployer_submitted_before_dying(
+    fresh_kafka_broker, flink_session_cluster, tmp_path: Path
+) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    rest = flink_session_cluster.rest
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(3_000, users=50))
+    upgrade = [sys.executable, str(EXAMPLE / "job_v2.py"), "--target",
+               flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap, "--state-dir",
+               str(state), "--upgrade-from", "savepoint"]
+    ended = ("FINISHED", "CANCELED", "FAILED")
+    try:
+        first = deploy("job.py", flink_session_cluster, bootstrap, state)
+        assert first.returncode == 0, tail(first.stdout + first.stderr)
+        produce_clicks(bootstrap, evs[:1_500])
+        read_outputs(bootstrap, expect=1_500, timeout=240)
+
+        killed = subprocess.run(upgrade, env={**os.environ, FAULT_ENV: JOB_SUBMITTED},
+                                capture_output=True, text=True, timeout=400, check=False)
+        assert killed.returncode == -signal.SIGKILL, tail(killed.stdout + killed.stderr)
+        deployment, entries = list(ledger.deployments(JOB).items())[-1]
+        assert entries[-1].step is Step.SUBMITTED  # it died before RUNNING was recorded
+        job_id = entries[-1].data["job_id"]
+        deadline = time.monotonic() + 120
+        while rest.job(job_id)["state"] != "RUNNING":  # the cluster accepted it under that id
+            assert time.monotonic() < deadline, rest.job(job_id)["state"]
+            time.sleep(0.5)
+        produce_clicks(bootstrap, evs[1_500:])
+
+        again = subprocess.run(upgrade, capture_output=True, text=True, timeout=400,
+                               check=False)
+        assert again.returncode == 0, tail(again.stdout + again.stderr)
+        steps = ledger.deployments(JOB)[deployment]
+        assert [e.step for e in steps][-2:] == [Step.RUNNING, Step.STABLE]
+        assert steps[-2].data["adopted"] is True and steps[-2].data["job_id"] == job_id
+        assert list(ledger.deployments(JOB))[-1] == deployment  # no deployment started again
+        alive = [j["jid"] for j in rest.jobs() if j["state"] not in ended]
+        assert alive == [job_id]  # one copy of the job: the one the dead deployer submitted
+        outputs = read_outputs(bootstrap, expect=3_000, timeout=240)
+    finally:
+        for job in rest.jobs():
+            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
+                rest.cancel(job["jid"])
+    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
+                  for m in outputs if m.value}
+    assert 2 in version_of.values()
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
