@@ -243,9 +243,7 @@ def settle_submitted(ledger: Ledger, job: str, *, close_dead: bool = True) -> No
     data = merged(entries)
     if entries[-1].step is not Step.SUBMITTED or not data.get("job_id"):
         return
-    alive = deployment_liveness(data)
-    if alive.alive and _process_gone(data):
-        alive = Liveness(Verdict.DEAD, f"its process {data.get('pid')} is gone")
+    alive = _liveness(data)
     where = f"Flink job {data['job_id']} at {data.get('rest_url')}"
     if alive.unknown:
         msg = (
@@ -286,11 +284,7 @@ def _resume(
     data = merged(entries)
     last = entries[-1].step
     if last in (Step.RUNNING, Step.STABLE) and data.get("version") == version:
-        alive = deployment_liveness(data)
-        if alive.alive and _process_gone(data):
-            # the local target's job lived in the deployer's process: its mini-cluster may
-            # answer for a moment after that process died, but the job is going with it
-            alive = Liveness(Verdict.DEAD, f"its process {data.get('pid')} is gone")
+        alive = _liveness(data)
         running_at = verdict_open_since(entries)
         if alive.alive and running_at is not None:
             log.info("upgrade.watch_open", job=job, deployment=deployment, since=running_at)
@@ -510,6 +504,18 @@ def _resume_dead_running(
     )
     log.info("upgrade.resumed", job=job, deployment=restarted, step="RUNNING", start=start)
     return Prepared(restarted, start, lease, str(data.get("previous", "")))
+
+
+def _liveness(data: Mapping[str, Any]) -> Liveness:
+    """A recorded deployment's job: alive, dead or unknown, as the cluster and its process tell.
+
+    The local target's job lived in the deployer's process (its recorded ``pid``): its
+    mini-cluster may answer for a moment after that process died, but the job is going with it.
+    """
+    alive = deployment_liveness(data)
+    if alive.alive and _process_gone(data):
+        return Liveness(Verdict.DEAD, f"its process {data.get('pid')} is gone")
+    return alive
 
 
 def _process_gone(data: Mapping[str, Any]) -> bool:
