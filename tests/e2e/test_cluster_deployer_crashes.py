@@ -21,7 +21,7 @@ from pathlib import Path
 import events
 import pytest
 from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
-from test_cluster_upgrades import deploy
+from test_cluster_upgrades import cancel_live_jobs, deploy
 from test_local_upgrades import JOB
 
 from flowship.cli import main as flowship
@@ -36,6 +36,13 @@ WINDOW = 40.0
 HEALTHY = "12"
 #: checkpoints v2 never completes in its window: judged not healthy when the window ends
 NEVER = "1000"
+
+
+def _upgrade_v2(cluster, bootstrap: str, state: Path, *extra: str) -> list[str]:
+    """The command that upgrades the job on ``cluster`` to version 2."""
+    return [sys.executable, str(EXAMPLE / "job_v2.py"), "--target", cluster.rest_url,
+            "--kafka-bootstrap", bootstrap, "--state-dir", str(state), "--upgrade-from",
+            "savepoint", *extra]
 
 
 def _seed() -> int:
@@ -58,9 +65,7 @@ def test_rerun_resumes_the_watch_of_a_job_that_outlived_its_deployer(
     evs = list(events.clicks(3_000, users=50))
     watch = ["--health-window-s", f"{WINDOW:.0f}", "--health-checkpoints",
              HEALTHY if verdict == "stable" else NEVER]
-    upgrade = [sys.executable, str(EXAMPLE / "job_v2.py"), "--target",
-               flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap, "--state-dir",
-               str(state), "--upgrade-from", "savepoint", *watch]
+    upgrade = _upgrade_v2(flink_session_cluster, bootstrap, state, *watch)
     deployer = None
     try:
         first = deploy("job.py", flink_session_cluster, bootstrap, state)
@@ -131,9 +136,7 @@ def test_rerun_resumes_the_watch_of_a_job_that_outlived_its_deployer(
     finally:
         if deployer is not None:
             stop_pid(deployer.pid)
-        for job in rest.jobs():
-            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
     version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
                   for m in outputs if m.value}
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
@@ -148,9 +151,7 @@ def test_rerun_adopts_the_job_its_deployer_submitted_before_dying(
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(3_000, users=50))
-    upgrade = [sys.executable, str(EXAMPLE / "job_v2.py"), "--target",
-               flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap, "--state-dir",
-               str(state), "--upgrade-from", "savepoint"]
+    upgrade = _upgrade_v2(flink_session_cluster, bootstrap, state)
     ended = ("FINISHED", "CANCELED", "FAILED")
     try:
         first = deploy("job.py", flink_session_cluster, bootstrap, state)
@@ -181,9 +182,7 @@ def test_rerun_adopts_the_job_its_deployer_submitted_before_dying(
         assert alive == [job_id]  # one copy of the job: the one the dead deployer submitted
         outputs = read_outputs(bootstrap, expect=3_000, timeout=240)
     finally:
-        for job in rest.jobs():
-            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
     version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
                   for m in outputs if m.value}
     assert 2 in version_of.values()

@@ -9,7 +9,7 @@ from pathlib import Path
 import events
 import pytest
 from helpers import assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
-from test_cluster_upgrades import deploy
+from test_cluster_upgrades import cancel_live_jobs, deploy
 from test_local_upgrades import JOB
 
 from flowship.deploy.ledger import LocalLedger
@@ -93,9 +93,7 @@ def test_broken_version_is_rolled_back_on_the_session_cluster(
         outputs = read_outputs(bootstrap, expect=12_000, timeout=240)
         assert rest.job(current[1]["job_id"])["state"] == "RUNNING"
     finally:
-        for job in rest.jobs():
-            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
     # nothing the broken version did was committed; v1 carried on where it was stopped
     assert {m.headers["flowship.version"] for m in outputs} == {"1"}
     assert_exactly_once(outputs, evs)
@@ -171,9 +169,7 @@ def test_flowship_rollback_on_the_session_cluster(
         producer.join(timeout=120)
         outputs = read_outputs(bootstrap, expect=9_000, timeout=240)
     finally:
-        for job in rest.jobs():
-            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
     assert {m.headers["flowship.version"] for m in outputs} == {"1", "1.1"}
     assert_exactly_once(outputs, evs)
 
@@ -239,8 +235,6 @@ def test_rollback_starts_the_previous_version_only_once_the_new_one_is_cancelled
         assert rest.job(current[1]["job_id"])["state"] == "RUNNING"
     finally:
         stop.set()
-        for job in rest.jobs():
-            if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
     assert {m.headers["flowship.version"] for m in outputs} == {"1"}
     assert_exactly_once(outputs, evs)

@@ -50,6 +50,13 @@ def deploy(script: str, cluster, bootstrap: str, state: Path, *extra: str,
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
+def cancel_live_jobs(rest) -> None:
+    """Cancel every job the session cluster still runs (or starts), also after failures."""
+    for job in rest.jobs():
+        if job["state"] in ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"):
+            rest.cancel(job["jid"])
+
+
 def wait_current(ledger: LocalLedger, version: str, proc: subprocess.Popen,
                  timeout: float = 300) -> None:
     """Until the ledger records ``version`` RUNNING (or the deployer ended)."""
@@ -103,9 +110,7 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
     finally:
         v2_runs.set()  # never leave the producer waiting
         last_version_runs.set()
-        for job in rest.jobs():
-            if job["state"] == "RUNNING":
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
     version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
                   for m in outputs if m.value}
     assert set(version_of.values()) == {1, 2, 3}

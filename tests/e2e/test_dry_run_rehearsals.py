@@ -23,6 +23,7 @@ import events
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from test_cluster_upgrades import cancel_live_jobs
 
 from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.rest import FlinkRest
@@ -290,9 +291,7 @@ def test_dry_run_against_a_session_cluster_deployment(
         assert (ledger.root / f"{JOB}.jsonl").read_bytes() == before
         assert not (ledger.root / f"{JOB}.lease").exists()
     finally:
-        for job in rest.jobs():
-            if job["state"] == "RUNNING":
-                rest.cancel(job["jid"])
+        cancel_live_jobs(rest)
 
 
 def test_value_map_and_list_state_are_read_for_every_key(

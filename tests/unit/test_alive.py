@@ -7,14 +7,11 @@ real socket that never answers.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from fake_jobmanager import serve
 
 from flowship._ports import free_port
 from flowship.deploy.alive import ENDED, Verdict, deployment_liveness, liveness
@@ -42,33 +39,8 @@ BROKEN = "f" * 32  # the JobManager answers 500 for this one
 
 @pytest.fixture(scope="module")
 def flink() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            job_id = self.path.rsplit("/", 1)[-1]
-            if job_id == BROKEN:
-                code, body = 500, {"errors": ["Internal server error."]}
-            elif job_id in STATES:
-                code, body = 200, {"jid": job_id, "state": STATES[job_id], "vertices": []}
-            else:
-                code, body = 404, {"errors": ["Job could not be found."]}
-            raw = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(STATES, BROKEN) as url:
+        yield url
 
 
 @pytest.mark.parametrize("job_id", sorted(STATES), ids=lambda j: STATES[j])

@@ -7,15 +7,12 @@ server giving Flink 2.2's answers) stands in for the cluster; the ledger is the 
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fake_jobmanager import serve
 
 from flowship._ports import free_port
 from flowship.deploy.engine import Engine, Policy, Release, Target
@@ -40,40 +37,8 @@ CHECKPOINT = f"s3://bucket/checkpoints/{RUNS}/chk-9"
 
 @pytest.fixture(scope="module")
 def flink() -> Iterator[str]:
-    states = {RUNS: "RUNNING", ENDED: "CANCELED"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            parts = self.path.strip("/").split("/")
-            job_id = parts[1] if len(parts) > 1 else ""
-            if parts[-1] == "checkpoints" and job_id in states:
-                # Flink's checkpoint history: RUNS completed one on object storage
-                completed = {"id": 9, "external_path": CHECKPOINT} if job_id == RUNS else None
-                code, body = 200, {"counts": {}, "latest": {"completed": completed}}
-            elif job_id == BROKEN:
-                code, body = 500, {"errors": ["Internal server error."]}
-            elif job_id in states:
-                code, body = 200, {"jid": job_id, "state": states[job_id], "vertices": []}
-            else:
-                code, body = 404, {"errors": ["Job could not be found."]}
-            raw = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve({RUNS: "RUNNING", ENDED: "CANCELED"}, BROKEN, {RUNS: CHECKPOINT}) as url:
+        yield url
 
 
 def _submitted(ledger: LocalLedger, flink: str, job_id: str | None, version: str = "2") -> None:

@@ -1,0 +1,56 @@
+"""A fake Flink JobManager for unit tests: a real HTTP server with Flink 2.2's REST answers.
+
+``GET /jobs/ID`` answers the job's state (500 for the ``broken`` id, 404 for an unknown one);
+``GET /jobs/ID/checkpoints`` answers its checkpoint history, whose latest completed checkpoint is
+``checkpoints[ID]`` (none for a known job not in it).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@contextmanager
+def serve(
+    states: Mapping[str, str], broken: str, checkpoints: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Serve ``states`` (job id -> Flink state) on loopback; yields the REST URL."""
+    completed = dict(checkpoints or {})
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parts = self.path.strip("/").split("/")
+            job_id = parts[1] if len(parts) > 1 else ""
+            if parts[-1] == "checkpoints" and job_id in states:
+                path = completed.get(job_id)
+                latest = {"id": 9, "external_path": path} if path else None
+                code, body = 200, {"counts": {}, "latest": {"completed": latest}}
+            elif job_id == broken:
+                code, body = 500, {"errors": ["Internal server error."]}
+            elif job_id in states:
+                code, body = 200, {"jid": job_id, "state": states[job_id], "vertices": []}
+            else:
+                code, body = 404, {"errors": ["Job could not be found."]}
+            raw = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
