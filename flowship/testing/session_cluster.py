@@ -52,7 +52,12 @@ class SessionCluster:
     def _write_conf(self) -> None:
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         shutil.copytree(FLINK_HOME / "conf", self.conf_dir)
-        java_opts = _default_java_opts(self.conf_dir / "config.yaml")
+        # a JVM that crashes writes its report with the cluster's logs, not into the caller's
+        # working directory (a source tree, as often as not)
+        java_opts = (
+            f"{_default_java_opts(self.conf_dir / 'config.yaml')} "
+            f"-XX:ErrorFile={self.log_dir}/hs_err_pid%p.log"
+        ).strip()
         conf = {
             "env.java.opts.all": java_opts,
             "jobmanager.rpc.address": LOOPBACK,
