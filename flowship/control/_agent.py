@@ -95,6 +95,8 @@ class Agent:
         self.fresh_at = 0.0
         self._changed = threading.Condition()
         self._stop = threading.Event()
+        #: held while the thread checks ``_stop`` and beats: no beat follows the goodbye
+        self._beating = threading.Lock()
         self._thread: threading.Thread | None = None
         self._answered: set[str] = set()
         self._seen_at: dict[str, float] = {}
@@ -120,10 +122,14 @@ class Agent:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following; say goodbye (tombstones) so setters stop waiting for this instance."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        """Stop following; say goodbye (tombstones) so setters stop waiting for this instance.
+
+        The goodbye also wakes the thread, which waits in a poll of the control topic for up to
+        a second: its own consumer reads the tombstones at once. So an active agent stops in
+        milliseconds (it is on the path of every job's end and every upgrade's stop).
+        """
+        with self._beating:
+            self._stop.set()
         try:
             if not self.passive:
                 self._log.write(f"beat/{self.id}", None, flush=False)
@@ -131,6 +137,8 @@ class Agent:
         except Exception:
             pass
         finally:
+            if self._thread is not None:
+                self._thread.join(10)
             self._log.close()
 
     # -- the thread ----------------------------------------------------------------------------
@@ -166,8 +174,11 @@ class Agent:
                     self._publish()
                 if now >= next_beat:
                     if not self.passive:
-                        positions = {str(p): o for p, o in list(self.positions.items())}
-                        log.write(f"beat/{self.id}", {"positions": positions}, flush=False)
+                        with self._beating:
+                            if self._stop.is_set():
+                                break
+                            positions = {str(p): o for p, o in list(self.positions.items())}
+                            log.write(f"beat/{self.id}", {"positions": positions}, flush=False)
                     next_beat = now + BEAT_S
                 self._abort_overdue(now)
         except BaseException as exc:

@@ -270,3 +270,72 @@ def test_an_idle_agent_wakes_about_once_a_second_and_stays_fresh(monkeypatch, pa
     beats = [k for k in log.writes if k.startswith("beat/")]  # type: ignore[attr-defined]
     assert (len(beats) >= 4) != passive  # 3 in the thread, 1 goodbye tombstone
     assert time.monotonic() - started < 8  # stop() does not wait out a long poll
+
+
+class _EchoLog(_QuietLog):
+    """A control log whose reader sees this instance's own writes: a write ends a poll at once."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        import threading
+
+        self.records: list[tuple[str, object]] = []
+        self.woken = 0
+        self._arrived = threading.Event()
+
+    def poll(self, timeout: float = 0.1, max_records: int = 500) -> int:
+        self.polls.append(timeout)
+        if self._arrived.wait(timeout):
+            self._arrived.clear()
+            self.woken += 1
+        return 0
+
+    def write(self, key: str, value: object, *, flush: bool = True) -> None:
+        self.records.append((key, value))
+        self._arrived.set()
+
+
+def test_an_agents_goodbye_is_its_last_beat_and_wakes_its_thread(monkeypatch) -> None:
+    # stop() says goodbye (tombstones) before it joins the thread: the goodbye wakes the thread
+    # from its poll of the control topic instead of waiting out the poll (a job's end and every
+    # upgrade's stop waited up to a second per decoder), and no beat may follow the goodbye, or
+    # a setter would wait for the acknowledgement of an instance that is gone
+    import random
+    import time
+
+    from flowship.control import _agent
+
+    monkeypatch.setattr(_agent, "ControlLog", _EchoLog)
+    monkeypatch.setattr(_agent, "BEAT_S", 0.01)  # beats race the goodbye
+    rng = random.Random(7)
+    for _ in range(60):
+        agent = _agent.Agent("127.0.0.1:9", "job.control", job="job", version="1", source="s",
+                             source_topic="t", group="g", subtask=0, flags=[],
+                             environment="default")
+        agent.start()
+        time.sleep(rng.uniform(0, 0.05))
+        log = agent._log
+        agent.stop()
+        assert agent.error is None
+        assert agent._thread is not None and not agent._thread.is_alive()
+        beats = [v for k, v in log.records if k.startswith("beat/")]  # type: ignore[attr-defined]
+        assert beats[-1] is None, beats[-3:]
+        assert log.records[-1] == (f"hello/{agent.id}", None)  # type: ignore[attr-defined]
+
+
+def test_an_agent_stopped_in_a_long_poll_is_woken_by_its_goodbye(monkeypatch) -> None:
+    import time
+
+    from flowship.control import _agent
+
+    monkeypatch.setattr(_agent, "ControlLog", _EchoLog)
+    agent = _agent.Agent("127.0.0.1:9", "job.control", job="job", version="1", source="s",
+                         source_topic="t", group="g", subtask=0, flags=[],
+                         environment="default")
+    agent.start()
+    time.sleep(1.5)  # the thread is in a poll of up to a second, its beat written
+    log = agent._log
+    woken = log.woken  # type: ignore[attr-defined]
+    agent.stop()
+    assert not agent._thread.is_alive()  # type: ignore[union-attr]
+    assert log.woken > woken  # type: ignore[attr-defined]  # the goodbye ended the poll
