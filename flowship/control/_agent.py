@@ -36,6 +36,7 @@ from flowship.control._log import ControlLog
 from flowship.control._rules import Where, compile_flag
 from flowship.control._view import Plan, Proposal
 from flowship.errors import ControlError
+from flowship.kafka._record import encode_decisions
 
 #: A record is not processed with a view older than this (seconds).
 STALE_S = 4.0
@@ -260,8 +261,9 @@ class Agent:
 class Decider:
     """Per record: the flag values in force for its input address (the decoder's fast path).
 
-    Decisions are dicts flag key -> value, shared by every record that gets the same values
-    (see :func:`_interning`): treat them as read-only.
+    Decisions are in wire form (:func:`~flowship.kafka._record.encode_decisions`, what records
+    carry), one string shared by every record that gets the same values (see
+    :func:`_interning`).
     """
 
     def __init__(
@@ -273,9 +275,9 @@ class Decider:
         self._environment = environment
         self._version = version
         #: partition -> (plan, start, end, constant decisions, evaluator or None)
-        self._segments: dict[int, tuple[Any, int, int, dict[str, Any], Any]] = {}
+        self._segments: dict[int, tuple[Any, int, int, str, Any]] = {}
 
-    def decide(self, partition: int, offset: int, key: Any, value: Any) -> dict[str, Any]:
+    def decide(self, partition: int, offset: int, key: Any, value: Any) -> str:
         """The decisions for the record at ``partition``/``offset`` (may wait at a cut)."""
         agent = self._agent
         agent.positions[partition] = offset  # the claim comes before the plan is read
@@ -288,7 +290,7 @@ class Decider:
         evaluate = segment[4]
         return segment[3] if evaluate is None else evaluate(key, value)
 
-    def _segment(self, partition: int, offset: int) -> tuple[Any, int, int, dict[str, Any], Any]:
+    def _segment(self, partition: int, offset: int) -> tuple[Any, int, int, str, Any]:
         agent = self._agent
         topic = self._topic
         while True:
@@ -309,21 +311,21 @@ class Decider:
             else:
                 dynamic.append((flag, result))
         evaluate = _interning(constant, dynamic) if dynamic else None
-        segment = (plan, start, end, constant, evaluate)
+        segment = (plan, start, end, encode_decisions(constant), evaluate)
         self._segments[partition] = segment
         return segment
 
 
 def _interning(
     constant: dict[str, Any], dynamic: list[tuple[Flag, Any]]
-) -> Callable[[Any, Any], dict[str, Any]]:
-    """One evaluator for a segment's per-record flags, returning shared decision dicts.
+) -> Callable[[Any, Any], str]:
+    """One evaluator for a segment's per-record flags, returning shared decisions (wire form).
 
-    A flag has few values, so a segment has few distinct decisions: each is built once and
-    handed to every record it applies to (decisions are read-only), instead of a new dict per
-    record. Interned by the tuple of the per-record flags' values, which is exact unless a flag
-    has two values that are equal as Python values (``1`` and ``True``): such a flag's values
-    are interned by identity instead (each variant's value is one object).
+    A flag has few values, so a segment has few distinct decisions: each is encoded once and
+    handed to every record it applies to, instead of new decisions per record. Interned by the
+    tuple of the per-record flags' values, which is exact unless a flag has two values that are
+    equal as Python values (``1`` and ``True``): such a flag's values are interned by identity
+    instead (each variant's value is one object).
     """
     names = tuple(flag.key for flag, _ in dynamic)
     steps = tuple(fn for _, fn in dynamic)
@@ -331,16 +333,16 @@ def _interning(
         len({(type(v), v) for v in flag.values.values()}) == len(set(flag.values.values()))
         for flag, _ in dynamic
     )
-    interned: dict[tuple[Any, ...], dict[str, Any]] = {}
+    interned: dict[tuple[Any, ...], str] = {}
 
-    def make(values: tuple[Any, ...]) -> dict[str, Any]:
+    def make(values: tuple[Any, ...]) -> str:
         decisions = dict(constant)
         decisions.update(zip(names, values, strict=True))
-        return decisions
+        return encode_decisions(decisions)
 
     if not exact:
 
-        def by_identity(key: Any, value: Any) -> dict[str, Any]:
+        def by_identity(key: Any, value: Any) -> str:
             values = tuple(step(key, value) for step in steps)
             ident = tuple(map(id, values))
             found = interned.get(ident)
@@ -355,7 +357,7 @@ def _interning(
     if len(steps) == 1:
         (one,) = steps
 
-        def intern1(key: Any, value: Any) -> dict[str, Any]:
+        def intern1(key: Any, value: Any) -> str:
             values = (one(key, value),)
             found = interned.get(values)
             if found is None:
@@ -366,7 +368,7 @@ def _interning(
     if len(steps) == 2:
         first, second = steps
 
-        def intern2(key: Any, value: Any) -> dict[str, Any]:
+        def intern2(key: Any, value: Any) -> str:
             values = (first(key, value), second(key, value))
             found = interned.get(values)
             if found is None:
@@ -377,7 +379,7 @@ def _interning(
     if len(steps) == 3:
         first, second, third = steps
 
-        def intern3(key: Any, value: Any) -> dict[str, Any]:
+        def intern3(key: Any, value: Any) -> str:
             values = (first(key, value), second(key, value), third(key, value))
             found = interned.get(values)
             if found is None:
@@ -386,7 +388,7 @@ def _interning(
 
         return intern3
 
-    def intern_n(key: Any, value: Any) -> dict[str, Any]:
+    def intern_n(key: Any, value: Any) -> str:
         values = tuple([step(key, value) for step in steps])
         found = interned.get(values)
         if found is None:

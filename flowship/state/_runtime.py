@@ -10,10 +10,10 @@ exactly, in both execution modes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flowship.kafka._record import Record, encode_decisions
 from flowship.schema import StateCodec
 from flowship.state._declare import (
     ListState,
@@ -57,29 +57,31 @@ class _Scope:
 
     def remember(self, element: Any) -> None:
         """Keep the current key's last input decisions (for its timers' outputs)."""
-        if self.last is None:
+        if self.last is None or type(element) is not Record:
             return
-        decisions = getattr(element, "decisions", None)
-        if decisions is None:
+        decided = element[6]
+        if decided is None:
             return
+        if type(decided) is dict:  # a record built by hand
+            decided = encode_decisions(decided)
         key = self.current_key()
         seen = self.last_seen
         try:
-            if seen.get(key) == decisions:
+            if seen.get(key) == decided:
                 return
             if len(seen) >= 10_000:
                 seen.clear()
-            seen[key] = decisions
+            seen[key] = decided
         except TypeError:  # an unhashable key: store every time
             pass
-        self.last.update(json.dumps(decisions, separators=(",", ":"), sort_keys=True))
+        self.last.update(decided)  # the wire form is the state's JSON
 
-    def last_decisions(self) -> dict[str, Any] | None:
+    def last_decisions(self) -> str | None:
         """The decisions of the current key's last input record (in a timer), or None."""
         if self.last is None:
             return None
         stored = self.last.value()
-        return None if stored is None else dict(json.loads(stored))
+        return None if stored is None else str(stored)
 
     def timer_outputs(self, outputs: Any) -> Any:
         """A timer's outputs, each plain value carrying its key's last input decisions.
@@ -88,13 +90,11 @@ class _Scope:
         of the last input record of their key the operator processed (kept in keyed state, so
         the same after a restore). Records pass as they are.
         """
-        decisions = self.last_decisions()
-        if decisions is None or outputs is None:
+        decided = self.last_decisions()
+        if decided is None or outputs is None:
             return outputs
-        from flowship.kafka._record import Record
-
         return (
-            tuple.__new__(Record, (out, None, "", -1, -1, 0, decisions))
+            tuple.__new__(Record, (out, None, "", -1, -1, 0, decided))
             if isinstance(out, dict)
             else out
             for out in outputs

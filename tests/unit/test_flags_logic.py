@@ -14,6 +14,7 @@ from flowship.control._rules import Where, compile_flag
 from flowship.control._view import ControlView
 from flowship.errors import ConfigError, FlagError
 from flowship.kafka import Record
+from flowship.kafka._record import decisions_of, encode_decisions
 
 
 def test_boolean_and_variant_flags() -> None:
@@ -149,6 +150,23 @@ def test_records_carry_decisions_through_pickling() -> None:
         Record({"a": 1}, None, "t", 0, 5, 0).flag("f")
 
 
+def test_records_carry_decisions_in_wire_form_with_their_types() -> None:
+    # what the decoder hands on: one canonical JSON string per distinct decisions, which
+    # pickles as one copy; read back, every value keeps its type (1, True and 1.0 differ)
+    decisions = {"n": 1, "b": True, "x": 1.0, "s": "gold", "flowship.route": "side"}
+    wire = encode_decisions(decisions)
+    assert wire == '{"b":true,"flowship.route":"side","n":1,"s":"gold","x":1.0}'
+    record = Record({"a": 1}, b"k", "t", 0, 5, 0, wire)
+    again = pickle.loads(pickle.dumps(record))
+    for key, value in decisions.items():
+        assert again.flag(key) == value and type(again.flag(key)) is type(value)
+    assert again.decisions == decisions
+    assert again.with_value({"b": 2}).decisions is again.decisions  # shared, not re-decoded
+    assert len(pickle.dumps(record)) < len(pickle.dumps(record._replace(decided=decisions)))
+    with pytest.raises(FlagError, match=r"not declared on this job \(declared: \['b', 'n'"):
+        again.flag("missing")
+
+
 class _Agent:
     """What a Decider reads of its agent: the claimed positions, a fresh view, the plan."""
 
@@ -199,7 +217,8 @@ def test_decider_gives_each_record_its_rules_values(count: int) -> None:
         for offset in range(40):
             key = f"user-{offset % 13}".encode() if offset % 7 else None
             value = {"page": pages[offset % 3]}
-            got = decider.decide(partition, offset, key, value)
+            got = decisions_of(decider.decide(partition, offset, key, value))
+            assert got is not None
             for j, flag in enumerate(flags):
                 want = (_reference(flag, rules[flag.key], partition, key, value)
                         if j < count and offset >= 10 else flag.value_of(flag.default_variant))
