@@ -345,8 +345,6 @@ class EncodeAvro(MapFunction):
         self._source_prefix = H.encode_headers([(H.VERSION, self._version), (H.SOURCE, "")])
         #: (topic, partition) -> the encoded headers up to the offset: "...topic/partition/"
         self._provenance: dict[tuple[str, int], bytes] = {}
-        #: decisions (wire form) -> whether they route the record aside
-        self._aside: dict[str, bool] = {}
 
     def _provenance_prefix(self, topic: str, partition: int) -> bytes:
         # topic names cannot contain NUL, so the provenance needs no escaping
@@ -355,22 +353,13 @@ class EncodeAvro(MapFunction):
             self._provenance[(topic, partition)] = prefix
         return prefix
 
-    def _routed_aside(self, decided: Any) -> bool:
-        if type(decided) is dict:  # a record built by hand
-            return bool(decided.get(ROUTE_KEY) == SIDE)
-        aside = self._aside.get(decided)
-        if aside is None:
-            if len(self._aside) >= 4096:  # few distinct decisions: this bounds a leak
-                self._aside.clear()
-            aside = self._aside[decided] = (decisions_of(decided) or {}).get(ROUTE_KEY) == SIDE
-        return aside
-
     def map(self, element: Any) -> bytes:
         codec = self._codec
         assert codec is not None  # set in open()
         if isinstance(element, Record):
             value, _, topic, partition, offset, _, decided = element
-            if decided is not None and self._routed_aside(decided):
+            decisions = decisions_of(decided)
+            if decisions is not None and decisions.get(ROUTE_KEY) == SIDE:
                 where = [(H.SOURCE, f"{topic}/{partition}/{offset}")] if offset >= 0 else []
                 headers = pack_headers([(H.VERSION, self._version), *where, (H.ROUTE, SIDE)])
             elif offset < 0:  # a timer's output: its key's last input decisions, no provenance
