@@ -35,7 +35,22 @@ Problem kinds (stable; ``E`` = error, makes ``compatible`` False, ``W`` = warnin
 ``sink_topic_changed``        W   a sink writes another topic
 ``sink_schema_incompatible``  E   consumers reading with the old sink schema cannot read the new
 ``sink_schema_changed``       W   the sink schema changed compatibly, with a warning
+``sink_key_changed``          W   a sink makes its Kafka key otherwise (a field, a function)
+``graph_operator_removed``    E   an operator of old's stream graph that holds state (a keyed
+                                  operator, a source, a sink) and that flowship does not declare
+                                  (a PyFlink operator written directly) is gone in new
+``operator_id_changed``       E   the same, for an operator without a uid: its id is a hash of
+                                  the graph's shape, and the new graph has none equal
+``key_type_changed``          E   a kept keyed operator is keyed by another type (or no longer
+                                  keyed): its keyed state cannot be restored
+``max_parallelism_changed``   E   a kept keyed operator's max parallelism changes (W when the
+                                  running version left it to Flink: it may or may not differ)
+``operator_without_uid``      W   a stateful operator of new has no uid
 ============================  ==  ===============================================================
+
+The ``graph_*``, ``operator_*``, ``key_*`` and ``max_*`` kinds compare the stream graphs Flink
+runs (``manifest["graph"]``, :mod:`flowship.job._graph`); when either manifest has none (one
+recorded by an older flowship), the gate says so under ``checked`` and judges the declarations.
 
 A manifest that is not one (unknown ``format``, missing keys) raises
 :class:`~flowship.errors.ConfigError`: that is bad input, not an incompatibility.
@@ -236,6 +251,7 @@ class _Check:
         self.sources()
         self.sinks()
         self.flags()
+        self.graph()
 
     # feature flags ---------------------------------------------------------------------------
 
@@ -678,6 +694,149 @@ class _Check:
                 self.checked.append(
                     f"sink {uid}: new schema readable by consumers of the old schema"
                 )
+        for old_s in self.old["sinks"]:
+            new_s = new_sinks.get(old_s["uid"])
+            if new_s is None or "key" not in old_s or "key" not in new_s:
+                continue  # gone (reported with the uids), or recorded before keys were
+            if old_s["key"] != new_s["key"]:
+                self.add(
+                    "sink_key_changed",
+                    "warning",
+                    f"sink {old_s['uid']}",
+                    f"sink {old_s['uid']!r} makes its Kafka key from {new_s['key']} instead of "
+                    f"{old_s['key']}: from the upgrade on, records of one key may land in "
+                    "another partition, so per-key order across the upgrade and compaction by "
+                    f"key no longer hold for topic {new_s.get('topic')!r}",
+                    "keep the key; or write to a new topic, so consumers switch over knowingly",
+                )
+
+    # the stream graph ------------------------------------------------------------------------
+
+    def graph(self) -> None:
+        old_graph, new_graph = self.old.get("graph"), self.new.get("graph")
+        if not isinstance(old_graph, Mapping) or not isinstance(new_graph, Mapping):
+            side = "running version's" if not isinstance(old_graph, Mapping) else "new version's"
+            self.checked.append(
+                f"stream graphs not compared: the {side} manifest describes none (recorded by "
+                "an older flowship, or computed without Flink); the declared uids were checked"
+            )
+            return
+        by_id: dict[str, Mapping[str, Any]] = {}
+        for op in new_graph["operators"]:
+            by_id[op["id"]] = op
+            if op.get("user_hash"):
+                by_id[op["user_hash"]] = op  # Flink finds state under the pinned id first
+        declared = set(self.old["operator_uids"]) | set(self.old["stateful"])
+        dropped = set(self.new.get("dropped", []))
+        kept = 0
+        for op in old_graph["operators"]:
+            if op["kind"] not in _STATEFUL_KINDS:
+                continue
+            new_op = by_id.get(op.get("user_hash") or op["id"])
+            if new_op is not None:
+                kept += 1
+                self.key_and_parallelism(op, new_op)
+                continue
+            owner = _owner(op.get("uid"))
+            if owner in declared or owner in dropped:
+                continue  # reported with the declared uids, or let go on purpose
+            if self.new.get("stateless") and op["kind"] != "source":
+                continue  # a stateless job carries only its sources' offsets over
+            self.graph_operator_gone(op)
+        for op in new_graph["operators"]:
+            if op["kind"] in _STATEFUL_KINDS and not op.get("uid") and not op.get("user_hash"):
+                self.add(
+                    "operator_without_uid",
+                    "warning",
+                    f"operator {op['name']}",
+                    f"{op['kind']} operator {op['name']!r} has no uid: Flink finds its state "
+                    "by a hash of the graph's shape around it, which the next change to the "
+                    "graph changes",
+                    "give it .uid('...'); for the upgrade that adds the uid, also pin its "
+                    f"current id with .set_uid_hash('{op['id']}') so its state is found",
+                )
+        self.checked.append(f"stream graph: {kept} stateful operators keep their ids")
+
+    def graph_operator_gone(self, op: Mapping[str, Any]) -> None:
+        uid, name, kind = op.get("uid"), op["name"], op["kind"]
+        consequence = (
+            f"{_NON_RESTORED}: the old version would be stopped first and the new one "
+            "refused, or (with another uid dropped) this state silently lost"
+        )
+        if uid:
+            self.add(
+                "graph_operator_removed",
+                "error",
+                f"operator {uid}",
+                f"{kind} operator {uid!r} ({name}) holds state in the running version and is "
+                f"gone from the new version's stream graph; flowship does not declare it (a "
+                f"PyFlink operator written directly), and {consequence}",
+                f"keep the operator with .uid({uid!r}), or list it in "
+                f"fs.Job(..., dropped=[{uid!r}]) to discard its state on purpose",
+            )
+            return
+        self.add(
+            "operator_id_changed",
+            "error",
+            f"operator {name}",
+            f"{kind} operator {name!r} has no uid; Flink finds its state by a hash of the "
+            f"graph's shape ({op['id']}), and the new version's graph has no operator with "
+            f"that id (the graph around it changed), so {consequence}",
+            f"pin the id on the new version's operator with .set_uid_hash('{op['id']}') "
+            "(and give it a .uid(...) for the versions after)",
+        )
+
+    def key_and_parallelism(self, old_op: Mapping[str, Any], new_op: Mapping[str, Any]) -> None:
+        if old_op["kind"] != "keyed" or old_op.get("key") is None:
+            return
+        label = old_op.get("uid") or old_op["name"]
+        where = f"operator {label}"
+        old_key, new_key = old_op["key"], new_op.get("key")
+        if new_key is None or new_key.get("fingerprint") != old_key.get("fingerprint"):
+            now = "is no longer keyed" if new_key is None else f"is keyed by {new_key['type']}"
+            self.add(
+                "key_type_changed",
+                "error",
+                where,
+                f"operator {label!r} {now}; the running version keys it by "
+                f"{old_key['type']}, and its keyed state is stored under that key serializer: "
+                "Flink cannot restore it (after the old version was stopped)",
+                "keep the key type (key_by(..., key_type=...)); to re-key, give the operator a "
+                "new uid and list the old one in dropped (its state starts empty), or migrate "
+                "by replaying the input into a new job",
+            )
+        old_max, new_max = old_op.get("max_parallelism", -1), new_op.get("max_parallelism", -1)
+        if new_max <= 0 or new_max == old_max:
+            return  # left to Flink: it takes the savepoint's on restore
+        if old_max > 0:
+            self.add(
+                "max_parallelism_changed",
+                "error",
+                where,
+                f"operator {label!r} sets max parallelism {new_max}; the running version's is "
+                f"{old_max}, and its keyed state is split into that many key groups: Flink "
+                "refuses the restore (after the old version was stopped)",
+                f"keep max parallelism {old_max} (or leave it unset: Flink then takes the "
+                "savepoint's); changing it needs a replay into a new job",
+            )
+            return
+        parallelism = old_op.get("parallelism", -1)
+        derived = (
+            f" (derived from parallelism {parallelism}: {_default_max_parallelism(parallelism)}, "
+            "unless an earlier savepoint set it)"
+            if parallelism > 0
+            else ""
+        )
+        self.add(
+            "max_parallelism_changed",
+            "warning",
+            where,
+            f"operator {label!r} now sets max parallelism {new_max}; the running version left "
+            f"it to Flink{derived}: if the running job's is not {new_max}, Flink refuses the "
+            "restore after the old version was stopped",
+            "read the running job's max parallelism (web UI, or REST /jobs/<id>: "
+            "maxParallelism) and set exactly that, or leave it unset",
+        )
 
 
 def _uid_groups(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -694,6 +853,26 @@ def _uid_groups(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
         if uid not in members:
             groups.setdefault(uid, [uid])
     return groups
+
+
+#: Operator kinds in a graph description that hold state in a savepoint (flowship.job._graph).
+_STATEFUL_KINDS = frozenset({"source", "sink", "committer", "keyed", "broadcast"})
+#: A sink's committer carries the sink's uid behind this prefix.
+_COMMITTER_PREFIX = "Sink Committer: "
+
+
+def _owner(uid: str | None) -> str | None:
+    """The uid an operator of the graph belongs to: a committer's is its sink's."""
+    if uid and uid.startswith(_COMMITTER_PREFIX):
+        return uid[len(_COMMITTER_PREFIX) :]
+    return uid
+
+
+def _default_max_parallelism(parallelism: int) -> int:
+    """Flink's default max parallelism for ``parallelism`` (KeyGroupRangeAssignment)."""
+    target = parallelism + parallelism // 2
+    power = 1 << max(target - 1, 0).bit_length()
+    return min(max(power, 128), 32768)
 
 
 def _compat(writer: Any, reader: Any, where: str) -> CompatibilityReport:

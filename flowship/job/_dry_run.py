@@ -49,6 +49,7 @@ from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import restore_path
 from flowship.deploy.upgrade import latest_checkpoint
 from flowship.errors import ClusterError, ConfigError, StateError
+from flowship.job._graph import graph_of
 from flowship.job._runtime import METRICS_FETCH_MS, flink_options, local_options, make_env
 from flowship.schema import StateCodec
 from flowship.state import registered
@@ -79,7 +80,7 @@ def dry_run(
         raise ConfigError(msg)
     job.check_kafka(settings)  # before the gate and the savepoint: a typo fails in seconds
     _, old = current
-    manifest = job.manifest(settings.execution_mode)
+    manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
     token = new_token()
     work = settings.state_dir.resolve() / job.name / "dry-runs" / token
     gate = check_upgrade(old["manifest"], manifest)

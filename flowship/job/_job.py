@@ -243,14 +243,18 @@ class Job:
             )
             raise ConfigError(msg)
 
-    def manifest(self, execution_mode: str = "thread") -> dict[str, Any]:
+    def manifest(
+        self, execution_mode: str = "thread", graph: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """What this version holds (uids, state schemas and fingerprints, sources, sinks, ...).
 
-        Computed from the code alone: no Flink, no Kafka. See :mod:`flowship.job._manifest`.
+        Computed from the code alone: no Flink, no Kafka. ``graph`` adds the description of a
+        built stream graph (``flowship.job._graph``), which the gate then compares too. See
+        :mod:`flowship.job._manifest`.
         """
         from flowship.job._manifest import build_manifest
 
-        return build_manifest(self, execution_mode)
+        return build_manifest(self, execution_mode, graph)
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Command-line entry point: parse flags/env, run or submit the job, exit with its code."""

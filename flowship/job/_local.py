@@ -49,6 +49,10 @@ class LocalTarget(Target):
         self.rest_url = f"http://127.0.0.1:{settings.rest_port}"
         self._env = make_env({**flink_options(job, settings), **local_options(settings)})
         job.build(self._env, settings)
+        # the Python operator configuration, chaining and the stream graph: all done up front
+        self.stream_graph = self._env._generate_stream_graph(
+            clear_transformations=True, job_name=f"{job.name}@{job.version}"
+        )
         self._client: Any = None
         self._started = time.monotonic()
 
@@ -84,7 +88,10 @@ class LocalTarget(Target):
             deployment=deployment,
         )
         try:
-            self._client = self._env.execute_async(f"{job.name}@{job.version}")
+            from pyflink.common.job_client import JobClient
+
+            j_env = self._env._j_stream_execution_environment
+            self._client = JobClient(j_env.executeAsync(self.stream_graph))
             job_id = str(self._client.get_job_id())
             self._wait_running(job_id)
         except Exception as exc:  # Py4JJavaError and friends: translate at the boundary

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from flowship._log import configure_for_cli, get_logger
 from flowship.control import retire_instances, rules_in_force
-from flowship.deploy.engine import Engine, Policy, Release, RulesReader, Target
+from flowship.deploy.engine import Engine, Policy, Release, RulesReader
 from flowship.deploy.exits import EXIT_OK, EXIT_REFUSED, exit_code_for
 from flowship.deploy.rollback import Rollback, run_rollback
 from flowship.deploy.savepoints import restore_path
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import ConfigError, FlowshipError
 from flowship.job import _dry_run
+from flowship.job._graph import describe_graph, graph_of
 from flowship.job._local import LocalTarget
 from flowship.job._remote import ClusterTarget
 from flowship.job._settings import Settings, build_parser, settings_from_args
@@ -42,7 +43,8 @@ def run_main(job: Job, argv: list[str]) -> int:
     try:
         settings = settings_from_args(args)
         if args.manifest:
-            print(json.dumps(job.manifest(settings.execution_mode), indent=2, sort_keys=True))
+            manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
+            print(json.dumps(manifest, indent=2, sort_keys=True))
             return EXIT_OK
         if args.flowship_rehearsal is not None or args.dry_run:
             if args.flowship_rehearsal is not None:  # the dry run's child process
@@ -129,12 +131,14 @@ def _engine(job: Job, settings: Settings, argv: list[str]) -> Engine:
     The graph is built before anything is stopped or recorded: an upgrade's gap between the old
     version's last output and this one's first is then the savepoint plus the start-up.
     """
-    target: Target = (
+    target: LocalTarget | ClusterTarget = (
         LocalTarget(job, settings) if settings.is_local else ClusterTarget(job, settings)
     )
+    # the gate compares the graph Flink will run, not only what flowship declared
+    manifest = job.manifest(settings.execution_mode, describe_graph(target.stream_graph))
     return Engine(
         settings.open_ledger(),
-        Release(job.name, job.version, job.manifest(settings.execution_mode), str(job.script)),
+        Release(job.name, job.version, manifest, str(job.script)),
         target,
         Policy(
             settings.state_dir,

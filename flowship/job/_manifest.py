@@ -8,7 +8,12 @@ The compatibility gate compares the running version's manifest with the new code
      "stateful": {uid: {"class": ..., "states": {name: {"kind", "layout", "name", "current",
                                                         "versions": [...], "migrations": [...]}}}},
      "dropped": [uid, ...], "stateless": false,
-     "flags": [{"key", "type", "variants", "default", "targeting_key"}], "control": bool}
+     "flags": [{"key", "type", "variants", "default", "targeting_key"}], "control": bool,
+     "graph": {"operators": [...]}}
+
+``graph`` describes the stream graph Flink will run (see :mod:`flowship.job._graph`); it is
+there when the graph was built (a deployment, a dry run, ``--manifest``), absent from a manifest
+computed from the declarations alone and from those recorded before flowship described graphs.
 """
 
 from __future__ import annotations
@@ -42,8 +47,13 @@ def code_digest(paths: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
-    """The manifest of ``job`` as declared in its module (JSON-serializable)."""
+def build_manifest(
+    job: Job, execution_mode: str = "thread", graph: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The manifest of ``job`` as declared in its module (JSON-serializable).
+
+    ``graph``: the built stream graph's description (:func:`flowship.job._graph.describe_graph`).
+    """
     job.check_stateless()
     stateful = registered(job.module)
     uids: list[str] = []
@@ -53,7 +63,7 @@ def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
         uids += [sink.uid, f"{sink.uid}.encode"]
     uids += list(stateful)
     schema_files = [job.script, *job.script.parent.rglob("*.avsc")]
-    return {
+    manifest = {
         "format": FORMAT,
         "job": job.name,
         "version": job.version,
@@ -71,3 +81,6 @@ def build_manifest(job: Job, execution_mode: str = "thread") -> dict[str, Any]:
         "flags": [f.describe() for f in job.flags],
         "control": job.control,
     }
+    if graph is not None:
+        manifest["graph"] = graph
+    return manifest

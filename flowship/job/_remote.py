@@ -63,7 +63,7 @@ class ClusterTarget(Target):
         set_options(self._env, remote_options(settings.target))
         job.build(self._env, settings)
         # the Python operator configuration, chaining and the stream graph: all done up front
-        self._graph = self._env._generate_stream_graph(
+        self.stream_graph = self._env._generate_stream_graph(
             clear_transformations=True, job_name=f"{job.name}@{job.version}"
         )
         self._job_id: str | None = None
@@ -104,7 +104,7 @@ class ClusterTarget(Target):
 
             # the id recorded at SUBMITTED: a rerun finds the job by it, should this process die
             job_ids = get_gateway().jvm.org.apache.flink.api.common.JobID
-            self._graph.setJobId(job_ids.fromHexString(self._job_id))
+            self.stream_graph.setJobId(job_ids.fromHexString(self._job_id))
             self._job_id = None  # one submission per id: the cluster refuses a second
         started = time.monotonic()
         log.info(
@@ -115,7 +115,7 @@ class ClusterTarget(Target):
             restored_from=restore,
         )
         try:
-            client: Any = j_env.executeAsync(self._graph)
+            client: Any = j_env.executeAsync(self.stream_graph)
         except Exception as exc:  # Py4JJavaError: translate at the boundary
             msg = f"submitting to {self.rest_url} failed: {java_error(self._job, exc)}"
             raise JobFailedError(msg) from exc

@@ -135,7 +135,10 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--manifest",
         action="store_true",
-        help="print this version's manifest (JSON) and exit; starts no Flink",
+        help=(
+            "print this version's manifest (JSON) and exit; builds the stream graph in a local "
+            "JVM, runs nothing"
+        ),
     )
     parser.add_argument(
         "--upgrade-from",

@@ -118,4 +118,15 @@ class KafkaSink:
 
     def describe(self) -> dict[str, Any]:
         """JSON-serializable description (for manifests)."""
-        return {"uid": self.uid, "topic": self.topic, "schema": self.schema}
+        return {"uid": self.uid, "topic": self.topic, "schema": self.schema, "key": self.key_name}
+
+    @property
+    def key_name(self) -> str | None:
+        """How the Kafka key is made, for manifests: ``field:<name>``, ``function:<qualname>``."""
+        if self.key is None:
+            return None
+        if isinstance(self.key, str):
+            return f"field:{self.key}"
+        module = getattr(self.key, "__module__", None) or "?"
+        name = getattr(self.key, "__qualname__", None) or type(self.key).__name__
+        return f"function:{module}.{name}"

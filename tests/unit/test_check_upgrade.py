@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -67,8 +68,12 @@ def manifest(
     mode: str = "thread",
     flink: str = "2.2.1",
     dropped: tuple[str, ...] = (),
+    graph: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A manifest shaped like ``build_manifest``'s (see test_helper_matches_real_manifest)."""
+    """A manifest shaped like ``build_manifest``'s (see test_helper_matches_real_manifest).
+
+    ``graph``: more operators of the stream graph than flowship's own (which are always there).
+    """
     states = {"session-stats": {"session": state({1: V1})}} if states is None else states
     sources = [source()] if sources is None else sources
     sinks = [sink()] if sinks is None else sinks
@@ -98,7 +103,49 @@ def manifest(
         "stateless": False,
         "flags": [],
         "control": False,
+        "graph": {"operators": [*_declared_graph(sources, sinks, states), *(graph or [])]},
     }
+
+
+def op(
+    uid: str | None,
+    kind: str = "keyed",
+    *,
+    name: str = "",
+    key: str | None = "Row(String)",
+    op_id: str | None = None,
+    user_hash: str | None = None,
+    max_parallelism: int = -1,
+    parallelism: int = 2,
+) -> dict[str, Any]:
+    """One operator of a graph description (flowship.job._graph); its id a hash of its uid."""
+    digest = hashlib.md5((uid or name).encode()).hexdigest()
+    return {
+        "id": op_id or digest,
+        "user_hash": user_hash,
+        "uid": uid,
+        "name": name or str(uid),
+        "kind": kind,
+        "key": None if key is None else {"type": key, "fingerprint": f"sha256:{key}"},
+        "parallelism": parallelism,
+        "max_parallelism": max_parallelism,
+    }
+
+
+def _declared_graph(
+    sources: list[dict[str, Any]], sinks: list[dict[str, Any]], states: dict[str, Any]
+) -> list[dict[str, Any]]:
+    ops = []
+    for s in sources:
+        ops += [op(s["uid"], "source", key=None), op(f"{s['uid']}.decode", "operator", key=None)]
+        ops += [op(f"{s['uid']}.dlq", "sink", key=None)]
+        ops += [op(f"Sink Committer: {s['uid']}.dlq", "committer", key=None)]
+    for s in sinks:
+        ops += [
+            op(s["uid"], "sink", key=None),
+            op(f"Sink Committer: {s['uid']}", "committer", key=None),
+        ]
+    return ops + [op(uid) for uid in states]
 
 
 def source(
@@ -107,8 +154,10 @@ def source(
     return {"uid": uid, "topic": topic, "schema": schema, "dead_letter_topic": f"{topic}.dlq"}
 
 
-def sink(uid: str = "stats-sink", topic: str = "stats", schema: Any = STATS) -> dict[str, Any]:
-    return {"uid": uid, "topic": topic, "schema": schema}
+def sink(
+    uid: str = "stats-sink", topic: str = "stats", schema: Any = STATS, key: str | None = None
+) -> dict[str, Any]:
+    return {"uid": uid, "topic": topic, "schema": schema, "key": key}
 
 
 def kinds(report: UpgradeReport, severity: str | None = None) -> set[str]:
@@ -146,6 +195,12 @@ def test_helper_matches_real_manifest(real_manifest: dict[str, Any]) -> None:
     assert set(my_state["versions"][0]) == set(real_state["versions"][0])
     assert set(mine["sources"][0]) == set(real_manifest["sources"][0])
     assert set(mine["sinks"][0]) == set(real_manifest["sinks"][0])
+    real_ops, my_ops = real_manifest["graph"]["operators"], mine["graph"]["operators"]
+    assert {frozenset(o) for o in real_ops} == {frozenset(o) for o in my_ops}
+    assert {o["kind"] for o in real_ops} == {o["kind"] for o in my_ops}
+    keyed = next(o for o in real_ops if o["kind"] == "keyed")
+    assert keyed["uid"] == "session-stats"
+    assert keyed["key"]["type"] == "Row(String)"  # by_user keys by Types.STRING()
 
 
 def test_real_manifest_against_itself_and_other_mode(real_manifest: dict[str, Any]) -> None:
@@ -472,3 +527,109 @@ def test_a_rule_serving_a_variant_the_new_version_lacks_blocks_the_upgrade() -> 
     assert not report.compatible
     assert [p.kind for p in report.errors] == ["flag_variant_removed"]
     assert check_upgrade(old, old, rules=rules).compatible
+
+
+# the stream graph (operators flowship does not declare, key types, max parallelism) -------------
+
+
+def test_undeclared_stateful_operator_removed_from_the_graph_is_an_error() -> None:
+    old = manifest(graph=[op("seen-users")])
+    problem = one(check_upgrade(old, manifest()), "graph_operator_removed")
+    assert problem.severity == "error"
+    assert problem.where == "operator seen-users"
+    assert "flowship does not declare it" in problem.message
+    assert "dropped=['seen-users']" in problem.hint
+    # listed in dropped: let go on purpose, not reported again
+    assert check_upgrade(old, manifest(dropped=("seen-users",))).compatible
+    # a stateless operator may go
+    assert check_upgrade(manifest(graph=[op("fmt", "operator", key=None)]), manifest()).compatible
+
+
+def test_declared_operators_are_reported_once_not_again_from_the_graph() -> None:
+    old = manifest(sinks=[sink(), sink("audit-sink", "audit")])
+    report = check_upgrade(old, manifest())
+    assert kinds(report, "error") == {"sink_uid_changed"}  # not also its writer and committer
+    report = check_upgrade(manifest(), manifest(states={}))
+    assert kinds(report, "error") == {"stateful_operator_removed"}
+
+
+def test_a_stateless_job_only_keeps_its_sources() -> None:
+    old = manifest(graph=[op("seen-users"), op("audit", "sink", key=None)])
+    new = dict(manifest(states={}), stateless=True)
+    report = check_upgrade(dict(old, stateless=True), new)
+    assert "graph_operator_removed" not in kinds(report)
+    old = manifest(graph=[op("raw-source", "source", key=None)])
+    assert one(check_upgrade(old, new), "graph_operator_removed").where == "operator raw-source"
+
+
+def test_an_operator_without_uid_is_matched_by_its_id_or_pinned_hash() -> None:
+    old = manifest(graph=[op(None, name="counts", op_id="a" * 32)])
+    moved = manifest(graph=[op(None, name="counts", op_id="b" * 32)])
+    problem = one(check_upgrade(old, moved), "operator_id_changed")
+    assert problem.severity == "error"
+    assert f".set_uid_hash('{'a' * 32}')" in problem.hint
+    pinned = manifest(graph=[op("counts", user_hash="a" * 32)])
+    assert check_upgrade(old, pinned).compatible
+    same = check_upgrade(old, old)
+    assert same.compatible
+    assert one(same, "operator_without_uid").severity == "warning"
+
+
+def test_key_type_changes_are_errors() -> None:
+    old = manifest(graph=[op("seen-users", key="Row(String)")])
+    report = check_upgrade(old, manifest(graph=[op("seen-users", key="Row(Long)")]))
+    problem = one(report, "key_type_changed")
+    assert problem.severity == "error"
+    assert "is keyed by Row(Long)" in problem.message
+    assert "keys it by Row(String)" in problem.message
+    # flowship's own stateful operators are held to it too
+    new = manifest()
+    new["graph"]["operators"][-1]["key"] = {"type": "Row(Long)", "fingerprint": "sha256:x"}
+    assert one(check_upgrade(manifest(), new), "key_type_changed").where == "operator session-stats"
+    unkeyed = manifest(graph=[op("seen-users", "operator", key=None)])
+    assert "is no longer keyed" in one(check_upgrade(old, unkeyed), "key_type_changed").message
+
+
+@pytest.mark.parametrize(
+    ("old_max", "new_max", "severity"),
+    [(256, 512, "error"), (-1, 256, "warning"), (256, -1, None), (128, 128, None), (-1, -1, None)],
+)
+def test_max_parallelism_changes(old_max: int, new_max: int, severity: str | None) -> None:
+    old = manifest(graph=[op("seen-users", max_parallelism=old_max)])
+    new = manifest(graph=[op("seen-users", max_parallelism=new_max)])
+    report = check_upgrade(old, new)
+    if severity is None:
+        assert "max_parallelism_changed" not in kinds(report)
+        return
+    problem = one(report, "max_parallelism_changed")
+    assert problem.severity == severity
+    if severity == "warning":
+        assert "derived from parallelism 2: 128" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "expected"), [(1, 128), (2, 128), (100, 256), (1000, 2048), (30000, 32768)]
+)
+def test_default_max_parallelism_is_flinks(parallelism: int, expected: int) -> None:
+    from flowship.deploy.check import _default_max_parallelism
+
+    assert _default_max_parallelism(parallelism) == expected
+
+
+def test_a_manifest_without_graph_is_judged_by_its_declarations() -> None:
+    old = manifest(graph=[op("seen-users")])
+    del old["graph"]
+    report = check_upgrade(old, manifest())
+    assert report.compatible
+    assert any("stream graphs not compared: the running version's" in c for c in report.checked)
+
+
+def test_sink_key_change_is_a_warning() -> None:
+    old = manifest(sinks=[sink(key="field:user_id")])
+    new = manifest(sinks=[sink(key="field:session_id")])
+    problem = one(check_upgrade(old, new), "sink_key_changed")
+    assert problem.severity == "warning"
+    assert "field:session_id instead of field:user_id" in problem.message
+    assert check_upgrade(old, old).compatible
+    recorded_before_keys = manifest(sinks=[{k: v for k, v in sink().items() if k != "key"}])
+    assert "sink_key_changed" not in kinds(check_upgrade(recorded_before_keys, new))
