@@ -32,7 +32,12 @@ _FACTORY_KINDS = {
 
 
 def describe_graph(j_graph: Any) -> dict[str, Any]:
-    """The manifest's ``"graph"`` section for a Java ``StreamGraph`` (sorted by operator id)."""
+    """The manifest's ``"graph"`` section for a Java ``StreamGraph`` (sorted by operator id).
+
+    The graph is not fit to submit afterwards: Flink's hasher leaves it so that its copy at
+    submission misses the connector's classes. Describe a graph of its own
+    (:func:`describe_env`), never the one to submit.
+    """
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
@@ -57,6 +62,15 @@ def describe_graph(j_graph: Any) -> dict[str, Any]:
             }
         )
     return {"operators": sorted(operators, key=lambda op: op["id"])}
+
+
+def describe_env(env: Any) -> dict[str, Any]:
+    """Describe the graph built on ``env``, from a stream graph of its own.
+
+    ``env`` can then generate the graph it submits (as PyFlink's ``get_execution_plan`` before
+    ``execute``).
+    """
+    return describe_graph(env._generate_stream_graph(clear_transformations=False))
 
 
 def graph_of(job: Job, settings: Settings) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from flowship._log import get_logger
 from flowship.deploy.engine import Target
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import ClusterError, JobFailedError
+from flowship.job._graph import describe_env
 from flowship.job._runtime import (
     flink_options,
     java_error,
@@ -49,6 +50,8 @@ class LocalTarget(Target):
         self.rest_url = f"http://127.0.0.1:{settings.rest_port}"
         self._env = make_env({**flink_options(job, settings), **local_options(settings)})
         job.build(self._env, settings)
+        # for the gate: the graph Flink will run, described from a stream graph of its own
+        self.graph = describe_env(self._env)
         # the Python operator configuration, chaining and the stream graph: all done up front
         self.stream_graph = self._env._generate_stream_graph(
             clear_transformations=True, job_name=f"{job.name}@{job.version}"

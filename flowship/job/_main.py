@@ -21,7 +21,7 @@ from flowship.deploy.savepoints import restore_path
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import ConfigError, FlowshipError
 from flowship.job import _dry_run
-from flowship.job._graph import describe_graph, graph_of
+from flowship.job._graph import graph_of
 from flowship.job._local import LocalTarget
 from flowship.job._remote import ClusterTarget
 from flowship.job._settings import Settings, build_parser, settings_from_args
@@ -135,7 +135,7 @@ def _engine(job: Job, settings: Settings, argv: list[str]) -> Engine:
         LocalTarget(job, settings) if settings.is_local else ClusterTarget(job, settings)
     )
     # the gate compares the graph Flink will run, not only what flowship declared
-    manifest = job.manifest(settings.execution_mode, describe_graph(target.stream_graph))
+    manifest = job.manifest(settings.execution_mode, target.graph)
     return Engine(
         settings.open_ledger(),
         Release(job.name, job.version, manifest, str(job.script)),

@@ -19,6 +19,7 @@ from flowship.deploy.engine import Target, cancel_confirmed
 from flowship.deploy.ledger import JOB_SUBMITTED, fault_point
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import JobFailedError
+from flowship.job._graph import describe_env
 from flowship.job._runtime import (
     flink_options,
     java_error,
@@ -62,6 +63,8 @@ class ClusterTarget(Target):
         # pointing its configuration at the cluster turns it into a remote one
         set_options(self._env, remote_options(settings.target))
         job.build(self._env, settings)
+        # for the gate: the graph Flink will run, described from a stream graph of its own
+        self.graph = describe_env(self._env)
         # the Python operator configuration, chaining and the stream graph: all done up front
         self.stream_graph = self._env._generate_stream_graph(
             clear_transformations=True, job_name=f"{job.name}@{job.version}"
