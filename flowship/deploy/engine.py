@@ -33,7 +33,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from flowship._log import get_logger
 from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness, liveness
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
-from flowship.deploy.health import hand_over, watch
+from flowship.deploy.health import Flow, HealthThresholds, hand_over, watch
 from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
@@ -81,6 +81,8 @@ class Policy:
     state_dir: Path
     health_window_s: float = 60.0
     health_checkpoints: int = 2
+    #: how the new version's output is judged against the previous version's
+    health: HealthThresholds = field(default_factory=HealthThresholds)
     #: a bounded job (``--bounded``) ends by itself: no hand-over, no health watch
     bounded: bool = False
     #: the deployer's own flags: the automatic rollback starts the previous version with them
@@ -319,15 +321,19 @@ class Engine:
         job completed since it started counts (the ones completed while nobody watched too).
         """
         r = self.release
+        recorded = merged(self.ledger.deployments(r.job).get(deployment, []))
         health = watch(
             FlinkRest(self.target.rest_url),
             job_id,
             window_s,
             self.policy.health_checkpoints,
             count_from_start=resumed,
+            baseline=Flow.from_json(recorded.get("baseline")),
+            thresholds=self.policy.health,
         )
+        flow = {} if health.flow is None else {"flow": health.flow.to_json()}
         if not health.stable:
-            return self._roll_back(deployment, lease, job_id, health.reason)
+            return self._roll_back(deployment, lease, job_id, health.reason, **flow)
         self.ledger.record(
             r.job,
             deployment,
@@ -335,6 +341,7 @@ class Engine:
             reason=health.reason,
             checkpoints=health.checkpoints,
             waited_s=round(health.waited_s, 1),
+            **flow,
             **({"resumed": True} if resumed else {}),
         )
         log.info("upgrade.stable", job=r.job, version=r.version, reason=health.reason)
@@ -395,7 +402,9 @@ class Engine:
             duration_ms=int((time.monotonic() - started) * 1000),
         )
 
-    def _roll_back(self, deployment: str, lease: Lease, job_id: str | None, reason: str) -> int:
+    def _roll_back(
+        self, deployment: str, lease: Lease, job_id: str | None, reason: str, **facts: Any
+    ) -> int:
         """Cancel the new version, start the previous one from the pre-upgrade savepoint.
 
         ``job_id`` is the new version's Flink job (None: it did not start). Its cancel is
@@ -405,7 +414,7 @@ class Engine:
         deployment), with the deployer's flags.
         """
         r, ledger = self.release, self.ledger
-        ledger.record(r.job, deployment, Step.FAILED, reason=reason)
+        ledger.record(r.job, deployment, Step.FAILED, reason=reason, **facts)
         log.error("upgrade.failed", job=r.job, version=r.version, reason=reason)
         deployments = ledger.deployments(r.job)
         data = merged(deployments[deployment])

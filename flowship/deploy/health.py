@@ -2,14 +2,21 @@
 
 "Stable" means, within the window: the job is RUNNING, at least ``min_checkpoints`` checkpoints
 completed while it was watched, no failure is in its exception history (a failure means a restart
-under a restart strategy), and records flowed through it (unless its input was idle: then the
-report says so). The first failure seen ends the watch early with the exception's root cause.
+under a restart strategy), it was watched for at least the soak time, and its output holds up
+against the previous version's: the share of its input that goes to dead letters, the outputs it
+writes per input record (both compared with the previous version's, measured just before it
+was stopped), and its consumer lag, which must not keep growing. Those come from the Flink
+metrics of flowship's own operators (:class:`Flow`); the thresholds are settings
+(:class:`HealthThresholds`, docs/concepts/deployments.md). An input that stays idle, or too
+small to judge, is said so in the verdict. The first failure seen ends the watch early with the
+exception's root cause; an output problem ends it once it has lasted the soak time.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +36,163 @@ class Health:
     failures: int = 0
     records: int = 0
     waited_s: float = 0.0
+    #: what its operators counted, when the metrics could be read
+    flow: Flow | None = None
+
+
+#: Flink metric ids (summed over subtasks) of flowship's operators, by what they count. The
+#: operators' names are flowship's (``Source: kafka:<uid>``, ``kafka:<topic>: Writer``,
+#: ``dead-letter:<topic>: Writer``), as Flink's REST API spells them in metric ids.
+_FLOW_METRICS = {
+    "inputs": re.compile(r"^Source__kafka_.+\.numRecordsIn$"),
+    "outputs": re.compile(r"^kafka_.+__Writer\.numRecordsIn$"),
+    "dead_letters": re.compile(r"^dead-letter_.+__Writer\.numRecordsIn$"),
+    "lag": re.compile(r"^Source__kafka_.+\.pendingRecords$"),
+}
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What a version's flowship operators counted since its tasks started (Flink's metrics).
+
+    ``lag`` is what its Kafka sources have yet to read (None: not reported yet).
+    """
+
+    inputs: int = 0
+    outputs: int = 0
+    dead_letters: int = 0
+    lag: int | None = None
+
+    @property
+    def dead_letter_rate(self) -> float:
+        """Dead letters per input record."""
+        return self.dead_letters / self.inputs if self.inputs else 0.0
+
+    @property
+    def output_ratio(self) -> float:
+        """Output records per input record."""
+        return self.outputs / self.inputs if self.inputs else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """For the ledger: the counts and the two rates."""
+        return {
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "dead_letters": self.dead_letters,
+            "lag": self.lag,
+            "dead_letter_rate": round(self.dead_letter_rate, 4),
+            "output_ratio": round(self.output_ratio, 4),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Flow | None:
+        """The recorded form back (None for a missing or malformed record)."""
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            lag = data.get("lag")
+            return cls(
+                int(data["inputs"]),
+                int(data["outputs"]),
+                int(data["dead_letters"]),
+                None if lag is None else int(lag),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def read_flow(rest: FlinkRest, job_id: str) -> Flow:
+    """The job's :class:`Flow` now, from its vertices' subtask metrics (ClusterError if not)."""
+    totals = dict.fromkeys(_FLOW_METRICS, 0.0)
+    lag_seen = False
+    # downstream first: the counts only grow, so a source read last has counted at least what
+    # its outputs and dead letters were made of (Flink lists the vertices sources first)
+    for vertex in reversed(rest.job(job_id).get("vertices", [])):
+        ids = [m["id"] for m in rest.subtask_metrics(job_id, vertex["id"])]
+        wanted = [i for i in ids if any(p.match(i) for p in _FLOW_METRICS.values())]
+        if not wanted:
+            continue
+        for metric in rest.subtask_metrics(job_id, vertex["id"], wanted):
+            value, least = metric.get("sum"), metric.get("min")
+            if value is None:
+                continue
+            for name, pattern in _FLOW_METRICS.items():
+                if not pattern.match(metric["id"]):
+                    continue
+                if name == "lag":
+                    if least is not None and float(least) < 0:
+                        continue  # a reader that does not know its lag yet reports -1
+                    lag_seen = True
+                totals[name] += float(value)
+    return Flow(
+        int(totals["inputs"]),
+        int(totals["outputs"]),
+        int(totals["dead_letters"]),
+        int(totals["lag"]) if lag_seen else None,
+    )
+
+
+def baseline_flow(rest_url: str, job_id: str) -> Flow | None:
+    """The running version's flow just before it is stopped; None when it cannot be read."""
+    try:
+        return read_flow(FlinkRest(rest_url), job_id)
+    except ClusterError:
+        return None
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """How a new version's output is judged: the ``health_*`` settings (docs/concepts)."""
+
+    #: the least time a version is watched before it can be called stable; also how long an
+    #: output problem must last before it is the version's verdict
+    soak_s: float = 10.0
+    #: input records the version must have read before its output is judged
+    min_inputs: int = 100
+    #: how much more of its input may go to dead letters than the previous version's share
+    max_dead_letter_increase: float = 0.05
+    #: the least outputs per input, as a fraction of the previous version's (0: not judged)
+    min_output_ratio: float = 0.5
+    #: how many records the consumer lag may grow by over ``soak_s`` (0: not judged)
+    max_lag_growth: int = 10_000
+
+
+def output_problems(
+    policy: HealthThresholds, baseline: Flow | None, flow: Flow, lag_before: int | None
+) -> list[str]:
+    """What is wrong with a version's output compared with the previous version's (or [])."""
+    problems = []
+    if (
+        policy.max_lag_growth > 0
+        and lag_before is not None
+        and flow.lag is not None
+        and flow.lag - lag_before > policy.max_lag_growth
+    ):
+        problems.append(
+            f"its consumer lag grew from {lag_before} to {flow.lag} records in "
+            f"{policy.soak_s:.0f}s (more than {policy.max_lag_growth}): it does not keep up "
+            "with its input"
+        )
+    if flow.inputs < policy.min_inputs:
+        return problems
+    base_rate = baseline.dead_letter_rate if baseline is not None else 0.0
+    if flow.dead_letter_rate > base_rate + policy.max_dead_letter_increase:
+        problems.append(
+            f"{flow.dead_letter_rate:.1%} of its input went to dead-letter topics "
+            f"({flow.dead_letters} of {flow.inputs} records); the previous version's share was "
+            f"{base_rate:.1%}"
+        )
+    if (
+        baseline is not None
+        and policy.min_output_ratio > 0
+        and baseline.output_ratio > 0
+        and flow.output_ratio < baseline.output_ratio * policy.min_output_ratio
+    ):
+        problems.append(
+            f"it wrote {flow.output_ratio:.2f} outputs per input record ({flow.outputs} for "
+            f"{flow.inputs}); the previous version wrote {baseline.output_ratio:.2f}"
+        )
+    return problems
 
 
 def verdict_open_since(entries: Sequence[Entry]) -> float | None:
@@ -109,17 +273,29 @@ def watch(
     poll_s: float = 1.0,
     *,
     count_from_start: bool = False,
+    baseline: Flow | None = None,
+    thresholds: HealthThresholds | None = None,
 ) -> Health:
     """Watch ``job_id`` for up to ``window_s`` seconds; return as soon as it is known.
 
     Only checkpoints that complete during the watch count (not, say, the hand-over ones);
     with ``count_from_start`` (a watch taken up again after its deployer died) every checkpoint
     the job completed counts, since the ones completed while nobody watched are part of its
-    window. Failures and records always count from the job's start.
+    window. Failures and records always count from the job's start. ``baseline``: the previous
+    version's :class:`Flow` (None: its rates are unknown, only absolute limits apply).
     """
+    limits = thresholds or HealthThresholds()
     started = time.monotonic()
     checkpoints = records = 0
     before: int | None = 0 if count_from_start else None
+    flow: Flow | None = None
+    lags: list[tuple[float, int]] = []
+    troubled_since: float | None = None
+
+    def verdict(stable: bool, reason: str, failures: int = 0) -> Health:
+        waited = time.monotonic() - started
+        return Health(stable, reason, checkpoints, failures, records, waited, flow)
+
     while True:
         waited = time.monotonic() - started
         try:
@@ -129,54 +305,68 @@ def watch(
             before = completed if before is None else before
             checkpoints = completed - before
         except ClusterError as exc:
-            return Health(
-                False,
-                f"the job's REST API stopped answering: {exc}",
-                checkpoints,
-                0,
-                records,
-                waited,
-            )
+            return verdict(False, f"the job's REST API stopped answering: {exc}")
         if failures:
-            return Health(
-                False,
-                f"the job failed {failures}x: {reason}",
-                checkpoints,
-                failures,
-                records,
-                waited,
-            )
+            return verdict(False, f"the job failed {failures}x: {reason}", failures)
         if job["state"] != "RUNNING":
-            return Health(False, f"the job is {job['state']}", checkpoints, 0, records, waited)
-        total = _records(job)
-        records = total  # since the job started: hand-over checkpoints' records count too
-        if checkpoints >= min_checkpoints and records > 0:
-            return Health(
-                True,
-                f"{checkpoints} checkpoints, {records} records, no failures",
-                checkpoints,
-                0,
-                records,
-                waited,
+            return verdict(False, f"the job is {job['state']}")
+        try:
+            flow = read_flow(rest, job_id)
+        except ClusterError:
+            pass  # a metrics hiccup: judge on the last reading
+        # since the job started: the hand-over checkpoints' records count too
+        records = flow.inputs if flow is not None and flow.inputs else _records(job)
+        problems: list[str] = []
+        if flow is not None:
+            if flow.lag is not None:
+                lags.append((waited, flow.lag))
+            problems = output_problems(
+                limits, baseline, flow, _lag_at(lags, waited - limits.soak_s)
             )
-        if waited >= window_s:
+        if problems:
+            troubled_since = waited if troubled_since is None else troubled_since
+            if waited - troubled_since >= limits.soak_s or waited >= window_s:
+                return verdict(False, "its output is not healthy: " + "; ".join(problems))
+        else:
+            troubled_since = None
+            if (
+                checkpoints >= min_checkpoints
+                and waited >= limits.soak_s
+                and records >= max(limits.min_inputs, 1)
+            ):
+                return verdict(True, _stable_reason(checkpoints, records, flow, baseline))
+        if waited >= window_s and not problems:
             if checkpoints >= min_checkpoints:
-                return Health(
-                    True,
-                    f"{checkpoints} checkpoints, no failures; no records "
-                    f"flowed in {window_s:.0f}s (idle input)",
-                    checkpoints,
-                    0,
-                    0,
-                    waited,
+                note = (
+                    f"no records flowed in {window_s:.0f}s (idle input)"
+                    if records == 0
+                    else f"only {records} input records in {window_s:.0f}s, fewer than the "
+                    f"{limits.min_inputs} its output is judged on"
                 )
-            return Health(
+                return verdict(True, f"{checkpoints} checkpoints, no failures; {note}")
+            return verdict(
                 False,
-                f"only {checkpoints} of {min_checkpoints} checkpoints "
-                f"completed within {window_s:.0f}s",
-                checkpoints,
-                0,
-                records,
-                waited,
+                f"only {checkpoints} of {min_checkpoints} checkpoints completed within "
+                f"{window_s:.0f}s",
             )
         time.sleep(poll_s)
+
+
+def _lag_at(lags: Sequence[tuple[float, int]], at: float) -> int | None:
+    """The lag last seen at or before ``at`` seconds into the watch (None: none seen then)."""
+    seen = [lag for when, lag in lags if when <= at]
+    return seen[-1] if seen else None
+
+
+def _stable_reason(checkpoints: int, records: int, flow: Flow | None, baseline: Flow | None) -> str:
+    reason = f"{checkpoints} checkpoints, {records} records, no failures"
+    if flow is None:
+        return reason + "; output not judged (its metrics could not be read)"
+    reason += (
+        f"; {flow.output_ratio:.2f} outputs per input, {flow.dead_letter_rate:.1%} dead letters"
+    )
+    if baseline is None:
+        return reason + " (the previous version's rates are unknown)"
+    return reason + (
+        f" (previous version: {baseline.output_ratio:.2f}, {baseline.dead_letter_rate:.1%})"
+    )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,19 @@ class FlinkRest:
     def exceptions(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/:id/exceptions``: the job's failure history (newest first)."""
         result: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/exceptions")
+        return result
+
+    def subtask_metrics(
+        self, job_id: str, vertex_id: str, ids: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """``GET /jobs/:id/vertices/:vid/subtasks/metrics``: the metric ids its subtasks report.
+
+        Given ``ids``: their values over all subtasks (``sum`` and ``min`` of each).
+        """
+        path = f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics"
+        if ids:
+            path += "?" + urllib.parse.urlencode({"get": ",".join(ids), "agg": "sum,min"})
+        result: list[dict[str, Any]] = self._call("GET", path) or []
         return result
 
     def cancel(self, job_id: str) -> None:

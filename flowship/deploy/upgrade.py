@@ -28,7 +28,7 @@ from typing import Any
 from flowship._log import get_logger
 from flowship.deploy.alive import Liveness, Verdict, deployment_liveness, liveness
 from flowship.deploy.check import UpgradeReport, check_upgrade
-from flowship.deploy.health import verdict_open_since
+from flowship.deploy.health import baseline_flow, verdict_open_since
 from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest, completed_savepoint
@@ -197,7 +197,12 @@ def stop_old(
     target: Path,
     lease: Lease,
 ) -> Prepared:
-    """Record SAVEPOINTING, stop the ``old`` version with a savepoint into ``target``, STOPPED."""
+    """Record SAVEPOINTING, stop the ``old`` version with a savepoint into ``target``, STOPPED.
+
+    SAVEPOINTING records what the old version's operators counted until now (its ``baseline``
+    flow, when its metrics can be read): the health watch judges the new version against it.
+    """
+    baseline = baseline_flow(old["rest_url"], old["job_id"])
     ledger.record(
         job,
         deployment,
@@ -205,6 +210,7 @@ def stop_old(
         target=str(target),
         old_job_id=old["job_id"],
         old_rest_url=old["rest_url"],
+        baseline=None if baseline is None else baseline.to_json(),
     )
     started = time.monotonic()
     savepoint = stop_with_savepoint(FlinkRest(old["rest_url"]), old["job_id"], target)

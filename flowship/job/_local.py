@@ -9,6 +9,7 @@ job until the job ends (bounded input) or is stopped with a savepoint (the next 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ log = get_logger("flowship.job")
 START_TIMEOUT = 120.0
 #: Seconds a stopped or cancelled version gets to let go of the REST port.
 PORT_TIMEOUT = 60.0
+#: Seconds a cancelled version's mini-cluster gets to shut down before its JVM is ended.
+CANCELLED_TIMEOUT = 30.0
 
 
 class LocalTarget(Target):
@@ -58,6 +61,10 @@ class LocalTarget(Target):
         )
         self._client: Any = None
         self._started = time.monotonic()
+        from pyflink.java_gateway import get_gateway
+
+        #: the JVM the mini-cluster runs in (PyFlink's gateway, a child of this process)
+        self._jvm_pid = int(get_gateway().jvm.java.lang.ProcessHandle.current().pid())
 
     def prepare(self) -> None:
         """Kafka answers and the sources' topics exist; create the control plane's topics.
@@ -72,8 +79,30 @@ class LocalTarget(Target):
         wait_port_free(self._settings.rest_port, timeout=PORT_TIMEOUT)
 
     def cancelled(self) -> None:
-        """The cancelled version's mini-cluster shuts down: wait for the REST port."""
-        wait_port_free(self._settings.rest_port, timeout=PORT_TIMEOUT)
+        """The cancelled version's mini-cluster shuts down: wait for the REST port.
+
+        Flink confirmed the cancel, but a mini-cluster whose task is stuck in Python code (a
+        version that takes long per record, say) can take minutes to let go of the port, and
+        the previous version needs it to start: the job must not stay down meanwhile. The
+        mini-cluster lives in this process's JVM, which holds nothing else by now (a rollback
+        starts the previous version in a process of its own): end that JVM.
+        """
+        port = self._settings.rest_port
+        try:
+            wait_port_free(port, timeout=CANCELLED_TIMEOUT)
+            return
+        except ClusterError:
+            pid = self._jvm_pid
+        log.warning(
+            "job.jvm_ended",
+            job=self._job.name,
+            version=self._job.version,
+            pid=pid,
+            reason=f"the cancelled version's mini-cluster still holds REST port {port} after "
+            f"{CANCELLED_TIMEOUT:.0f}s",
+        )
+        os.kill(pid, signal.SIGKILL)
+        wait_port_free(port, timeout=PORT_TIMEOUT)
 
     def start(self, restore: str | None, deployment: str) -> str:
         """Execute the graph (from ``restore``); the job id once RUNNING (or already FINISHED)."""

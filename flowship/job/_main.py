@@ -144,6 +144,7 @@ def _engine(job: Job, settings: Settings, argv: list[str]) -> Engine:
             settings.state_dir,
             health_window_s=settings.health_window_s,
             health_checkpoints=settings.health_checkpoints,
+            health=settings.health,
             bounded=settings.bounded,
             argv=argv,
         ),

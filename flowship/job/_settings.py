@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowship.deploy.health import HealthThresholds
 from flowship.deploy.ledger import Ledger
 from flowship.deploy.ledgers import open_ledger
 from flowship.errors import ConfigError
@@ -63,6 +64,34 @@ class Settings(BaseSettings):
     health_checkpoints: int = Field(
         2, ge=0, description="completed checkpoints a new version needs to be stable"
     )
+    health_soak_s: float = Field(
+        10.0,
+        ge=0,
+        description="the least time a new version is watched before it can be stable; an "
+        "output problem must also last this long to roll it back",
+    )
+    health_min_inputs: int = Field(
+        100, ge=0, description="input records a new version must read before it is stable"
+    )
+    health_max_dead_letter_increase: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="how much larger a share of its input a new version may send to "
+        "dead-letter topics than the previous version did (0.05: 5 percentage points)",
+    )
+    health_min_output_ratio: float = Field(
+        0.5,
+        ge=0,
+        description="the least outputs per input record a new version must write, as a "
+        "fraction of the previous version's (0: not judged)",
+    )
+    health_max_lag_growth: int = Field(
+        10_000,
+        ge=0,
+        description="by how many records a new version's consumer lag may grow within the "
+        "soak time (0: not judged)",
+    )
     bounded: bool = Field(
         False, description="stop at the Kafka offsets that are latest when the job starts"
     )
@@ -104,6 +133,17 @@ class Settings(BaseSettings):
     def open_ledger(self) -> Ledger:
         """The deployment ledger these settings name."""
         return open_ledger(self.ledger, self.ledger_path, host=self.host_id)
+
+    @property
+    def health(self) -> HealthThresholds:
+        """How a new version's output is judged (the ``health_*`` settings)."""
+        return HealthThresholds(
+            soak_s=self.health_soak_s,
+            min_inputs=self.health_min_inputs,
+            max_dead_letter_increase=self.health_max_dead_letter_increase,
+            min_output_ratio=self.health_min_output_ratio,
+            max_lag_growth=self.health_max_lag_growth,
+        )
 
     @property
     def is_local(self) -> bool:

@@ -1,0 +1,94 @@
+"""The health watch judges output, not only liveness (local target, real broker, under load).
+
+Each bad version 2 runs, checkpoints and never fails, so a watch of liveness alone records it
+STABLE. One dead-letters every record, one writes nothing, one never keeps up (its lag grows):
+each is rolled back (exit 6), its ledger entry naming what was wrong and its counts. Then the
+example's healthy version 2, under the same load and settings, is recorded STABLE.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import events
+import pytest
+from helpers import EXAMPLE, produce_clicks, setup_topics, tail
+from test_local_upgrades import JOB, stop_recorded_pids, wait_running
+
+from flowship.deploy.ledger import LocalLedger, merged
+from flowship.deploy.machine import Step
+from flowship.testing.jobs import JobProcess, job_command
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
+
+BAD = Path(__file__).parent / "jobs" / "output"
+#: the watch's settings for every upgrade here: the defaults (tests/conftest.py lowers two for
+#: the rest of the suite), but a shorter soak and lag limit
+WATCH = ("--health-soak-s", "4", "--health-min-inputs", "100", "--health-max-lag-growth", "300")
+
+
+def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    stop = threading.Event()
+
+    def feed() -> None:  # 150 clicks a second until the test ends
+        evs = iter(events.clicks(10**6, users=200))
+        while not stop.is_set():
+            produce_clicks(bootstrap, [next(evs) for _ in range(150)], 150.0)
+
+    producer = threading.Thread(target=feed, daemon=True)
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        for script, problem in (
+            ("dead_letters_v2.py", "of its input went to dead-letter topics"),
+            ("silent_v2.py", "0.00 outputs per input record"),
+            # never keeps up: its lag grows, or (its input buffered in flight) its outputs fall
+            # behind its inputs, whichever shows first
+            ("slow_v2.py", "consumer lag grew from|outputs per input record"),
+        ):
+            done = subprocess.run(
+                job_command(BAD / script, bootstrap, state, "--upgrade-from", "savepoint", *WATCH,
+                            "--health-window-s", "30"),
+                capture_output=True, text=True, timeout=400, check=False)
+            assert done.returncode == 6, (script, tail(done.stdout + done.stderr))
+            assert "rolled back to version 1" in done.stderr, tail(done.stderr)
+            failed = merged(list(ledger.deployments(JOB).values())[-2])
+            assert failed["version"] == "2"
+            assert failed["reason"].startswith("its output is not healthy: "), failed["reason"]
+            assert re.search(problem, failed["reason"]), failed["reason"]
+            assert failed["baseline"]["inputs"] > 0  # v1's counts, read before it stopped
+            assert failed["baseline"]["output_ratio"] > 0.9
+            assert failed["flow"]["inputs"] > 0
+            wait_running(ledger, "1")
+        good = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from", "savepoint",
+                          *WATCH, "--health-window-s", "60").start()
+        try:
+            wait_running(ledger, "2", stable=True, timeout=300)
+        finally:
+            stop.set()
+            good.stop()
+    finally:
+        stop.set()
+        v1.stop()
+        stop_recorded_pids(ledger)
+        producer.join(timeout=30)
+    deployments = list(ledger.deployments(JOB).values())
+    stable = deployments[-1]
+    assert [e.step for e in stable][-1] is Step.STABLE
+    data = merged(stable)
+    assert data["flow"]["output_ratio"] > 0.5 * data["baseline"]["output_ratio"]
+    assert data["flow"]["dead_letter_rate"] <= 0.05
+    assert "outputs per input" in data["reason"]
+    # the three rolled back, each followed by the previous version started again
+    failed = [merged(d) for d in deployments if d[-1].step is Step.ROLLED_BACK]
+    assert len(failed) == 3
