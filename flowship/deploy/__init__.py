@@ -22,7 +22,9 @@ PyFlink's DataStream API nor :mod:`flowship.job` (which builds the graph and han
 ``machine``        :class:`Step`: the deployment state machine and its allowed transitions
 ``check``          :func:`check_upgrade`: can the new manifest read the running one's state?
 ``alive``          :func:`liveness`: is a Flink job alive, dead, or unknown (never guessed)
-``health``         :func:`watch`: is a freshly started version stable within its window?
+``health``         :func:`watch`: is a freshly started version stable within its window, and
+                   does its output (:class:`Flow`) hold up against the previous version's
+                   (:class:`HealthThresholds`)?
 ``rest``           :class:`FlinkRest`: a small Flink REST client (standard library only)
 ``savepoints``     :func:`restore_path`, :func:`check_metadata`: is a savepoint really Flink's?
 ``rehearse``       what ``--dry-run`` reads and reports (state reader, rehearsal topics)
@@ -46,7 +48,7 @@ from flowship.deploy.exits import (
     EXIT_UNREACHABLE,
     exit_code_for,
 )
-from flowship.deploy.health import Health, watch
+from flowship.deploy.health import Flow, Health, HealthThresholds, read_flow, watch
 from flowship.deploy.kafka_ledger import KafkaLedger
 from flowship.deploy.ledger import (
     Entry,
@@ -86,7 +88,9 @@ __all__ = [
     "Engine",
     "Entry",
     "FlinkRest",
+    "Flow",
     "Health",
+    "HealthThresholds",
     "KafkaLedger",
     "Lease",
     "LeaseHeldError",
@@ -115,6 +119,7 @@ __all__ = [
     "liveness",
     "open_ledger",
     "prepare_upgrade",
+    "read_flow",
     "restore_path",
     "run_rollback",
     "watch",

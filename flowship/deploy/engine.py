@@ -439,6 +439,9 @@ class Engine:
             Step.ROLLING_BACK,
             to_version=previous_version,
             from_savepoint=savepoint,
+            downstream="the previous version replays the input from the pre-upgrade savepoint: "
+            "outputs this version committed for that input are followed by the previous "
+            f"version's, which carry the header flowship.replaces={deployment}",
         )
         self._confirm_cancelled(deployment, job_id)
         self.target.cancelled()

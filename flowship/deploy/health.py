@@ -315,7 +315,7 @@ def watch(
         except ClusterError:
             pass  # a metrics hiccup: judge on the last reading
         # since the job started: the hand-over checkpoints' records count too
-        records = flow.inputs if flow is not None and flow.inputs else _records(job)
+        records = flow.inputs if flow is not None else _records(job)
         problems: list[str] = []
         if flow is not None:
             if flow.lag is not None:

@@ -141,11 +141,18 @@ class Job:
         return fn
 
     def build(
-        self, env: StreamExecutionEnvironment, settings: Settings, *, rehearsal: str = ""
+        self,
+        env: StreamExecutionEnvironment,
+        settings: Settings,
+        *,
+        rehearsal: str = "",
+        replaces: str | None = None,
     ) -> None:
         """Add the whole graph (sources, topology, sinks, dead letters) to ``env``.
 
         ``rehearsal`` (a ``--dry-run``'s suffix) isolates every Kafka name the graph uses.
+        ``replaces``: the failed deployment an automatic rollback's run replays the input of
+        (every output then names it in the ``flowship.replaces`` header).
         """
         from flowship.kafka._flink import add_sink, add_source
 
@@ -156,7 +163,7 @@ class Job:
                 "@job.topology before calling main()"
             )
             raise ConfigError(msg)
-        ctx = self._kafka_context(settings, rehearsal)
+        ctx = self._kafka_context(settings, rehearsal, replaces)
         streams = {s.name: add_source(env, s, ctx) for s in self.sources}
         out = self._topology(**streams)
         for sink, stream in self._sink_map(out).items():
@@ -192,7 +199,9 @@ class Job:
 
         ensure_job_topics(self._kafka_context(settings, rehearsal), [s.topic for s in self.sinks])
 
-    def _kafka_context(self, settings: Settings, rehearsal: str) -> Any:
+    def _kafka_context(
+        self, settings: Settings, rehearsal: str, replaces: str | None = None
+    ) -> Any:
         from flowship.kafka._flink import KafkaContext
 
         return KafkaContext(
@@ -204,6 +213,7 @@ class Job:
             control_topic=self.control_topic if self.control else None,
             flags=self.flags,
             environment=settings.environment,
+            replaces=replaces,
         )
 
     def _sink_map(self, out: Any) -> dict[KafkaSink, Any]:

@@ -47,12 +47,12 @@ class LocalTarget(Target):
 
     in_process = True
 
-    def __init__(self, job: Job, settings: Settings) -> None:
+    def __init__(self, job: Job, settings: Settings, replaces: str | None = None) -> None:
         self._job = job
         self._settings = settings
         self.rest_url = f"http://127.0.0.1:{settings.rest_port}"
         self._env = make_env({**flink_options(job, settings), **local_options(settings)})
-        job.build(self._env, settings)
+        job.build(self._env, settings, replaces=replaces)
         # for the gate: the graph Flink will run, described from a stream graph of its own
         self.graph = describe_env(self._env)
         # the Python operator configuration, chaining and the stream graph: all done up front

@@ -57,7 +57,8 @@ def run_main(job: Job, argv: list[str]) -> int:
             from_checkpoint = args.upgrade_from == "latest-checkpoint"
             return _engine(job, settings, argv).upgrade(from_checkpoint)
         restore = restore_path(args.upgrade_from)
-        return _engine(job, settings, argv).deploy(restore, args.flowship_rollback_of)
+        rollback_of = args.flowship_rollback_of
+        return _engine(job, settings, argv, replaces=rollback_of).deploy(restore, rollback_of)
     except AlreadyDeployed as exc:
         print(f"flowship: {job.name}: {exc}; nothing to do", file=sys.stderr)
         return EXIT_OK
@@ -125,14 +126,19 @@ def _rules_reader(job: Job, settings: Settings) -> RulesReader:
     return read
 
 
-def _engine(job: Job, settings: Settings, argv: list[str]) -> Engine:
+def _engine(job: Job, settings: Settings, argv: list[str], replaces: str | None = None) -> Engine:
     """The deployment engine for this version on the settings' target (its graph built now).
+
+    ``replaces``: an automatic rollback's failed deployment, whose input this run replays
+    from the pre-upgrade savepoint (its outputs say so, header ``flowship.replaces``).
 
     The graph is built before anything is stopped or recorded: an upgrade's gap between the old
     version's last output and this one's first is then the savepoint plus the start-up.
     """
     target: LocalTarget | ClusterTarget = (
-        LocalTarget(job, settings) if settings.is_local else ClusterTarget(job, settings)
+        LocalTarget(job, settings, replaces)
+        if settings.is_local
+        else ClusterTarget(job, settings, replaces)
     )
     # the gate compares the graph Flink will run, not only what flowship declared
     manifest = job.manifest(settings.execution_mode, target.graph)

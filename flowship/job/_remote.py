@@ -51,7 +51,7 @@ def remote_options(target: str) -> dict[str, str]:
 class ClusterTarget(Target):
     """A job's graph, built in this process and ready to submit to a session cluster."""
 
-    def __init__(self, job: Job, settings: Settings) -> None:
+    def __init__(self, job: Job, settings: Settings, replaces: str | None = None) -> None:
         self.rest_url = settings.target
         self._rest = FlinkRest(settings.target)
         self._rest.overview()  # fail fast, with a clear error, if unreachable
@@ -62,7 +62,7 @@ class ClusterTarget(Target):
         # a script run by plain Python gets a local environment (execution.target=local);
         # pointing its configuration at the cluster turns it into a remote one
         set_options(self._env, remote_options(settings.target))
-        job.build(self._env, settings)
+        job.build(self._env, settings, replaces=replaces)
         # for the gate: the graph Flink will run, described from a stream graph of its own
         self.graph = describe_env(self._env)
         # the Python operator configuration, chaining and the stream graph: all done up front

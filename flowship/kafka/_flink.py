@@ -73,6 +73,9 @@ class KafkaContext:
     flags: tuple[Flag, ...] = ()
     #: the ``environment`` setting (``env=`` rules match it)
     environment: str = "default"
+    #: a rollback's run replaying the input from the pre-upgrade savepoint: the failed
+    #: deployment, named on every output (header ``flowship.replaces``)
+    replaces: str | None = None
 
     def side_topic(self, topic: str) -> str:
         """Where this version writes the outputs its routing sends aside."""
@@ -335,14 +338,17 @@ class EncodeAvro(MapFunction):
         self._uid = sink.uid
         self._topic = sink.topic
         self._key = sink.key
-        self._version = ctx.version
+        #: the headers every output carries first (its version; a replay's failed deployment)
+        self._common = [(H.VERSION, ctx.version)]
+        if ctx.replaces:
+            self._common.append((H.REPLACES, ctx.replaces))
         self._codec: AvroCodec | None = None
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSink {self._uid!r} schema")
         # the headers are the same for every record but the provenance: encode them once
-        self._plain_headers = pack_headers([(H.VERSION, self._version)])
-        self._source_prefix = H.encode_headers([(H.VERSION, self._version), (H.SOURCE, "")])
+        self._plain_headers = pack_headers(self._common)
+        self._source_prefix = H.encode_headers([*self._common, (H.SOURCE, "")])
         #: (topic, partition) -> the encoded headers up to the offset: "...topic/partition/"
         self._provenance: dict[tuple[str, int], bytes] = {}
 
@@ -361,7 +367,7 @@ class EncodeAvro(MapFunction):
             decisions = decisions_of(decided)
             if decisions is not None and decisions.get(ROUTE_KEY) == SIDE:
                 where = [(H.SOURCE, f"{topic}/{partition}/{offset}")] if offset >= 0 else []
-                headers = pack_headers([(H.VERSION, self._version), *where, (H.ROUTE, SIDE)])
+                headers = pack_headers([*self._common, *where, (H.ROUTE, SIDE)])
             elif offset < 0:  # a timer's output: its key's last input decisions, no provenance
                 headers = self._plain_headers
             else:

@@ -8,6 +8,9 @@ SOURCE = "flowship.source"  # topic/partition/offset of the input record an outp
 JOB = "flowship.job"
 VERSION = "flowship.version"
 ROUTE = "flowship.route"  # "side": the sink writes the record to its side topic
+#: on every output of a version an automatic rollback restarted from the pre-upgrade savepoint:
+#: the failed deployment whose outputs for the same input address it may replace
+REPLACES = "flowship.replaces"
 ERROR = "flowship.error"
 ERROR_TYPE = "flowship.error.type"
 SOURCE_UID = "flowship.source.uid"

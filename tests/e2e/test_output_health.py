@@ -11,11 +11,20 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import events
 import pytest
-from helpers import EXAMPLE, produce_clicks, setup_topics, tail
+from helpers import (
+    EXAMPLE,
+    assert_exactly_once,
+    produce_clicks,
+    read_outputs,
+    setup_topics,
+    tail,
+)
 from test_local_upgrades import JOB, stop_recorded_pids, wait_running
 
 from flowship.deploy.ledger import LocalLedger, merged
@@ -92,3 +101,47 @@ def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
     # the three rolled back, each followed by the previous version started again
     failed = [merged(d) for d in deployments if d[-1].step is Step.ROLLED_BACK]
     assert len(failed) == 3
+
+
+def test_a_rollbacks_replay_marks_the_outputs_that_follow_a_failed_versions(
+    fresh_kafka_broker, tmp_path: Path
+) -> None:
+    """A v2 commits wrong outputs, then fails: downstream sees them followed by v1's, marked."""
+    bootstrap = fresh_kafka_broker.bootstrap
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(6_000, users=100))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 200.0))  # 30 s
+    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    try:
+        wait_running(ledger, "1")
+        producer.start()
+        time.sleep(5)
+        done = subprocess.run(
+            job_command(BAD / "wrong_then_fails_v2.py", bootstrap, state,
+                        "--upgrade-from", "savepoint", "--health-soak-s", "20"),
+            capture_output=True, text=True, timeout=400, check=False)
+        assert done.returncode == 6, tail(done.stdout + done.stderr)
+        wait_running(ledger, "1")
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
+    finally:
+        v1.stop()
+        stop_recorded_pids(ledger)
+    failed_id, failed = list(ledger.deployments(JOB).items())[-2]
+    assert "failing on purpose" in merged(failed)["reason"]
+    assert "flowship.replaces=" + failed_id in merged(failed)["downstream"]
+    wrong = [m for m in outputs if m.headers["flowship.version"] == "2"]
+    assert wrong, "the failed version committed no outputs: nothing was tested"
+    marked = [m for m in outputs if m.headers.get("flowship.replaces") == failed_id]
+    assert {m.headers["flowship.version"] for m in marked} == {"1"}
+    position = {id(m): i for i, m in enumerate(outputs)}
+    replaced = {m.headers["flowship.source"]: position[id(m)] for m in marked}
+    for m in wrong:  # each wrong output is followed by the previous version's, marked
+        assert replaced.get(m.headers["flowship.source"], -1) > position[id(m)], m.headers
+    # keeping the last output per input address leaves each input's right output, once
+    last: dict[str, Any] = {}
+    for m in outputs:
+        last[m.headers["flowship.source"]] = m
+    assert_exactly_once(list(last.values()), evs)

@@ -129,3 +129,23 @@ def test_sink_records_carry_version_and_provenance_headers() -> None:
     assert encode.map({"id": "a"}) == pack_sink_record(
         b"a", pack_headers([(H.VERSION, "7")]), payload
     )
+
+
+def test_a_rollbacks_replay_names_the_failed_deployment_on_every_output() -> None:
+    from flowship.kafka import KafkaSink, Record
+    from flowship.kafka._flink import EncodeAvro, KafkaContext
+    from flowship.schema import AvroCodec
+
+    schema = {"type": "record", "name": "Out", "fields": [{"name": "id", "type": "string"}]}
+    sink = KafkaSink(uid="out", topic="out", schema=schema, key="id")
+    ctx = KafkaContext("127.0.0.1:1", "job", "1", replaces="20261130T052902Z-bb1cbfc6")
+    encode = EncodeAvro(sink, ctx)
+    encode.open(None)
+    payload = AvroCodec(schema).encode({"id": "a"})
+    replaces = (H.REPLACES, "20261130T052902Z-bb1cbfc6")
+    out = encode.map(Record({"id": "a"}, None, "clicks", 3, 42, 0))
+    headers = pack_headers([(H.VERSION, "1"), replaces, (H.SOURCE, "clicks/3/42")])
+    assert out == pack_sink_record(b"a", headers, payload)
+    timer = encode.map(Record({"id": "a"}, None, "", -1, -1, 0))  # no input record
+    assert timer == pack_sink_record(b"a", pack_headers([(H.VERSION, "1"), replaces]), payload)
+    assert encode.map({"id": "a"}) == timer
