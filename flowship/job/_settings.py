@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description="after an upgrade, how long the new version has to prove "
-        "itself stable (RUNNING, checkpoints, no failures, records flowing)",
+        "itself stable (RUNNING, checkpoints, no failures, its output holding up)",
     )
     health_checkpoints: int = Field(
         2, ge=0, description="completed checkpoints a new version needs to be stable"
