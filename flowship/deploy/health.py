@@ -101,13 +101,20 @@ class Flow:
             return None
 
 
-def read_flow(rest: FlinkRest, job_id: str) -> Flow:
-    """The job's :class:`Flow` now, from its vertices' subtask metrics (ClusterError if not)."""
+def read_flow(
+    rest: FlinkRest, job_id: str, vertices: Sequence[Mapping[str, Any]] | None = None
+) -> Flow:
+    """The job's :class:`Flow` now, from its vertices' subtask metrics (ClusterError if not).
+
+    ``vertices``: the job's, from a ``GET /jobs/:id`` the caller just made (else asked here).
+    """
+    if vertices is None:
+        vertices = rest.job(job_id).get("vertices", [])
     totals = dict.fromkeys(_FLOW_METRICS, 0.0)
     lag_seen = False
     # downstream first: the counts only grow, so a source read last has counted at least what
     # its outputs and dead letters were made of (Flink lists the vertices sources first)
-    for vertex in reversed(rest.job(job_id).get("vertices", [])):
+    for vertex in reversed(vertices):
         ids = [m["id"] for m in rest.subtask_metrics(job_id, vertex["id"])]
         wanted = [i for i in ids if any(p.match(i) for p in _FLOW_METRICS.values())]
         if not wanted:
@@ -311,7 +318,7 @@ def watch(
         if job["state"] != "RUNNING":
             return verdict(False, f"the job is {job['state']}")
         try:
-            flow = read_flow(rest, job_id)
+            flow = read_flow(rest, job_id, job.get("vertices", []))
         except ClusterError:
             pass  # a metrics hiccup: judge on the last reading
         # since the job started: the hand-over checkpoints' records count too
