@@ -396,17 +396,28 @@ class LocalLedger(Ledger):
 
     @staticmethod
     def _lines(path: Path) -> Iterator[str]:
+        """The file's complete lines: a last line without its newline is not an entry yet.
+
+        The kernel copies a large write page by page and does not hold a concurrent read off,
+        so readers take a shared ``flock`` and the writer an exclusive one. A writer that died
+        mid-write leaves a torn tail: that entry was never acknowledged, so the action it names
+        was not begun, and it is skipped.
+        """
         with path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield line
+            fcntl.flock(f, fcntl.LOCK_SH)
+            lines = f.readlines()  # the lock goes with the file
+        for line in lines:
+            if line.endswith("\n") and line.strip():
+                yield line
 
     def _append(self, entry: Entry) -> None:
         self._ensure_root()
         line = json.dumps(entry.to_json(), sort_keys=True) + "\n"
         try:
-            fd = os.open(self._file(entry.job), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self._file(entry.job), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # readers wait for the whole line
+                self._cut_torn_tail(fd)
                 os.write(fd, line.encode())
                 os.fsync(fd)
             finally:
@@ -414,6 +425,28 @@ class LocalLedger(Ledger):
         except OSError as exc:
             msg = f"cannot append to the ledger {self._file(entry.job)}: {exc}"
             raise LedgerError(msg) from exc
+
+    @staticmethod
+    def _cut_torn_tail(fd: int) -> None:
+        """Drop a last line a dead writer left unfinished, so the next entry starts a line.
+
+        Only the lease holder appends, so an unterminated tail seen here is not a write in
+        flight: it is an entry that was never acknowledged (see :meth:`_lines`).
+        """
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        end = size
+        while end > 0:  # back to the last newline, a block at a time
+            start = max(0, end - 65536)
+            block = os.pread(fd, end - start, start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        log.warning("ledger.torn_tail_dropped", bytes=size - end)
+        os.ftruncate(fd, end)
 
     def _lease_file(self, job: str) -> Path:
         self._file(job)  # checks the name

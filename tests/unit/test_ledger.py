@@ -266,3 +266,44 @@ def test_the_ledger_setting_picks_the_store(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a Kafka ledger URL"):
         open_ledger("kafka:///no-host", tmp_path)
     assert isinstance(open_ledger(str(tmp_path / "elsewhere"), tmp_path), LocalLedger)
+
+
+def _append_big_entries(root: str, count: int) -> None:
+    ledger = LocalLedger(Path(root))
+    ledger.acquire("j")
+    for n in range(count):  # entries larger than a page: written page by page
+        ledger.record("j", f"d{n}", Step.PLANNED, manifest={"pad": "x" * (9_000 + n * 37)})
+
+
+def test_a_reader_never_sees_an_append_in_flight(tmp_path: Path) -> None:
+    """Found in CI: a deployer's large entry, read while being written, failed the reader."""
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_append_big_entries, args=(str(tmp_path), 400))
+    writer.start()
+    ledger = LocalLedger(tmp_path)
+    reads = 0
+    try:
+        while writer.is_alive():
+            for entry in ledger.entries("j"):
+                assert entry.job == "j"
+            reads += 1
+    finally:
+        writer.join(timeout=60)
+    assert writer.exitcode == 0
+    assert reads > 10, "the reader never overlapped the writer: nothing was tested"
+    assert len(ledger.entries("j")) == 400
+
+
+def test_a_torn_tail_left_by_a_dead_writer_is_dropped_by_the_next_append(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    ledger.acquire("j")
+    dep = ledger.new_deployment_id()
+    ledger.record("j", dep, Step.PLANNED, version="1")
+    with (tmp_path / "j.jsonl").open("a") as f:
+        f.write('{"at": 1.0, "data": {"job_id": "ab')  # the writer died here: never acknowledged
+    assert [e.step for e in ledger.entries("j")] == [Step.PLANNED]
+    ledger.record("j", dep, Step.SUBMITTED, job_id="abc")
+    ledger.record("j", dep, Step.RUNNING)
+    lines = (tmp_path / "j.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == ["PLANNED", "SUBMITTED", "RUNNING"]
+    assert ledger.current("j") == (dep, {"version": "1", "job_id": "abc"})
