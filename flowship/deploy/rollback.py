@@ -432,7 +432,15 @@ class Rollback:
         )
         kept = stop_with_savepoint(FlinkRest(old["rest_url"]), old["job_id"], target)
         self.ledger.record(
-            self.job, deployment, Step.STOPPED, savepoint=start, old_savepoint=kept, replay=True
+            self.job,
+            deployment,
+            Step.STOPPED,
+            savepoint=start,
+            old_savepoint=kept,
+            replay=True,
+            downstream="the previous version replays the input from the pre-upgrade savepoint: "
+            "outputs the stopped version committed for that input are followed by the previous "
+            f"version's, which carry the header flowship.replaces={plan.current}",
         )
         log.warning("rollback.replay", job=self.job, start=start, kept=kept)
         return deployment
@@ -443,6 +451,11 @@ class Rollback:
         """Hand the deployment to the previous version's script; wait for STABLE or else."""
         log_file = self.state_dir.resolve() / self.job / f"rollback-{deployment}.log"
         cmd = [self.python, script, *self.flags, "--upgrade-from", "savepoint"]
+        planned = merged(self.ledger.deployments(self.job).get(deployment, []))
+        if planned.get("replay") and planned.get("previous"):
+            # the input since the pre-upgrade savepoint is processed again: its outputs name
+            # the deployment whose outputs for that input they follow
+            cmd += ["--flowship-replaces", str(planned["previous"])]
         log.info("rollback.start", job=self.job, deployment=deployment, script=script)
         child = spawn_detached(cmd, log_file)
         deadline = time.monotonic() + self.health_window_s + START_TIMEOUT

@@ -55,7 +55,9 @@ def run_main(job: Job, argv: list[str]) -> int:
             return _rollback(job, settings, args, argv)
         if args.upgrade_from in ("savepoint", "latest-checkpoint"):
             from_checkpoint = args.upgrade_from == "latest-checkpoint"
-            return _engine(job, settings, argv).upgrade(from_checkpoint)
+            # a replay `flowship rollback --from-pre-upgrade-savepoint` handed over
+            replaces = args.flowship_replaces
+            return _engine(job, settings, argv, replaces=replaces).upgrade(from_checkpoint)
         restore = restore_path(args.upgrade_from)
         rollback_of = args.flowship_rollback_of
         return _engine(job, settings, argv, replaces=rollback_of).deploy(restore, rollback_of)
@@ -129,8 +131,9 @@ def _rules_reader(job: Job, settings: Settings) -> RulesReader:
 def _engine(job: Job, settings: Settings, argv: list[str], replaces: str | None = None) -> Engine:
     """The deployment engine for this version on the settings' target (its graph built now).
 
-    ``replaces``: an automatic rollback's failed deployment, whose input this run replays
-    from the pre-upgrade savepoint (its outputs say so, header ``flowship.replaces``).
+    ``replaces``: the deployment whose input this run replays from the pre-upgrade savepoint
+    (an automatic rollback's failed one, or the one a replay rollback stopped); its outputs
+    say so, header ``flowship.replaces``.
 
     The graph is built before anything is stopped or recorded: an upgrade's gap between the old
     version's last output and this one's first is then the savepoint plus the start-up.

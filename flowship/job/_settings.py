@@ -218,6 +218,7 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--flowship-rollback-of", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--flowship-replaces", default=None, help=argparse.SUPPRESS)
     return parser
 
 

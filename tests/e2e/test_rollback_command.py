@@ -176,6 +176,7 @@ def test_rollback_the_previous_version_cannot_read_is_refused(
         ).start()
         procs.append(v3)
         running = wait_running(ledger, "3", stable=True)
+        v3_deployment = ledger.current(JOB)[0]
         assert v2.wait(timeout=60) == 0, tail(v2.output())
         before = savepoints(state)
         entries = len(ledger.entries(JOB))
@@ -221,6 +222,7 @@ def test_rollback_the_previous_version_cannot_read_is_refused(
         replayed = list(ledger.deployments(JOB).values())[-1]
         upgrade = list(ledger.deployments(JOB).values())[1]
         stopped = next(e for e in replayed if e.step is Step.STOPPED).data
+        assert "flowship.replaces=" + v3_deployment in stopped["downstream"]
         assert stopped["savepoint"] == next(
             e.data["savepoint"] for e in upgrade if e.step is Step.STOPPED
         )
@@ -251,6 +253,12 @@ def test_rollback_the_previous_version_cannot_read_is_refused(
     assert v3_ids, "v3 processed nothing"
     assert {i for i, vs in by_id.items() if len(vs) > 1} == v3_ids
     assert all(sorted(by_id[i]) == ["2", "3"] for i in v3_ids)
+    # the replay's outputs name the deployment whose outputs they follow; the first v2's do not
+    replaces = {m.headers.get("flowship.replaces") for m in outputs
+                if m.headers["flowship.version"] == "2" and m.value["event_id"] in v3_ids}
+    assert replaces == {v3_deployment}
+    assert any("flowship.replaces" not in m.headers for m in outputs
+               if m.headers["flowship.version"] == "2")
 
 
 @pytest.mark.parametrize("step", ["PLANNED", "STOPPED"])
