@@ -10,6 +10,13 @@ metrics of flowship's own operators (:class:`Flow`); the thresholds are settings
 (:class:`HealthThresholds`, docs/concepts/deployments.md). An input that stays idle, or too
 small to judge, is said so in the verdict. The first failure seen ends the watch early with the
 exception's root cause; an output problem ends it once it has lasted the soak time.
+
+A failure is the version's own unless Flink's words for it say the platform failed under the
+job (:func:`platform_fault`: a TaskManager lost, a connection between tasks dropped with it, no
+slots). Flink recovers from those by itself, from the job's latest checkpoint; the watch pauses
+while it does (its window and soak start over once every task runs again) and rolls back only
+if the platform does not recover within ``platform_grace_s``, or fails more than
+``max_platform_failures`` times under this one version.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ class Health:
     waited_s: float = 0.0
     #: what its operators counted, when the metrics could be read
     flow: Flow | None = None
+    #: the platform's failures Flink recovered the job from during the watch (root causes)
+    platform_failures: tuple[str, ...] = ()
 
 
 #: Flink metric ids (summed over subtasks) of flowship's operators, by what they count. The
@@ -162,6 +171,11 @@ class HealthThresholds:
     min_output_ratio: float = 0.5
     #: how many records the consumer lag may grow by over ``soak_s`` (0: not judged)
     max_lag_growth: int = 10_000
+    #: how long the watch waits, paused, for Flink to recover the job from a platform failure
+    platform_grace_s: float = 300.0
+    #: platform failures tolerated in one watch: one more is the version's (it may be what takes
+    #: its TaskManagers down, e.g. by their memory)
+    max_platform_failures: int = 2
 
 
 def output_problems(
@@ -221,16 +235,50 @@ def _records(job: dict[str, Any]) -> int:
     )
 
 
-def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
-    raw = rest.exceptions(job_id)
-    entries = (raw.get("exceptionHistory") or {}).get("entries") or []
-    if not entries:
-        return 0, ""
-    first = entries[-1]
-    text = str(first.get("stacktrace") or first.get("exceptionName") or "unknown failure")
-    root = [line.strip() for line in text.splitlines() if line.strip()]
+#: How Flink words a failure of the platform under a job rather than of the job's own code: a
+#: TaskManager lost (killed, its host gone, its heartbeat missed), a connection between tasks
+#: dropped with it, no slots to run on, a JobManager that lost its leadership. Matched on the
+#: failure's own stack trace (not on what other tasks reported at the same time).
+PLATFORM_FAULTS = re.compile(
+    "|".join(
+        [
+            r"TaskManager with id \S+ is no longer reachable",
+            r"Heartbeat of TaskManager with id \S+ timed out",
+            r"TaskExecutor \S+ (?:has been )?disconnected",
+            r"The TaskExecutor is shutting down",
+            r"Connection unexpectedly closed by remote task manager",
+            r"Lost connection to task manager",
+            r"\.NoResourceAvailableException",
+            r"\.PartitionNotFoundException",
+            r"JobManager responsible for \S+ lost the leadership",
+        ]
+    )
+)
+_JOB_ENDED = frozenset({"FAILED", "CANCELED", "CANCELLING", "FINISHED", "SUSPENDED", "FAILING"})
+
+
+def platform_fault(entry: Mapping[str, Any]) -> bool:
+    """Whether an exception-history entry says the platform failed, not the job's code."""
+    text = f"{entry.get('exceptionName') or ''}\n{entry.get('stacktrace') or ''}"
+    return PLATFORM_FAULTS.search(text) is not None
+
+
+def _root_cause(entry: Mapping[str, Any]) -> str:
+    text = str(entry.get("stacktrace") or entry.get("exceptionName") or "unknown failure")
+    root = [line.strip() for line in text.splitlines() if line.strip()] or ["unknown failure"]
     causes = [line for line in root if line.startswith("Caused by:")]
-    return len(entries), (causes[-1] if causes else root[0])[:500]
+    return (causes[-1] if causes else root[0])[:500]
+
+
+def _failures(rest: FlinkRest, job_id: str) -> list[dict[str, Any]]:
+    """The job's exception history, oldest first."""
+    raw = rest.exceptions(job_id)
+    return list(reversed((raw.get("exceptionHistory") or {}).get("entries") or []))
+
+
+def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
+    entries = _failures(rest, job_id)
+    return (len(entries), _root_cause(entries[0])) if entries else (0, "")
 
 
 def hand_over(
@@ -298,25 +346,67 @@ def watch(
     flow: Flow | None = None
     lags: list[tuple[float, int]] = []
     troubled_since: float | None = None
+    seen = 0  # exception-history entries judged so far
+    platform: list[str] = []
+    #: seconds the platform spent recovering (not counted), and since when it does now
+    paused = 0.0
+    recovering: float | None = None
 
     def verdict(stable: bool, reason: str, failures: int = 0) -> Health:
-        waited = time.monotonic() - started
-        return Health(stable, reason, checkpoints, failures, records, waited, flow)
+        waited = time.monotonic() - started - paused
+        return Health(stable, reason, checkpoints, failures, records, waited, flow, tuple(platform))
 
     while True:
-        waited = time.monotonic() - started
+        now = time.monotonic()
         try:
             job = rest.job(job_id)
-            failures, reason = _failure(rest, job_id)
+            history = _failures(rest, job_id)
             completed = int(rest.checkpoints(job_id)["counts"]["completed"])
-            before = completed if before is None else before
-            checkpoints = completed - before
         except ClusterError as exc:
             return verdict(False, f"the job's REST API stopped answering: {exc}")
-        if failures:
-            return verdict(False, f"the job failed {failures}x: {reason}", failures)
-        if job["state"] != "RUNNING":
-            return verdict(False, f"the job is {job['state']}")
+        for entry in history[seen:]:
+            if not platform_fault(entry):
+                own = [e for e in history if not platform_fault(e)]
+                return verdict(
+                    False, f"the job failed {len(own)}x: {_root_cause(own[0])}", len(own)
+                )
+            platform.append(_root_cause(entry))
+            if len(platform) > limits.max_platform_failures:
+                return verdict(
+                    False,
+                    f"the platform failed {len(platform)}x under this version (last: "
+                    f"{platform[-1]}); more than the {limits.max_platform_failures} a watch "
+                    "tolerates, so the version is held to be the cause",
+                    len(platform),
+                )
+            # Flink restarts the job from its latest checkpoint: the watch starts over then
+            recovering = now if recovering is None else recovering
+            before, troubled_since = None, None
+            lags.clear()
+        seen = len(history)
+        state = str(job.get("state"))
+        if state in _JOB_ENDED:
+            after = f" after the platform failed under it ({platform[-1]})" if platform else ""
+            return verdict(False, f"the job is {state}{after}")
+        if state != "RUNNING" or (recovering is not None and not _all_running(job)):
+            # restarting (its failure not in the history yet, or the platform's), or waiting
+            # for slots: not the version's doing so far; Flink's restart strategy is at work
+            recovering = now if recovering is None else recovering
+            if now - recovering > limits.platform_grace_s:
+                cause = f" after the platform failed under it ({platform[-1]})" if platform else ""
+                return verdict(
+                    False,
+                    f"the job did not run again within {limits.platform_grace_s:.0f}s{cause}; "
+                    f"it is {state}",
+                )
+            time.sleep(poll_s)
+            continue
+        if recovering is not None:
+            paused += now - recovering
+            recovering = None
+        waited = now - started - paused
+        before = completed if before is None else before
+        checkpoints = completed - before
         try:
             flow = read_flow(rest, job_id, job.get("vertices", []))
         except ClusterError:
@@ -341,7 +431,7 @@ def watch(
                 and waited >= limits.soak_s
                 and records >= max(limits.min_inputs, 1)
             ):
-                return verdict(True, _stable_reason(checkpoints, records, flow, baseline))
+                return verdict(True, _stable_reason(checkpoints, records, flow, baseline, platform))
         if waited >= window_s and not problems:
             if checkpoints >= min_checkpoints:
                 note = (
@@ -359,14 +449,31 @@ def watch(
         time.sleep(poll_s)
 
 
+def _all_running(job: Mapping[str, Any]) -> bool:
+    """Whether every vertex of the job runs (after a restart, tasks wait for slots first)."""
+    vertices = job.get("vertices") or []
+    return all(v.get("status") == "RUNNING" for v in vertices)
+
+
 def _lag_at(lags: Sequence[tuple[float, int]], at: float) -> int | None:
     """The lag last seen at or before ``at`` seconds into the watch (None: none seen then)."""
     seen = [lag for when, lag in lags if when <= at]
     return seen[-1] if seen else None
 
 
-def _stable_reason(checkpoints: int, records: int, flow: Flow | None, baseline: Flow | None) -> str:
+def _stable_reason(
+    checkpoints: int,
+    records: int,
+    flow: Flow | None,
+    baseline: Flow | None,
+    platform: Sequence[str] = (),
+) -> str:
     reason = f"{checkpoints} checkpoints, {records} records, no failures"
+    if platform:
+        reason += (
+            f" of its own (Flink recovered it from {len(platform)} of the platform's: "
+            f"{platform[-1]})"
+        )
     if flow is None:
         return reason + "; output not judged (its metrics could not be read)"
     reason += (

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="by how many records a new version's consumer lag may grow within the "
         "soak time (0: not judged)",
     )
+    health_platform_grace_s: float = Field(
+        300.0,
+        ge=0,
+        description="how long the health watch waits, paused, for Flink to recover a new "
+        "version from a failure of the platform (a TaskManager lost, no slots) before it rolls "
+        "the version back",
+    )
     bounded: bool = Field(
         False, description="stop at the Kafka offsets that are latest when the job starts"
     )
@@ -143,6 +150,7 @@ class Settings(BaseSettings):
             max_dead_letter_increase=self.health_max_dead_letter_increase,
             min_output_ratio=self.health_min_output_ratio,
             max_lag_growth=self.health_max_lag_growth,
+            platform_grace_s=self.health_platform_grace_s,
         )
 
     @property

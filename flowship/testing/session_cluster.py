@@ -9,8 +9,10 @@ interpreter as the Python executable; stopped by the pids the Flink daemon scrip
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +134,26 @@ class SessionCluster:
         for pid_file in sorted(self.pid_dir.glob("*.pid")):
             pids += [int(x) for x in pid_file.read_text().split() if x.isdigit()]
         return pids
+
+    def taskmanager_pids(self) -> list[int]:
+        """Pids of the TaskManagers that run now (``taskmanager.sh start`` adds one each)."""
+        pids: list[int] = []
+        for pid_file in sorted(self.pid_dir.glob("*taskexecutor*.pid")):
+            pids += [int(x) for x in pid_file.read_text().split() if x.isdigit()]
+        return [pid for pid in pids if pid_alive(pid)]
+
+    def kill_taskmanagers(self) -> list[int]:
+        """SIGKILL every TaskManager, as a host that dies takes its one down; their pids."""
+        pids = self.taskmanager_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 30, f"TaskManagers {pids} to die")
+        return pids
+
+    def start_taskmanager(self) -> None:
+        """Start one more TaskManager (after :meth:`kill_taskmanagers`: a replacement)."""
+        self._daemon("taskmanager.sh", "start")
 
     def start(self, timeout: float = 90.0) -> SessionCluster:
         """Start JobManager and TaskManager; wait until the REST API reports a free slot."""

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from flowship.deploy.health import Flow, HealthThresholds, output_problems, read_flow, watch
+from flowship.deploy.health import (
+    Flow,
+    HealthThresholds,
+    output_problems,
+    platform_fault,
+    read_flow,
+    watch,
+)
 from flowship.errors import ClusterError
 
 LIMITS = HealthThresholds(soak_s=2.0, min_inputs=100)
@@ -174,3 +181,127 @@ def test_metrics_that_cannot_be_read_leave_the_output_unjudged() -> None:
     health = watch(rest, "j", 5.0, 2, poll_s=0.01, thresholds=HealthThresholds(soak_s=0.05))  # type: ignore[arg-type]
     assert health.stable
     assert "output not judged (its metrics could not be read)" in health.reason
+
+
+# -- the platform's faults and the version's -------------------------------------------------
+
+# root causes as Flink reports them (exception history of a job on a session cluster)
+TM_LOST = {  # as seen in tests/e2e/test_platform_faults.py before the fix, which rolled back
+    "exceptionName": "org.apache.flink.runtime.resourcemanager.exceptions."
+                     "ResourceManagerException",
+    "stacktrace": "org.apache.flink.runtime.resourcemanager.exceptions.ResourceManagerException:"
+                  " TaskManager with id 127.0.0.1:23079-90c8b9 is no longer reachable.\n\tat "
+                  "org.apache.flink...",
+}
+NO_SLOTS = {
+    "exceptionName": "java.util.concurrent.CompletionException",
+    "stacktrace": "java.util.concurrent.CompletionException: org.apache.flink.runtime."
+                  "jobmanager.scheduler.NoResourceAvailableException: Could not acquire the "
+                  "minimum required resources.",
+}
+OWN_BUG = {
+    "exceptionName": "pemja.core.PythonException",
+    "stacktrace": "java.lang.RuntimeException: Error while running the Python function\n"
+                  "Caused by: pemja.core.PythonException: <class 'RuntimeError'>: failing on "
+                  "purpose\n\tat /tmp/job_v2.py.process_element(job_v2.py:31)",
+}
+
+
+class Scripted(StubRest):
+    """A job whose state and exception history follow ``script``: one (state, vertex status,
+    failures so far) a poll, the last one held."""
+
+    def __init__(self, script: list[tuple[str, str, list[dict[str, Any]]]]) -> None:
+        super().__init__([Flow(400, 398, 0, 10)])
+        self.script = script
+        self.step = -1
+
+    def _now(self) -> tuple[str, str, list[dict[str, Any]]]:
+        return self.script[min(self.step, len(self.script) - 1)]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        self.step += 1
+        state, status, _ = self._now()
+        return {"state": state, "vertices": [{"id": "src", "status": status},
+                                             {"id": "out", "status": status}]}
+
+    def exceptions(self, job_id: str) -> dict[str, Any]:
+        return {"exceptionHistory": {"entries": list(reversed(self._now()[2]))}}  # newest first
+
+
+def _platform_watch(rest: StubRest, **limits: Any) -> Any:
+    thresholds = HealthThresholds(soak_s=0.05, min_inputs=100, **limits)
+    return watch(rest, "j", 0.5, 2, poll_s=0.01, baseline=V1, thresholds=thresholds)  # type: ignore[arg-type]
+
+
+def test_a_lost_taskmanager_pauses_the_watch_and_the_recovered_version_is_stable() -> None:
+    rest = Scripted(
+        [("RUNNING", "RUNNING", [])] * 3
+        + [("RESTARTING", "CANCELING", [TM_LOST])] * 30  # longer than the window: paused
+        + [("RUNNING", "SCHEDULED", [TM_LOST])] * 20  # waiting for the new TaskManager's slots
+        + [("RUNNING", "RUNNING", [TM_LOST])]
+    )
+    health = _platform_watch(rest)
+    assert health.stable, health.reason
+    assert health.platform_failures == (TM_LOST["stacktrace"].splitlines()[0],)
+    assert "Flink recovered it from 1 of the platform's" in health.reason
+    assert rest.step > 53  # judged after the recovery, not before
+
+
+def test_no_slots_is_the_platforms_fault_too() -> None:
+    rest = Scripted([("RUNNING", "RUNNING", [])] * 2 + [("RESTARTING", "CREATED", [NO_SLOTS])] * 5
+                    + [("RUNNING", "RUNNING", [NO_SLOTS])])
+    health = _platform_watch(rest)
+    assert health.stable, health.reason
+
+
+def test_a_failure_of_the_versions_own_code_rolls_it_back_at_once() -> None:
+    rest = Scripted([("RUNNING", "RUNNING", [])] * 2 + [("RESTARTING", "CANCELING", [OWN_BUG])])
+    health = _platform_watch(rest)
+    assert not health.stable
+    assert health.reason == ("the job failed 1x: Caused by: pemja.core.PythonException: <class "
+                             "'RuntimeError'>: failing on purpose")
+    # its own failure after a platform one is still its own
+    rest = Scripted([("RESTARTING", "CANCELING", [TM_LOST])] * 3
+                    + [("RESTARTING", "CANCELING", [TM_LOST, OWN_BUG])])
+    health = _platform_watch(rest)
+    assert not health.stable and "failing on purpose" in health.reason
+    assert len(health.platform_failures) == 1
+
+
+def test_a_platform_that_does_not_recover_within_the_grace_ends_the_watch() -> None:
+    rest = Scripted([("RUNNING", "RUNNING", []), ("RESTARTING", "CREATED", [TM_LOST])])
+    health = _platform_watch(rest, platform_grace_s=0.2)
+    assert not health.stable
+    assert health.reason.startswith("the job did not run again within 0s after the platform "
+                                    "failed under it (org.apache.flink.runtime.resourcemanager.")
+
+
+def test_platform_failures_beyond_the_limit_are_held_against_the_version() -> None:
+    # TaskManagers lost one after the other while the job restarts: never long enough up
+    flapping = [("RESTARTING", "CREATED", [TM_LOST] * n) for n in range(1, 4) for _ in range(3)]
+    health = _platform_watch(Scripted(flapping), max_platform_failures=2)
+    assert not health.stable
+    assert health.reason.startswith("the platform failed 3x under this version")
+
+
+def test_a_job_that_ends_after_a_platform_failure_says_so() -> None:
+    rest = Scripted([("RESTARTING", "CANCELING", [TM_LOST]), ("FAILED", "FAILED", [TM_LOST])])
+    health = _platform_watch(rest)
+    assert not health.stable
+    assert health.reason.startswith("the job is FAILED after the platform failed under it")
+
+
+@pytest.mark.parametrize("entry, platform", [
+    (TM_LOST, True), (NO_SLOTS, True), (OWN_BUG, False),
+    ({"exceptionName": "java.util.concurrent.TimeoutException",
+      "stacktrace": "java.util.concurrent.TimeoutException: Heartbeat of TaskManager with id "
+                    "127.0.0.1:1-ab timed out."}, True),
+    ({"stacktrace": "org.apache.flink.runtime.io.network.netty.exception."
+                    "RemoteTransportException: Connection unexpectedly closed by remote task "
+                    "manager '127.0.0.1/127.0.0.1:41573'."}, True),
+    ({"exceptionName": "java.lang.ArithmeticException", "stacktrace": "/ by zero"}, False),
+    ({}, False),
+])
+def test_platform_faults_are_told_by_flinks_words(entry: dict[str, Any], platform: bool) -> None:
+    assert platform_fault(entry) is platform
