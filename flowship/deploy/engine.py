@@ -40,6 +40,7 @@ from typing import Any
 from flowship._log import get_logger
 from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness, liveness
+from flowship.deploy.archive import CodeArchiveError, archive_code, runnable_script
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import Flow, HealthThresholds, hand_over, watch
 from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, merged
@@ -161,6 +162,15 @@ class Engine:
     rules: RulesReader | None = None
     #: called once the running version was stopped for an upgrade (control plane goodbyes)
     retire: Callable[[], None] | None = None
+    _archive: dict[str, Any] | None = field(default=None, init=False, repr=False)
+
+    def _code(self) -> dict[str, Any]:
+        """``code_archive``: this version's code archived (once) before its first PLANNED."""
+        if self._archive is None:
+            r = self.release
+            store = self.policy.state_dir.resolve() / r.job / "code"
+            self._archive = archive_code(Path(r.script), store)
+        return {"code_archive": self._archive}
 
     def deploy(self, restore: str | None = None, rollback_of: str | None = None) -> int:
         """A first deploy, a restore from ``restore``, or a rollback's start; the exit code."""
@@ -190,6 +200,7 @@ class Engine:
             from_checkpoint=from_checkpoint,
             rules=self.rules,
             prepare=self.target.prepare,
+            planned=self._code,
         )
         if isinstance(prepared, OpenWatch):
             return self._resume_watch(prepared)
@@ -231,6 +242,7 @@ class Engine:
                 script=r.script,
                 restored_from=restore,
                 rollback_of=rollback_of,
+                **self._code(),
             )
         except BaseException:
             self.ledger.release(lease)
@@ -416,13 +428,32 @@ class Engine:
         deployment), with the deployer's flags.
         """
         r, ledger = self.release, self.ledger
-        ledger.record(r.job, deployment, Step.FAILED, reason=reason, **facts)
-        log.error("upgrade.failed", job=r.job, version=r.version, reason=reason)
         deployments = ledger.deployments(r.job)
         data = merged(deployments[deployment])
         previous = merged(deployments.get(str(data.get("previous")), []))
-        script = previous.get("script")
         previous_version = previous.get("version")
+        try:
+            # exactly the code that was deployed, whatever sits at its path now: found before
+            # anything is cancelled, so a rollback that cannot start leaves no job down
+            script: str | None = runnable_script(previous, previous_version)
+        except CodeArchiveError as exc:
+            if not previous.get("script"):
+                script = None  # nothing recorded at all: said below, after the cancel
+            else:
+                alive = (
+                    "left running (not cancelled) so the job is not down"
+                    if job_id
+                    else ("not running")
+                )
+                msg = (
+                    f"{reason}; and it cannot be rolled back to version {previous_version}: "
+                    f"{exc}. Version {r.version} was {alive}"
+                )
+                ledger.record(r.job, deployment, Step.FAILED, reason=msg, **facts)
+                log.error("upgrade.failed", job=r.job, version=r.version, reason=msg)
+                raise JobFailedError(msg) from exc
+        ledger.record(r.job, deployment, Step.FAILED, reason=reason, **facts)
+        log.error("upgrade.failed", job=r.job, version=r.version, reason=reason)
         savepoint = pre_upgrade_savepoint(deployments, deployment)
         if savepoint is None:
             ledger.record(r.job, deployment, Step.ROLLING_BACK, to_version=previous_version)

@@ -4,8 +4,10 @@ A rollback is an upgrade whose new code is the previous version's script, with t
 discipline:
 
 1. Take the job's lease. The ledger names the current deployment and the one before it: its
-   script, version and manifest. *Before* means undo, not toggle: rolling back a rollback goes
-   one more version back (v1 -> v2 -> v3, rollback: v2, rollback again: v1).
+   script, version and manifest, and the archive of its code (:mod:`flowship.deploy.archive`):
+   the code that runs is that archive's, not whatever sits at the script's path now. *Before*
+   means undo, not toggle: rolling back a rollback goes one more version back (v1 -> v2 -> v3,
+   rollback: v2, rollback again: v1).
 2. The gate in reverse: can the previous version's code read the *current* state?
    ``check_upgrade(current manifest, previous manifest)``, where the previous manifest is
    computed again from its script (what will actually run; it must still be that version).
@@ -37,6 +39,7 @@ This module talks to Flink over REST and runs job scripts as processes; it never
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -49,6 +52,7 @@ from typing import Any
 from flowship._log import get_logger
 from flowship._spawn import spawn_detached
 from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.archive import runnable_script
 from flowship.deploy.exits import (
     EXIT_FAILED,
     EXIT_OK,
@@ -194,6 +198,16 @@ def plan_rollback(ledger: Ledger, job: str) -> RollbackPlan:
     )
 
 
+def _runnable(plan: RollbackPlan) -> RollbackPlan:
+    """``plan`` with the script to run: the archived code the target version was deployed with.
+
+    CodeArchiveError (nothing stopped yet) when neither the archive nor the code at the recorded
+    path is what was deployed.
+    """
+    script = runnable_script(plan.target_data, plan.version)
+    return dataclasses.replace(plan, target_data={**plan.target_data, "script": script})
+
+
 def script_manifest(script: str, flags: Sequence[str] = ()) -> dict[str, Any]:
     """``python SCRIPT --manifest``: the manifest of the code that would run now."""
     if not Path(script).is_file():
@@ -284,15 +298,20 @@ class Rollback:
             else:
                 plan = plan_rollback(self.ledger, self.job)
                 stale = unfinished[0] if unfinished is not None else None
-                deployment = self._stop_current(plan, lease, stale)
-                script, version = plan.script, plan.version
+                deployment, script = self._stop_current(plan, lease, stale)
+                version = plan.version
                 from_version = str(plan.current_data.get("version"))
         finally:
             self.ledger.release(lease)
         return self._start_previous(deployment, script, version, from_version)
 
-    def _stop_current(self, plan: RollbackPlan, lease: Lease, stale: str | None = None) -> str:
-        """Gate, record, stop the current version with a savepoint; the rollback's deployment.
+    def _stop_current(
+        self, plan: RollbackPlan, lease: Lease, stale: str | None = None
+    ) -> tuple[str, str]:
+        """Gate, record, stop the current version with a savepoint.
+
+        Returns the rollback's deployment and the script to start (the previous version's
+        archived code).
 
         ``stale``: a rollback deployment that died before stopping anything, closed as FAILED
         once this one is known to go ahead.
@@ -312,6 +331,7 @@ class Rollback:
                 f"pre-upgrade savepoint (replays the input since then): {how}"
             )
             raise ConfigError(msg)
+        plan = _runnable(plan)
         manifest = script_manifest(plan.script, self.flags)
         if str(manifest.get("version")) != plan.version:
             msg = (
@@ -328,6 +348,8 @@ class Rollback:
             "code_changed": manifest.get("code_digest")
             != plan.target_data["manifest"].get("code_digest"),
         }
+        if plan.target_data.get("code_archive"):
+            marker["code_archive"] = plan.target_data["code_archive"]
         savepoints = self.state_dir.resolve() / self.job / "savepoints"
         if stale is not None:
             self.ledger.record(
@@ -360,8 +382,8 @@ class Rollback:
                 lease,
             )
             log.info("rollback.stopped", job=self.job, savepoint=prepared.savepoint)
-            return deployment
-        return self._stop_for_replay(plan, manifest, old, marker, savepoints)
+            return deployment, plan.script
+        return self._stop_for_replay(plan, manifest, old, marker, savepoints), plan.script
 
     def _check_target(self, plan: RollbackPlan) -> None:
         """The previous version starts where the current one runs; ConfigError if not."""

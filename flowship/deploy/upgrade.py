@@ -113,6 +113,7 @@ def prepare_upgrade(
     from_checkpoint: bool = False,
     rules: RulesReader | None = None,
     prepare: Callable[[], None] | None = None,
+    planned: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Prepared | OpenWatch:
     """Check the new version against the running one, then stop that one with a savepoint.
 
@@ -126,6 +127,9 @@ def prepare_upgrade(
 
     With ``from_checkpoint`` the old version must already be gone (dead or failing and
     cancelled): its latest retained checkpoint stands in for the savepoint.
+
+    ``planned`` gives more facts for the PLANNED entry (the archive of the code), asked for
+    only once the upgrade goes ahead.
 
     Returns :class:`OpenWatch` instead when this version already runs with its health verdict
     still open (the deployer died during the watch): the caller judges it, nothing is started.
@@ -164,6 +168,7 @@ def prepare_upgrade(
                 checkpoint_root,
                 lease,
                 rules=rules,
+                **(planned() if planned else {}),
             )
         rest.overview()  # unreachable: ClusterError, nothing recorded
         alive = deployment_liveness(old)
@@ -180,7 +185,15 @@ def prepare_upgrade(
             )
             raise ClusterError(msg)
         deployment = plan_and_check(
-            ledger, job, version, manifest, script, previous, old, rules=rules
+            ledger,
+            job,
+            version,
+            manifest,
+            script,
+            previous,
+            old,
+            rules=rules,
+            **(planned() if planned else {}),
         )
         return stop_old(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
     except BaseException:
@@ -437,6 +450,7 @@ def _from_checkpoint(
     checkpoint_root: Path,
     lease: Lease,
     rules: RulesReader | None = None,
+    **planned: Any,
 ) -> Prepared:
     """The old version is gone: start from its latest retained checkpoint (no savepoint)."""
     alive = deployment_liveness(old)
@@ -462,7 +476,16 @@ def _from_checkpoint(
         )
         raise ConfigError(msg)
     deployment = plan_and_check(
-        ledger, job, version, manifest, script, previous, old, rules=rules, from_checkpoint=found
+        ledger,
+        job,
+        version,
+        manifest,
+        script,
+        previous,
+        old,
+        rules=rules,
+        from_checkpoint=found,
+        **planned,
     )
     ledger.record(job, deployment, Step.STOPPED, savepoint=found, checkpoint=True)
     log.info("upgrade.from_checkpoint", job=job, checkpoint=found)
@@ -507,6 +530,7 @@ def _resume_dead_running(
         previous=data.get("previous"),
         restarts=deployment,
         restored_from=start,
+        **({"code_archive": data["code_archive"]} if data.get("code_archive") else {}),
     )
     log.info("upgrade.resumed", job=job, deployment=restarted, step="RUNNING", start=start)
     return Prepared(restarted, start, lease, str(data.get("previous", "")))

@@ -18,11 +18,10 @@ computed from the declarations alone and from those recorded before flowship des
 
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowship.deploy.archive import script_digest
 from flowship.state import STATE_LAYOUT, registered
 
 if TYPE_CHECKING:
@@ -36,15 +35,6 @@ def _flink_version() -> str:
         return metadata.version("apache-flink")
     except metadata.PackageNotFoundError:  # pragma: no cover - pyflink is a dependency
         return "unknown"
-
-
-def code_digest(paths: list[Path]) -> str:
-    """sha256 over the job script and the schema files it declares (sorted, by content)."""
-    digest = hashlib.sha256()
-    for path in sorted({p.resolve() for p in paths if p.is_file()}):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return "sha256:" + digest.hexdigest()
 
 
 def build_manifest(
@@ -62,12 +52,11 @@ def build_manifest(
     for sink in job.sinks:
         uids += [sink.uid, f"{sink.uid}.encode"]
     uids += list(stateful)
-    schema_files = [job.script, *job.script.parent.rglob("*.avsc")]
     manifest = {
         "format": FORMAT,
         "job": job.name,
         "version": job.version,
-        "code_digest": code_digest(schema_files),
+        "code_digest": script_digest(job.script),
         "script": str(job.script),
         "flink_version": _flink_version(),
         "execution_mode": execution_mode,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from helpers import (
     tail,
 )
 
-from flowship.deploy.ledger import Ledger, LocalLedger
+from flowship.deploy.ledger import Ledger, LocalLedger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
 from flowship.testing.jobs import JobProcess, job_command
@@ -199,7 +200,11 @@ def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path
     producer = threading.Thread(target=produce_clicks_gated,
                                 args=(bootstrap, evs, 300.0, 3_000, v2_runs))
     broken = Path(__file__).parent / "jobs" / script
-    v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    # v1 runs from a copy of its directory that is changed under it before the rollback: the
+    # rollback must run the code v1 was deployed with (archived), not what sits there then
+    code = tmp_path / "v1-code"
+    shutil.copytree(EXAMPLE, code, ignore=shutil.ignore_patterns("__pycache__"))
+    v1 = JobProcess(code / "job.py", bootstrap, state).start()
     procs = [v1]
     rollback_pid = None
     try:
@@ -210,6 +215,8 @@ def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path
                         "--health-window-s", "45").start()
         procs.append(v2)
         wait_step(ledger, "2-broken", Step.RUNNING, v2)
+        (code / "job.py").write_text("raise SystemExit('this is not the deployed version 1')\n")
+        (code / "common.py").unlink()
         v2_runs.set()
         assert v2.wait(timeout=400) == 6, tail(v2.output())
         assert "rolled back to version 1" in v2.output()
@@ -220,6 +227,10 @@ def test_broken_version_is_rolled_back(script: str, fresh_kafka_broker, tmp_path
         assert [e.step for e in failed][-4:] == [Step.RUNNING, Step.FAILED, Step.ROLLING_BACK,
                                                  Step.ROLLED_BACK]
         assert "bug in version 2" in failed[-1].data["reason"]
+        # the code that runs again is the archive of what was deployed as version 1
+        archive = merged(next(iter(ledger.deployments(JOB).values())))["code_archive"]
+        assert data["script"] == str(Path(archive["archive"]).with_suffix("") / "job.py")
+        assert Path(data["script"]).is_relative_to(state / JOB / "code")
         producer.join(timeout=120)
         outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
     finally:

@@ -195,6 +195,8 @@ def test_a_rollback_that_died_before_stopping_is_closed_and_planned_again(
     _deploy(ledger, "r1", "1", "d2", steps=(Step.PLANNED,), rollback_of="d2", kind="rollback")
     monkeypatch.setattr(rb, "_is_running", lambda data: True)
     monkeypatch.setattr(rb, "script_manifest", lambda script, flags: v1)
+    # no code on disk here: the archive is tested in test_archive.py
+    monkeypatch.setattr(rb, "runnable_script", lambda data, version: str(data["script"]))
     stopped: list[str] = []
 
     def stop(self: FlinkRest, job_id: str, target: object) -> str:
