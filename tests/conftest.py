@@ -21,6 +21,11 @@ sys.path.insert(0, str(EXAMPLE))
 # command lines. Measurements (bench/) never run with it; the smoke runs here measure nothing.
 os.environ.setdefault("JVM_ARGS", "-XX:TieredStopAtLevel=1")
 
+# The test jobs under tests/*/jobs/ import the example's modules. A rollback runs a version from
+# the archive of its script's directory (flowship/deploy/archive.py), which holds only the test
+# jobs: they find the example through this variable, which every job process inherits.
+os.environ.setdefault("FLOWSHIP_TEST_EXAMPLE", str(EXAMPLE))
+
 # The health watch's soak time and input minimum (10 s, 100 records by default) make every
 # upgrade's watch last at least that long; the suite's upgrades test other things (their inputs
 # are small and bursty), so their versions are stable on 2 s and one record, as before output was

@@ -7,10 +7,12 @@ pre-upgrade savepoint. (``broken_v2.py`` fails later, on its first restored valu
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
+sys.path.insert(0, os.environ.get("FLOWSHIP_TEST_EXAMPLE")
+                or str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
 
 from common import FLAGS, STATE, by_user, clicks, stats
 from pyflink.datastream import KeyedProcessFunction

@@ -10,11 +10,13 @@ version 1 must not be started (two copies of the job would run at once).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
+sys.path.insert(0, os.environ.get("FLOWSHIP_TEST_EXAMPLE")
+                or str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
 
 from common import FLAGS, STATE, by_user, clicks, stats
 from pyflink.datastream import KeyedProcessFunction

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
+sys.path.insert(0, os.environ.get("FLOWSHIP_TEST_EXAMPLE")
+                or str(Path(__file__).resolve().parents[3] / "examples" / "click_sessions"))
 
 from common import HERE, clicks
 

@@ -7,10 +7,12 @@ the dead-letter share jumped from the previous version's and roll it back.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "examples" / "click_sessions"))
+sys.path.insert(0, os.environ.get("FLOWSHIP_TEST_EXAMPLE")
+                or str(Path(__file__).resolve().parents[4] / "examples" / "click_sessions"))
 
 from common import FLAGS, STATE, advance, by_user, millis, output, stats
 from pyflink.datastream import KeyedProcessFunction

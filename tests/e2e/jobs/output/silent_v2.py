@@ -6,10 +6,12 @@ see that it writes no outputs per input where the previous version wrote one, an
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "examples" / "click_sessions"))
+sys.path.insert(0, os.environ.get("FLOWSHIP_TEST_EXAMPLE")
+                or str(Path(__file__).resolve().parents[4] / "examples" / "click_sessions"))
 
 from common import FLAGS, STATE, advance, by_user, clicks, millis, stats
 from pyflink.datastream import KeyedProcessFunction
