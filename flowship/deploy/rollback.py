@@ -63,6 +63,7 @@ from flowship.deploy.exits import (
 from flowship.deploy.ledger import Entry, Lease, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
+from flowship.deploy.savepoints import is_local
 from flowship.deploy.upgrade import UpgradeRefused, plan_and_check, stop_old, stop_with_savepoint
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 
@@ -419,7 +420,7 @@ class Rollback:
             )
             raise ConfigError(msg)
         metadata = Path(start.removeprefix("file://").removeprefix("file:")) / "_metadata"
-        if not metadata.is_file():
+        if is_local(start) and not metadata.is_file():  # elsewhere: Flink checks it
             msg = f"the pre-upgrade savepoint {start} is gone (no {metadata}); nothing was stopped"
             raise ConfigError(msg)
         deployment = self.ledger.new_deployment_id()

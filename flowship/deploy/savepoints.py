@@ -23,11 +23,16 @@ MAX_METADATA_VERSION = 64
 def restore_path(given: str | None) -> str | None:
     """Validate ``--upgrade-from PATH``: a savepoint/checkpoint directory holding ``_metadata``.
 
-    Returns its ``file:`` URI (None for None); raises ConfigError before anything starts.
+    Returns its ``file:`` URI (None for None); raises ConfigError before anything starts. A
+    location on another file system (``s3://``, ``hdfs://``, ``gs://``...) is returned as given:
+    flowship cannot look into it, the cluster's Flink checks it when it restores (a restore
+    that fails is recorded FAILED with Flink's reason).
     """
     if given is None:
         return None
-    path = Path(given.removeprefix("file://")).expanduser()
+    if _remote(given):
+        return given
+    path = Path(given.removeprefix("file://").removeprefix("file:")).expanduser()
     if not (path / "_metadata").is_file():
         msg = (
             f"--upgrade-from {given}: no savepoint or checkpoint there (expected a directory "
@@ -39,15 +44,26 @@ def restore_path(given: str | None) -> str | None:
     return path.resolve().as_uri()
 
 
+def _remote(location: str) -> bool:
+    """Whether ``location`` is a URI of a file system other than the local one."""
+    scheme, sep, _ = location.partition("://")
+    return bool(sep) and scheme.lower() != "file" and scheme.replace("-", "").isalnum()
+
+
+def is_local(location: str) -> bool:
+    """Whether a savepoint or checkpoint location is on the local file system (path or file:)."""
+    return not _remote(location)
+
+
 def as_uri(location: str) -> str:
     """A savepoint or checkpoint location as Flink restores it: a local path as a ``file:`` URI.
 
     Flink names its savepoints ``file:/dir/savepoint-x``; a plain path or such a URI becomes
     ``file:///dir/savepoint-x``. Locations on other file systems (``s3://...``) are kept as given.
     """
-    if location.startswith("file:") or "://" not in location:
-        return Path(location.removeprefix("file:")).resolve().as_uri()
-    return location
+    if _remote(location):
+        return location
+    return Path(location.removeprefix("file:")).resolve().as_uri()
 
 
 def check_metadata(metadata: Path, given: str) -> int:

@@ -46,7 +46,7 @@ from flowship.deploy.rehearse import (
     save_report,
 )
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.savepoints import restore_path
+from flowship.deploy.savepoints import is_local, restore_path
 from flowship.deploy.upgrade import latest_checkpoint
 from flowship.errors import ClusterError, ConfigError, StateError
 from flowship.job._graph import graph_of
@@ -107,7 +107,12 @@ def dry_run(
     log.info("dry_run.state", job=job.name, source=report.state_source, at=report.state_from)
 
     kinds, codecs = _declared_state(job)
-    if settings.execution_mode != "thread":
+    if not is_local(report.state_from):
+        report.state_not_read = (
+            f"{report.state_from} is on another file system; the state reader reads local "
+            "savepoints and checkpoints only; the rehearsal still restores and runs this code"
+        )
+    elif settings.execution_mode != "thread":
         # process mode keeps Python state as the Python coder's bytes, in descriptors of its own
         report.state_not_read = (
             f"execution mode {settings.execution_mode!r}: the state reader knows the state "

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from flowship.deploy.savepoints import FLINK_METADATA_MAGIC, check_metadata, restore_path
+from flowship.deploy.savepoints import (
+    FLINK_METADATA_MAGIC,
+    as_uri,
+    check_metadata,
+    is_local,
+    restore_path,
+)
 from flowship.errors import ConfigError
 
 
@@ -45,3 +51,22 @@ def test_not_flink_metadata_is_bad_input(tmp_path: Path, body: bytes, says: str)
 def test_missing_metadata_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no savepoint or checkpoint there"):
         restore_path(str(tmp_path))
+
+
+@pytest.mark.parametrize("location", ["s3://bucket/flowship/savepoint-ab12", "hdfs://nn:8020/sp/x",
+                                      "gs://b/chk-7", "s3a://bucket/x/chk-3"])
+def test_a_location_on_another_file_system_is_passed_on_not_mangled(location: str) -> None:
+    # flowship cannot look into it: the cluster's Flink checks it when it restores
+    assert restore_path(location) == location
+    assert as_uri(location) == location
+    assert not is_local(location)
+
+
+def test_local_paths_and_file_uris_are_checked_and_made_uris(tmp_path: Path) -> None:
+    sp = _savepoint(tmp_path, bytes.fromhex("4960672d00000006"))
+    for given in (str(sp), sp.as_uri(), f"file:{sp}"):
+        assert is_local(given)
+        assert restore_path(given) == sp.resolve().as_uri()
+        assert as_uri(given) == sp.resolve().as_uri()
+    with pytest.raises(ConfigError, match="no savepoint or checkpoint there"):
+        restore_path((tmp_path / "gone").as_uri())
