@@ -253,6 +253,7 @@ def _rollback(args: argparse.Namespace) -> int:
         replay=args.from_pre_upgrade_savepoint,
         health_window_s=settings.health_window_s,
         target=settings.target,
+        state_storage=settings.state_storage,
     )
     return run_rollback(rollback, as_json=args.json)
 

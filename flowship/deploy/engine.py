@@ -46,7 +46,7 @@ from flowship.deploy.health import Flow, HealthThresholds, hand_over, watch
 from flowship.deploy.ledger import Lease, LeaseHeldError, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.savepoints import as_uri
+from flowship.deploy.savepoints import Storage, as_uri, child, storage_root
 from flowship.deploy.upgrade import (
     AlreadyDeployed,
     OpenWatch,
@@ -88,14 +88,16 @@ class Policy:
     bounded: bool = False
     #: the deployer's own flags: the automatic rollback starts the previous version with them
     argv: Sequence[str] = ()
+    #: where checkpoints and savepoints go when not under ``state_dir`` (``--state-storage``)
+    state_storage: str | None = None
 
-    def savepoints(self, job: str) -> Path:
+    def savepoints(self, job: str) -> Storage:
         """Where the job's savepoints go (one directory per deployment)."""
-        return self.state_dir.resolve() / job / "savepoints"
+        return child(storage_root(self.state_dir, self.state_storage, job), "savepoints")
 
-    def checkpoints(self, job: str) -> Path:
+    def checkpoints(self, job: str) -> Storage:
         """Where the job's checkpoints go (one directory per Flink job id)."""
-        return self.state_dir.resolve() / job / "checkpoints"
+        return child(storage_root(self.state_dir, self.state_storage, job), "checkpoints")
 
 
 class Target(ABC):

@@ -63,7 +63,7 @@ from flowship.deploy.exits import (
 from flowship.deploy.ledger import Entry, Lease, LeaseRenewer, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.savepoints import is_local
+from flowship.deploy.savepoints import Storage, child, is_local, storage_root
 from flowship.deploy.upgrade import UpgradeRefused, plan_and_check, stop_old, stop_with_savepoint
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 
@@ -278,6 +278,8 @@ class Rollback:
     python: str = sys.executable
     #: where the previous version is started: "local" or the session cluster's REST URL
     target: str = "local"
+    #: where checkpoints and savepoints go when not under ``state_dir`` (``--state-storage``)
+    state_storage: str | None = None
 
     def run(self) -> Outcome:
         """Roll back, or raise (ConfigError, RollbackRefused, ClusterError, ...)."""
@@ -351,7 +353,7 @@ class Rollback:
         }
         if plan.target_data.get("code_archive"):
             marker["code_archive"] = plan.target_data["code_archive"]
-        savepoints = self.state_dir.resolve() / self.job / "savepoints"
+        savepoints = child(storage_root(self.state_dir, self.state_storage, self.job), "savepoints")
         if stale is not None:
             self.ledger.record(
                 self.job,
@@ -379,7 +381,7 @@ class Rollback:
                 deployment,
                 plan.current,
                 old,
-                savepoints / deployment,
+                child(savepoints, deployment),
                 lease,
             )
             log.info("rollback.stopped", job=self.job, savepoint=prepared.savepoint)
@@ -408,7 +410,7 @@ class Rollback:
         manifest: Mapping[str, Any],
         old: Mapping[str, Any],
         marker: Mapping[str, Any],
-        savepoints: Path,
+        savepoints: Storage,
     ) -> str:
         """Stop the current version (its savepoint kept); start from the pre-upgrade one."""
         start = plan.pre_upgrade_savepoint
@@ -444,7 +446,7 @@ class Rollback:
             note="replay: the previous version restores its own pre-upgrade savepoint; the "
             "input since that savepoint is processed again",
         )
-        target = savepoints / deployment
+        target = child(savepoints, deployment)
         self.ledger.record(
             self.job,
             deployment,

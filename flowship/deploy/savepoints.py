@@ -55,6 +55,32 @@ def is_local(location: str) -> bool:
     return not _remote(location)
 
 
+#: Where a job's checkpoints and savepoints go: a local directory, or the URI of a directory on
+#: a file system every TaskManager reaches (``s3://bucket/prefix``); a ``str`` is always remote.
+Storage = Path | str
+
+
+def storage_root(state_dir: Path, storage: str | None, job: str) -> Storage:
+    """A job's storage root: ``<storage>/<job>``, or ``<state dir>/<job>`` when none is set."""
+    if storage is None:
+        return state_dir.resolve() / job
+    if _remote(storage):
+        return f"{storage.rstrip('/')}/{job}"
+    return Path(storage.removeprefix("file://").removeprefix("file:")).expanduser().resolve() / job
+
+
+def child(location: Storage, *names: str) -> Storage:
+    """``location``/``names``..., on whichever file system it is."""
+    if isinstance(location, Path):
+        return location.joinpath(*names)
+    return "/".join([location.rstrip("/"), *names])
+
+
+def storage_uri(location: Storage) -> str:
+    """A storage location as Flink's options take it (a local one as a ``file:`` URI)."""
+    return location.as_uri() if isinstance(location, Path) else location
+
+
 def as_uri(location: str) -> str:
     """A savepoint or checkpoint location as Flink restores it: a local path as a ``file:`` URI.
 

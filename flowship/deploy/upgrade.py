@@ -32,6 +32,7 @@ from flowship.deploy.health import baseline_flow, verdict_open_since
 from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest, completed_savepoint
+from flowship.deploy.savepoints import Storage, child, is_local
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 
 log = get_logger("flowship.deploy")
@@ -85,7 +86,9 @@ class Prepared:
 _TASKS_NOT_RUNNING = "Not all required tasks are currently running"
 
 
-def stop_with_savepoint(rest: FlinkRest, job_id: str, target: Path, retry_s: float = 60.0) -> str:
+def stop_with_savepoint(
+    rest: FlinkRest, job_id: str, target: Storage, retry_s: float = 60.0
+) -> str:
     """Stop ``job_id`` with a savepoint into ``target``; retried while tasks are not running.
 
     A job whose state is RUNNING can still have tasks deploying or restarting; Flink then
@@ -108,8 +111,8 @@ def prepare_upgrade(
     version: str,
     manifest: Mapping[str, Any],
     script: str,
-    savepoint_root: Path,
-    checkpoint_root: Path | None = None,
+    savepoint_root: Storage,
+    checkpoint_root: Storage | None = None,
     from_checkpoint: bool = False,
     rules: RulesReader | None = None,
     prepare: Callable[[], None] | None = None,
@@ -138,7 +141,12 @@ def prepare_upgrade(
     when the manifests are incompatible, and ConfigError / ClusterError for bad input before
     anything is recorded.
     """
-    checkpoint_root = checkpoint_root or savepoint_root.parent / "checkpoints"
+    if checkpoint_root is None:
+        checkpoint_root = (
+            savepoint_root.parent / "checkpoints"
+            if isinstance(savepoint_root, Path)
+            else savepoint_root.rstrip("/").rsplit("/", 1)[0] + "/checkpoints"
+        )
     lease = ledger.acquire(job)
     try:
         if prepare is not None and ledger.entries(job):
@@ -195,7 +203,9 @@ def prepare_upgrade(
             rules=rules,
             **(planned() if planned else {}),
         )
-        return stop_old(ledger, job, deployment, previous, old, savepoint_root / deployment, lease)
+        return stop_old(
+            ledger, job, deployment, previous, old, child(savepoint_root, deployment), lease
+        )
     except BaseException:
         ledger.release(lease)
         raise
@@ -207,7 +217,7 @@ def stop_old(
     deployment: str,
     previous: str,
     old: Mapping[str, Any],
-    target: Path,
+    target: Storage,
     lease: Lease,
 ) -> Prepared:
     """Record SAVEPOINTING, stop the ``old`` version with a savepoint into ``target``, STOPPED.
@@ -293,7 +303,7 @@ def settle_submitted(ledger: Ledger, job: str, *, close_dead: bool = True) -> No
 
 
 def _resume(
-    ledger: Ledger, job: str, version: str, lease: Lease, checkpoint_root: Path
+    ledger: Ledger, job: str, version: str, lease: Lease, checkpoint_root: Storage
 ) -> Prepared | OpenWatch | None:
     """Pick up this version's unfinished deployment after the deployer died, if there is one."""
     deployments = ledger.deployments(job)
@@ -351,7 +361,7 @@ def _resume(
         return None
     previous = str(data.get("previous", ""))
     if last is Step.SAVEPOINTING:
-        found = completed_savepoint(Path(data["target"]))
+        found = _completed_stop(data)
         if found is None:
             alive = liveness(data["old_rest_url"], data["old_job_id"])
             if alive.alive:
@@ -447,7 +457,7 @@ def _from_checkpoint(
     script: str,
     previous: str,
     old: Mapping[str, Any],
-    checkpoint_root: Path,
+    checkpoint_root: Storage,
     lease: Lease,
     rules: RulesReader | None = None,
     **planned: Any,
@@ -499,7 +509,7 @@ def _resume_dead_running(
     data: Mapping[str, Any],
     entries: list[Any],
     lease: Lease,
-    checkpoint_root: Path,
+    checkpoint_root: Storage,
     reason: str = "the job's process is gone (the deployer died after RUNNING); restarting "
     "from its latest checkpoint",
 ) -> Prepared:
@@ -562,7 +572,7 @@ def _process_gone(data: Mapping[str, Any]) -> bool:
     return False
 
 
-def restore_point(data: Mapping[str, Any], checkpoint_root: Path, since: float) -> str | None:
+def restore_point(data: Mapping[str, Any], checkpoint_root: Storage, since: float) -> str | None:
     """The newest completed checkpoint of a deployment's Flink job, from Flink's own record.
 
     Asked of the job's REST API first: its checkpoint history names the checkpoint's location
@@ -574,7 +584,9 @@ def restore_point(data: Mapping[str, Any], checkpoint_root: Path, since: float) 
     """
     job_id, rest_url = data.get("job_id"), data.get("rest_url")
     if not job_id:
-        return latest_checkpoint(checkpoint_root, since)
+        if isinstance(checkpoint_root, Path):
+            return latest_checkpoint(checkpoint_root, since)
+        return None
     if rest_url:
         try:
             history = FlinkRest(str(rest_url), timeout=5.0).checkpoints(str(job_id))
@@ -583,6 +595,8 @@ def restore_point(data: Mapping[str, Any], checkpoint_root: Path, since: float) 
                 return str(completed["external_path"])
         except ClusterError:
             pass  # its cluster is gone with its process: what it left on disk tells
+    if not isinstance(checkpoint_root, Path):
+        return None  # on a remote file system: only Flink's own record counts
     numbered = [
         (int(m.parent.name.removeprefix("chk-")), m.parent)
         for m in (checkpoint_root / str(job_id)).glob("chk-*/_metadata")
@@ -600,10 +614,32 @@ def latest_checkpoint(root: Path, since: float, pattern: str = "*/chk-*") -> str
     return newest.parent.as_uri()
 
 
+def _completed_stop(data: Mapping[str, Any]) -> str | None:
+    """The savepoint a deployment that died at SAVEPOINTING had Flink write, if it completed.
+
+    Looked for in the recorded target directory (a savepoint there is this deployment's: each
+    one has its own), or, on a remote file system, in the old job's savepoint history on its
+    cluster (a session cluster keeps it after the job stopped).
+    """
+    target = str(data["target"])
+    if is_local(target):
+        return completed_savepoint(Path(target))
+    try:
+        history = FlinkRest(str(data["old_rest_url"]), timeout=5.0).checkpoints(
+            str(data["old_job_id"])
+        )
+    except ClusterError:
+        return None
+    latest = (history.get("latest") or {}).get("savepoint") or {}
+    location = str(latest.get("external_path") or "")
+    return location if location.startswith(target.rstrip("/") + "/") else None
+
+
 def _resume_stop(
     ledger: Ledger, job: str, deployment: str, previous: str, data: Mapping[str, Any], lease: Lease
 ) -> Prepared:
-    target = Path(data["target"])
+    recorded = str(data["target"])
+    target: Storage = recorded if not is_local(recorded) else Path(recorded)
     savepoint = stop_with_savepoint(FlinkRest(data["old_rest_url"]), data["old_job_id"], target)
     ledger.record(job, deployment, Step.STOPPED, savepoint=savepoint, resumed=True)
     return Prepared(deployment, savepoint, lease, previous)

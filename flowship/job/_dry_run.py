@@ -46,8 +46,8 @@ from flowship.deploy.rehearse import (
     save_report,
 )
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.savepoints import is_local, restore_path
-from flowship.deploy.upgrade import latest_checkpoint
+from flowship.deploy.savepoints import child, is_local, restore_path
+from flowship.deploy.upgrade import restore_point
 from flowship.errors import ClusterError, ConfigError, StateError
 from flowship.job._graph import graph_of
 from flowship.job._runtime import METRICS_FETCH_MS, flink_options, local_options, make_env
@@ -157,7 +157,9 @@ def _obtain_state(job: Job, settings: Settings, old: dict[str, Any], mode: str, 
                 "--upgrade-from latest-checkpoint"
             )
             raise ClusterError(msg)
-        return rest.trigger_savepoint(old["job_id"], work / "savepoint")
+        # where the cluster writes checkpoints (--state-storage), in this dry run's folder
+        target = child(settings.storage(job.name), "dry-runs", work.name, "savepoint")
+        return rest.trigger_savepoint(old["job_id"], target)
     if mode == "latest-checkpoint":
         alive = deployment_liveness(old, timeout=3.0)
         if alive.unknown:
@@ -175,8 +177,8 @@ def _obtain_state(job: Job, settings: Settings, old: dict[str, Any], mode: str, 
                 "mid-rehearsal; rehearse from a savepoint (--dry-run --upgrade-from savepoint)"
             )
             raise ConfigError(msg)
-        root = settings.state_dir.resolve() / job.name / "checkpoints" / str(old["job_id"])
-        found = latest_checkpoint(root, 0.0, pattern="chk-*")
+        root = child(settings.storage(job.name), "checkpoints")
+        found = restore_point(old, root, 0.0)
         if found is None:
             msg = (
                 f"no retained checkpoint of Flink job {old['job_id']} under {root}; pass a "

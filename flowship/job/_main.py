@@ -98,6 +98,7 @@ def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:
         replay=args.from_pre_upgrade_savepoint,
         health_window_s=settings.health_window_s,
         target=settings.target,
+        state_storage=settings.state_storage,
     )
     return run_rollback(rollback, as_json=bool(getattr(args, "json", False)))
 
@@ -156,6 +157,7 @@ def _engine(job: Job, settings: Settings, argv: list[str], replaces: str | None 
             health=settings.health,
             bounded=settings.bounded,
             argv=argv,
+            state_storage=settings.state_storage,
         ),
         rules=_rules_reader(job, settings),
         retire=lambda: _retire_stopped(job, settings),

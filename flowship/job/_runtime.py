@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowship._jars import find_jars
+from flowship.deploy.savepoints import child, storage_uri
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 def flink_options(job: Job, settings: Settings) -> dict[str, str]:
     """The Flink options flowship sets for a job (its defaults, against PyFlink's)."""
-    state_dir = settings.state_dir.resolve() / job.name
+    storage = settings.storage(job.name)
     return {
         "pipeline.name": f"{job.name}@{job.version}",
         "pipeline.jars": find_jars().pipeline_jars(),
@@ -31,8 +32,8 @@ def flink_options(job: Job, settings: Settings) -> dict[str, str]:
         "python.pythonpath": python_path(job),
         "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
-        "execution.checkpointing.dir": (state_dir / "checkpoints").as_uri(),
-        "execution.checkpointing.savepoint-dir": (state_dir / "savepoints").as_uri(),
+        "execution.checkpointing.dir": storage_uri(child(storage, "checkpoints")),
+        "execution.checkpointing.savepoint-dir": storage_uri(child(storage, "savepoints")),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         "restart-strategy.type": "fixed-delay",

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flowship.deploy.health import HealthThresholds
 from flowship.deploy.ledger import Ledger
 from flowship.deploy.ledgers import open_ledger
+from flowship.deploy.savepoints import Storage, storage_root
 from flowship.errors import ConfigError
 
 ENV_PREFIX = "FLOWSHIP_"
@@ -39,7 +40,15 @@ class Settings(BaseSettings):
         2000, ge=100, description="checkpoint interval; exactly-once sinks commit on checkpoints"
     )
     state_dir: Path = Field(
-        Path(".flowship/state"), description="where checkpoints and savepoints are written"
+        Path(".flowship/state"),
+        description="this host's state: the ledger, logs, archived code, and checkpoints and "
+        "savepoints unless --state-storage says otherwise",
+    )
+    state_storage: str | None = Field(
+        None,
+        description="where checkpoints and savepoints are written, as a URI every TaskManager "
+        "and the cluster reach (s3://bucket/prefix, hdfs://..., or file:///a/shared/mount); a "
+        "session cluster on several hosts needs one (default: STATE_DIR, this host's disk)",
     )
     ledger_dir: Path | None = Field(
         None, description="the deployment ledger's directory (default: STATE_DIR/ledger)"
@@ -123,6 +132,26 @@ class Settings(BaseSettings):
             msg = f"ledger {value!r} is neither empty (the directory ledger) nor kafka://HOST:PORT"
             raise ValueError(msg)
         return value
+
+    @field_validator("state_storage")
+    @classmethod
+    def _check_state_storage(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme and rest.strip("/"):
+            return value
+        if value.startswith("/"):
+            return value
+        msg = (
+            f"state storage {value!r} is neither a URI like s3://bucket/prefix or "
+            "file:///shared/dir nor an absolute path"
+        )
+        raise ValueError(msg)
+
+    def storage(self, job: str) -> Storage:
+        """Where ``job``'s checkpoints and savepoints go (``<storage or state dir>/<job>``)."""
+        return storage_root(self.state_dir, self.state_storage, job)
 
     @field_validator("target")
     @classmethod

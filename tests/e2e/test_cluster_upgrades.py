@@ -75,6 +75,10 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
     rest = flink_session_cluster.rest
     setup_topics(bootstrap)
     state = tmp_path / "state"
+    # checkpoints and savepoints where every TaskManager writes (a shared mount, as a file: URI;
+    # s3:// and hdfs:// take the same path through flowship), not the deployer's state dir
+    shared = tmp_path / "shared-storage"
+    storage = ("--state-storage", shared.as_uri())
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(30_000, users=300))
     # 10,000 at 500/s (20 s) from v1's start, 10,000 once v2 runs, 10,000 once v3 runs: each
@@ -84,24 +88,25 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
                                 args=(bootstrap, evs, 500.0, [10_000, 20_000],
                                       [v2_runs, last_version_runs]))
     try:
-        first = deploy("job.py", flink_session_cluster, bootstrap, state)
+        first = deploy("job.py", flink_session_cluster, bootstrap, state, *storage)
         assert first.returncode == 0, tail(first.stdout + first.stderr)
         producer.start()
         time.sleep(10)
-        v2 = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
+        v2 = deploy("job_v2.py", flink_session_cluster, bootstrap, state, *storage,
                     "--upgrade-from", "savepoint", running=v2_runs, ledger=ledger, version="2")
         assert v2.returncode == 0, tail(v2.stdout + v2.stderr)
 
         running = ledger.current(JOB)
         assert running is not None and running[1]["version"] == "2"
-        before = savepoints(state)
+        before = savepoints(shared)
+        assert before and not savepoints(state)
         refused = deploy("job_v3_incompatible.py", flink_session_cluster, bootstrap, state,
-                         "--upgrade-from", "savepoint")
+                         *storage, "--upgrade-from", "savepoint")
         assert refused.returncode == 5, tail(refused.stdout + refused.stderr)
         assert rest.job(running[1]["job_id"])["state"] == "RUNNING"
-        assert savepoints(state) == before
+        assert savepoints(shared) == before
 
-        v3 = deploy("job_v3.py", flink_session_cluster, bootstrap, state,
+        v3 = deploy("job_v3.py", flink_session_cluster, bootstrap, state, *storage,
                     "--upgrade-from", "savepoint", running=last_version_runs, ledger=ledger,
                     version="3")
         assert v3.returncode == 0, tail(v3.stdout + v3.stderr)
@@ -115,6 +120,13 @@ def test_three_upgrades_on_the_session_cluster(fresh_kafka_broker, flink_session
                   for m in outputs if m.value}
     assert set(version_of.values()) == {1, 2, 3}
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
+    # every savepoint and checkpoint went to the storage, none to the state dir
+    stops = [e.data["savepoint"] for e in ledger.entries(JOB) if e.step is Step.STOPPED]
+    assert len(stops) == 2, stops
+    assert all(s.removeprefix("file:").removeprefix("//").startswith(f"{shared.resolve()}/")
+               for s in stops), stops
+    assert list(shared.glob(f"{JOB}/checkpoints/*/chk-*"))
+    assert not (state / JOB / "checkpoints").exists() and not savepoints(state)
     histories = [[e.step for e in entries] for entries in ledger.deployments(JOB).values()]
     upgrade = [Step.PLANNED, Step.CHECKED, Step.SAVEPOINTING, Step.STOPPED, Step.SUBMITTED,
                Step.RUNNING, Step.STABLE]

@@ -158,3 +158,20 @@ def test_a_vanished_endpoint_without_a_savepoint_times_out(flink: Any, tmp_path:
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match=r"unreachable.*--target / FLOWSHIP_TARGET"):
         FlinkRest("http://127.0.0.1:1", timeout=1.0).trigger_savepoint("j1", tmp_path)
+
+
+def test_savepoints_go_to_remote_storage_unmangled(flink: Any) -> None:
+    """A savepoint directory on S3 (--state-storage) reaches Flink as given, not as a path."""
+    rest, script, _ = flink
+    target = "s3://bucket/flowship/click-sessions/savepoints/20261130T0000Z-ab"
+    done = {"status": {"id": "COMPLETED"}, "operation": {"location": target + "/savepoint-1"}}
+    script.statuses = [done]
+    assert rest.stop_with_savepoint("j1", target) == target + "/savepoint-1"
+    assert script.requests[0][2]["targetDirectory"] == target
+    script.requests.clear()
+    assert rest.trigger_savepoint("j1", target) == target + "/savepoint-1"
+    assert script.requests[0][2]["target-directory"] == target
+    script.requests.clear()
+    # a file: URI is a local directory
+    rest.trigger_savepoint("j1", "file:///shared/sp")
+    assert script.requests[0][2]["target-directory"] == "/shared/sp"
