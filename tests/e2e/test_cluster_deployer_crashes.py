@@ -5,7 +5,9 @@ from the recorded RUNNING time, not from zero) and reaches a verdict; meanwhile 
 shows the verdict open. The moment of the kill comes from a seeded random
 (``FLOWSHIP_TEST_SEED`` repeats a run; the seed is printed). Killed the moment the cluster
 accepted the new version's job, before RUNNING was recorded: the same command again finds the
-job by the id recorded at SUBMITTED and adopts it; no second copy is started.
+job by the id recorded at SUBMITTED and adopts it; no second copy is started. Killed right
+after SAVEPOINTING or STOPPED under continuous input: the rerun converges to one v2 job,
+exactly once (the crash matrix of tests/e2e/test_deployer_crashes.py, on the cluster).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -186,4 +189,49 @@ def test_rerun_adopts_the_job_its_deployer_submitted_before_dying(
     version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
                   for m in outputs if m.value}
     assert 2 in version_of.values()
+    assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
+
+
+@pytest.mark.parametrize("step", ["SAVEPOINTING", "STOPPED"])
+def test_rerun_after_deployer_killed_at_a_step_converges_on_the_cluster(
+    step: str, fresh_kafka_broker, flink_session_cluster, tmp_path: Path
+) -> None:
+    """The steps whose resume differs on a cluster (the old job lives on without its deployer,
+    and outlives a stop the deployer never saw end); PLANNED and CHECKED touch nothing, SUBMITTED
+    and RUNNING are the tests above. Killed right after recording ``step`` under continuous
+    input; the same command again converges: one v2 job on the cluster, exactly once."""
+    bootstrap = fresh_kafka_broker.bootstrap
+    rest = flink_session_cluster.rest
+    setup_topics(bootstrap)
+    state = tmp_path / "state"
+    ledger = LocalLedger(state / "ledger")
+    evs = list(events.clicks(6_000, users=100))
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 300.0))  # 20 s
+    ended = ("FINISHED", "CANCELED", "FAILED")
+    try:
+        first = deploy("job.py", flink_session_cluster, bootstrap, state)
+        assert first.returncode == 0, tail(first.stdout + first.stderr)
+        producer.start()
+        time.sleep(4)
+        crashed = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
+                         "--upgrade-from", "savepoint", env={**os.environ, FAULT_ENV: step})
+        assert crashed.returncode == -signal.SIGKILL, tail(crashed.stdout + crashed.stderr)
+        assert ledger.entries(JOB)[-1].step.value == step  # it died right after recording it
+
+        again = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
+                       "--upgrade-from", "savepoint")
+        assert again.returncode == 0, tail(again.stdout + again.stderr)
+        producer.join(timeout=120)
+        outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
+        current = ledger.current(JOB)
+        assert current is not None and current[1]["version"] == "2"
+        alive = [j["jid"] for j in rest.jobs() if j["state"] not in ended]
+        assert alive == [current[1]["job_id"]]  # one copy of the job: v2's
+        upgrade = ledger.deployments(JOB)[current[0]]
+        assert [e.step for e in upgrade][-3:] == [Step.SUBMITTED, Step.RUNNING, Step.STABLE]
+        assert len([e for e in ledger.entries(JOB) if e.step is Step.STOPPED]) == 1
+    finally:
+        cancel_live_jobs(rest)
+    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
+                  for m in outputs if m.value}
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))

@@ -30,13 +30,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 def deploy(script: str, cluster, bootstrap: str, state: Path, *extra: str,
            running: threading.Event | None = None, ledger: LocalLedger | None = None,
-           version: str = ""):
+           version: str = "", env: dict[str, str] | None = None):
     """Run the deployer to its end; with ``running``, set it once ``version`` runs."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, str(EXAMPLE / script), "--target", cluster.rest_url,
              "--kafka-bootstrap", bootstrap, "--state-dir", str(state), *extra],
-            stdout=out, stderr=err, text=True)
+            stdout=out, stderr=err, text=True, env=env)
         try:
             if running is not None and ledger is not None:
                 wait_current(ledger, version, proc)
