@@ -167,12 +167,21 @@ class Engine:
     _archive: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _code(self) -> dict[str, Any]:
-        """``code_archive``: this version's code archived (once) before its first PLANNED."""
+        """``code_archive``: this version's code archived (once) before its first PLANNED.
+
+        A job directory too large to archive, or a store that cannot be written, does not stop
+        the deployment: it is recorded without an archive (a rollback to it then runs the code
+        at its recorded path, if that is unchanged) and the log says why.
+        """
         if self._archive is None:
             r = self.release
             store = self.policy.state_dir.resolve() / r.job / "code"
-            self._archive = archive_code(Path(r.script), store)
-        return {"code_archive": self._archive}
+            try:
+                self._archive = archive_code(Path(r.script), store)
+            except (CodeArchiveError, OSError) as exc:
+                log.warning("code.not_archived", job=r.job, version=r.version, reason=str(exc))
+                self._archive = {}
+        return {"code_archive": self._archive} if self._archive else {}
 
     def deploy(self, restore: str | None = None, rollback_of: str | None = None) -> int:
         """A first deploy, a restore from ``restore``, or a rollback's start; the exit code."""

@@ -109,3 +109,22 @@ def test_a_job_directory_too_large_to_archive_is_a_clear_error(
     monkeypatch.setattr(archive, "MAX_FILES", 2)
     with pytest.raises(CodeArchiveError, match="keep the job in a directory of its own"):
         archive_code(script, tmp_path / "store")
+
+
+def test_a_deployment_whose_code_cannot_be_archived_goes_ahead_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowship.deploy import archive
+    from flowship.deploy.engine import Engine, Policy, Release
+    from flowship.deploy.ledger import LocalLedger
+
+    script = _job(tmp_path / "src")
+    engine = Engine(LocalLedger(tmp_path / "ledger"), Release("j", "1", {}, str(script)),
+                    object(), Policy(tmp_path / "state"))  # type: ignore[arg-type]
+    monkeypatch.setattr(archive, "MAX_FILES", 2)
+    assert engine._code() == {}  # recorded without an archive; the log says why
+    fresh = Engine(LocalLedger(tmp_path / "ledger"), Release("j", "1", {}, str(script)),
+                   object(), Policy(tmp_path / "state"))  # type: ignore[arg-type]
+    monkeypatch.setattr(archive, "MAX_FILES", 2_000)
+    record = fresh._code()["code_archive"]
+    assert Path(record["archive"]).is_file() and record["script"] == "job.py"
