@@ -130,14 +130,20 @@ def test_a_healthy_version_is_stable_once_soaked_with_its_rates_in_the_reason() 
     assert health.flow == Flow(400, 395, 0, 100)
 
 
+def _growing(inputs: int, outputs: float, dead: float, polls: int = 400) -> list[Flow]:
+    """A stream's readings: ``outputs``/``dead`` per input, inputs growing poll by poll."""
+    return [Flow(inputs + i, int((inputs + i) * outputs), int((inputs + i) * dead), 0)
+            for i in range(polls)]
+
+
 def test_a_version_that_dead_letters_everything_is_not_stable() -> None:
-    health = _watch(StubRest([Flow(400, 0, 400, 0)]))
+    health = _watch(StubRest(_growing(400, 0, 1)))
     assert not health.stable
     assert health.reason.startswith("its output is not healthy: 100.0% of its input went to")
 
 
 def test_a_version_that_writes_nothing_is_not_stable() -> None:
-    health = _watch(StubRest([Flow(400, 0, 0, 0)]))
+    health = _watch(StubRest(_growing(400, 0, 0)))
     assert not health.stable
     assert "0.00 outputs per input record" in health.reason
 
@@ -147,6 +153,18 @@ def test_a_version_whose_lag_keeps_growing_is_not_stable() -> None:
     health = _watch(StubRest(growing), soak_s=0.1)
     assert not health.stable
     assert "consumer lag grew" in health.reason
+
+
+def test_a_stale_reading_repeated_is_not_a_lasting_problem() -> None:
+    """Found on the session cluster (metrics cached 10 s): one early reading, inputs counted
+    before the outputs of the same records, served again and again for longer than the soak
+    time, rolled a healthy version back. A problem lasts only if a newer reading shows it."""
+    stale = [Flow(582, 1, 0, 0)] * 40  # the same cached reading, 40 polls of 0.01 s
+    health = _watch(StubRest([*stale, Flow(1400, 1398, 0, 0)]), soak_s=0.1)
+    assert health.stable, health.reason
+    # confirmed by a newer reading: not healthy
+    health = _watch(StubRest([*stale, Flow(1400, 2, 0, 0)]), soak_s=0.1)
+    assert not health.stable and "0.00 outputs per input record (2 for 1400)" in health.reason
 
 
 def test_records_in_flight_after_the_hand_over_are_not_held_against_it() -> None:
