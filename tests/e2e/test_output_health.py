@@ -81,6 +81,7 @@ def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
             assert failed["baseline"]["output_ratio"] > 0.5
             assert failed["flow"]["inputs"] > 0
             wait_running(ledger, "1")
+            time.sleep(5)  # v1, started again, reads input before the next upgrade counts it
         good = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from", "savepoint",
                           *WATCH, "--health-window-s", "60").start()
         try:

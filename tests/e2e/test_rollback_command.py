@@ -107,7 +107,11 @@ def test_rollback_returns_to_the_previous_version(fresh_kafka_broker, tmp_path: 
         assert rolled[0].data["kind"] == "rollback"
         assert rolled[0].data["rollback_of"] == upgrade_id
         assert rolled[0].data["rollback_to"] == deployments[0][0]
-        assert rolled[0].data["script"] == str(EXAMPLE / "job.py")
+        # the code v1 was deployed with, from its archive (not whatever is at its path now)
+        archive = deployments[0][1][0].data["code_archive"]
+        assert rolled[0].data["script"] == str(Path(archive["archive"]).with_suffix("") / "job.py")
+        assert rolled[0].data["code_archive"] == archive
+        assert rolled[0].data["code_changed"] is False
         assert rolled[3].data["savepoint"] == outcome["savepoint"]
         assert upgraded["job_id"] == rolled[2].data["old_job_id"]
         # the history shows it as a rollback
