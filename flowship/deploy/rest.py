@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flowship.deploy.savepoints import as_storage
 from flowship.errors import ClusterError
 
 
@@ -67,7 +68,7 @@ class FlinkRest:
         stop: an embedded mini-cluster exits as soon as its job stops, taking its REST endpoint
         with it, and a savepoint that completed in this directory is then known to be ours.
         """
-        target = _target(target_directory)
+        target = as_storage(target_directory)
         body = {"drain": False, "formatType": "CANONICAL", "targetDirectory": str(target)}
         trigger = self._call("POST", f"/jobs/{job_id}/stop", body)["request-id"]
         local = target if isinstance(target, Path) else None
@@ -88,7 +89,7 @@ class FlinkRest:
 
         The job keeps running: this is the dry run's savepoint, taken without stopping anything.
         """
-        target = _target(target_directory)
+        target = as_storage(target_directory)
         body = {"cancel-job": False, "formatType": "CANONICAL", "target-directory": str(target)}
         trigger = self._call("POST", f"/jobs/{job_id}/savepoints", body)["request-id"]
         operation = self._await_operation(
@@ -189,15 +190,6 @@ class FlinkRest:
     def cancel(self, job_id: str) -> None:
         """``PATCH /jobs/:id?mode=cancel``: cancel a job (no savepoint)."""
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")
-
-
-def _target(directory: str | Path) -> Path | str:
-    """A savepoint directory: a local path, or a URI on another file system kept as given."""
-    text = str(directory)
-    scheme, sep, _ = text.partition("://")
-    if sep and scheme.lower() != "file":
-        return text
-    return Path(text.removeprefix("file://").removeprefix("file:"))
 
 
 def completed_savepoint(target: Path) -> str | None:

@@ -60,13 +60,20 @@ def is_local(location: str) -> bool:
 Storage = Path | str
 
 
+def as_storage(location: str | Path) -> Storage:
+    """A location as :data:`Storage` (a local path or ``file:`` URI as a Path, else as given)."""
+    text = str(location)
+    if _remote(text):
+        return text
+    return Path(text.removeprefix("file://").removeprefix("file:"))
+
+
 def storage_root(state_dir: Path, storage: str | None, job: str) -> Storage:
     """A job's storage root: ``<storage>/<job>``, or ``<state dir>/<job>`` when none is set."""
-    if storage is None:
-        return state_dir.resolve() / job
-    if _remote(storage):
-        return f"{storage.rstrip('/')}/{job}"
-    return Path(storage.removeprefix("file://").removeprefix("file:")).expanduser().resolve() / job
+    root = as_storage(storage) if storage is not None else state_dir
+    if isinstance(root, Path):
+        return root.expanduser().resolve() / job
+    return child(root, job)
 
 
 def child(location: Storage, *names: str) -> Storage:

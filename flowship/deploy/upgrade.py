@@ -32,7 +32,7 @@ from flowship.deploy.health import baseline_flow, verdict_open_since
 from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest, completed_savepoint
-from flowship.deploy.savepoints import Storage, child, is_local
+from flowship.deploy.savepoints import Storage, as_storage, child, is_local
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 
 log = get_logger("flowship.deploy")
@@ -638,8 +638,7 @@ def _completed_stop(data: Mapping[str, Any]) -> str | None:
 def _resume_stop(
     ledger: Ledger, job: str, deployment: str, previous: str, data: Mapping[str, Any], lease: Lease
 ) -> Prepared:
-    recorded = str(data["target"])
-    target: Storage = recorded if not is_local(recorded) else Path(recorded)
+    target = as_storage(str(data["target"]))
     savepoint = stop_with_savepoint(FlinkRest(data["old_rest_url"]), data["old_job_id"], target)
     ledger.record(job, deployment, Step.STOPPED, savepoint=savepoint, resumed=True)
     return Prepared(deployment, savepoint, lease, previous)
