@@ -276,11 +276,6 @@ def _failures(rest: FlinkRest, job_id: str) -> list[dict[str, Any]]:
     return list(reversed((raw.get("exceptionHistory") or {}).get("entries") or []))
 
 
-def _failure(rest: FlinkRest, job_id: str) -> tuple[int, str]:
-    entries = _failures(rest, job_id)
-    return (len(entries), _root_cause(entries[0])) if entries else (0, "")
-
-
 def hand_over(
     rest: FlinkRest, job_id: str, budget_s: float = 2.0, wait_s: float = 60.0
 ) -> tuple[int, float | None]:
@@ -315,7 +310,7 @@ def hand_over(
 def _job_failed(rest: FlinkRest, job_id: str) -> bool:
     """Whether the job failed (its exception history has an entry) or is no longer running."""
     try:
-        return bool(_failure(rest, job_id)[0]) or rest.job(job_id)["state"] != "RUNNING"
+        return bool(_failures(rest, job_id)) or rest.job(job_id)["state"] != "RUNNING"
     except ClusterError:
         return True
 
