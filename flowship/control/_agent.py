@@ -99,6 +99,7 @@ class Agent:
         #: held while the thread checks ``_stop`` and beats: no beat follows the goodbye
         self._beating = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self._answered: set[str] = set()
         self._seen_at: dict[str, float] = {}
         self.error: BaseException | None = None
@@ -127,9 +128,13 @@ class Agent:
 
         The goodbye also wakes the thread, which waits in a poll of the control topic for up to
         a second: its own consumer reads the tombstones at once. So an active agent stops in
-        milliseconds (it is on the path of every job's end and every upgrade's stop).
+        milliseconds (it is on the path of every job's end and every upgrade's stop). The
+        Kafka clients are closed last; a second call does nothing.
         """
         with self._beating:
+            if self._stopped:
+                return
+            self._stopped = True
             self._stop.set()
         try:
             if not self.passive:
@@ -141,6 +146,18 @@ class Agent:
             if self._thread is not None:
                 self._thread.join(10)
             self._log.close()
+
+    def stop_in_background(self) -> None:
+        """:meth:`stop` in a thread of its own: for a caller that must not wait on Kafka.
+
+        What calls it is the decoder's finalizer, on the task thread that tears the operator
+        down (see :class:`~flowship.kafka._flink.DecodeAvro`).
+        """
+        try:
+            name = f"flowship-goodbye {self.id}"
+            threading.Thread(target=self.stop, name=name, daemon=True).start()
+        except RuntimeError:  # the interpreter is shutting down: no new threads
+            self.stop()
 
     # -- the thread ----------------------------------------------------------------------------
 

@@ -247,9 +247,21 @@ class ControlLog:
             raise ClusterError(msg)
 
     def close(self) -> None:
-        """Close the clients (writes are flushed first)."""
+        """Close the clients (writes are flushed first, for up to 5 s).
+
+        Every client is closed or released here, never left to the garbage collector: a job's
+        agents live in a TaskManager that outlives the job, and a client nobody closes keeps its
+        threads, reconnecting to the broker, for as long as that process runs.
+        """
+        producer, admin, self._producer, self._admin = self._producer, self._admin, None, None
         try:
-            if self._producer is not None:
-                self._producer.flush(5)
+            if producer is not None:
+                if producer.flush(5) > 0:
+                    producer.purge()  # a broker that is gone must not hold the close up
+                    producer.flush(0)
+                close = getattr(producer, "close", None)  # confluent-kafka >= 2.12
+                if close is not None:
+                    close()
         finally:
+            del producer, admin  # the last references: their handles are destroyed now
             self._consumer.close()

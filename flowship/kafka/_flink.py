@@ -15,6 +15,7 @@ own; one array per record costs one. The layouts are documented on the two Java 
 from __future__ import annotations
 
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -181,6 +182,7 @@ class DecodeAvro(ProcessFunction):
         self._group = group_id(source, ctx)
         self._agent: Agent | None = None
         self._decider: Decider | None = None
+        self._release: weakref.finalize[Any, Any] | None = None
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSource {self._uid!r} schema")
@@ -202,8 +204,16 @@ class DecodeAvro(ProcessFunction):
             agent.start()
             self._agent = agent
             self._decider = Decider(agent, self._topic, ctx.flags, ctx.environment, ctx.version)
+            # PyFlink (thread mode) calls close() only when the input ends, never when the task
+            # is cancelled, fails over or stops with a savepoint: there the operator is only
+            # dropped. Without this the agent would go on beating (a running instance to every
+            # flag setter) and its Kafka clients would live as long as the TaskManager.
+            self._release = weakref.finalize(self, agent.stop_in_background)
 
     def close(self) -> None:
+        if self._release is not None:
+            self._release.detach()
+            self._release = None
         if self._agent is not None:
             self._agent.stop()
             self._agent = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -11,10 +12,27 @@ import events
 import pytest
 from helpers import JOB, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
 
+from flowship.control import FlagClient
 from flowship.testing._proc import pid_alive
 from flowship.testing.session_cluster import SessionCluster
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.timeout(600)]
+
+
+def kafka_clients(pids: list[int]) -> int:
+    """How many confluent-kafka clients the processes hold (librdkafka: one main thread each)."""
+    count = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                count += (task / "comm").read_text().strip() == "rdk:main"
+    return count
+
+
+def instances(bootstrap: str) -> set[str]:
+    """The job's instances on its control topic: said hello, no goodbye yet."""
+    with FlagClient(bootstrap, "click-sessions") as flags:
+        return set(flags.read().instances)
 
 
 def test_job_runs_on_session_cluster(kafka_broker, flink_session_cluster, tmp_path: Path) -> None:
@@ -22,6 +40,8 @@ def test_job_runs_on_session_cluster(kafka_broker, flink_session_cluster, tmp_pa
     setup_topics(bootstrap)
     evs = list(events.clicks(3_000, users=100))
     produce_clicks(bootstrap, evs)
+    taskmanagers = flink_session_cluster.taskmanager_pids()
+    clients_before = kafka_clients(taskmanagers)
 
     done = subprocess.run(
         [sys.executable, str(JOB), "--target", flink_session_cluster.rest_url,
@@ -39,12 +59,24 @@ def test_job_runs_on_session_cluster(kafka_broker, flink_session_cluster, tmp_pa
         assert details["state"] == "RUNNING"
         assert details["name"] == "click-sessions@1"
         assert_exactly_once(read_outputs(bootstrap, expect=3_000), evs)
+        mine = instances(bootstrap)
+        assert kafka_clients(taskmanagers) > clients_before  # its control agents' clients
     finally:
         rest.cancel(job_id)
     deadline = time.monotonic() + 60
     while rest.job(job_id)["state"] != "CANCELED" and time.monotonic() < deadline:
         time.sleep(0.5)
     assert rest.job(job_id)["state"] == "CANCELED"
+    # a cancelled job's operators are dropped without close(): its control agents still say
+    # goodbye (no flag setter waits for them) and its Kafka clients do not outlive it in the
+    # TaskManager, which runs on (before: both lived, beating, as long as the TaskManager)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        instances(bootstrap) & mine or kafka_clients(taskmanagers) > clients_before
+    ):
+        time.sleep(0.5)
+    assert mine and not instances(bootstrap) & mine
+    assert kafka_clients(taskmanagers) == clients_before
 
 
 def test_session_cluster_is_stopped_by_pid(tmp_path: Path) -> None:
