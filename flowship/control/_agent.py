@@ -99,7 +99,6 @@ class Agent:
         #: held while the thread checks ``_stop`` and beats: no beat follows the goodbye
         self._beating = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stopped = False
         self._answered: set[str] = set()
         self._seen_at: dict[str, float] = {}
         self.error: BaseException | None = None
@@ -132,9 +131,8 @@ class Agent:
         Kafka clients are closed last; a second call does nothing.
         """
         with self._beating:
-            if self._stopped:
+            if self._stop.is_set():
                 return
-            self._stopped = True
             self._stop.set()
         try:
             if not self.passive:
