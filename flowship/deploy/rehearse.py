@@ -34,6 +34,7 @@ from typing import Any
 from flowship._jars import find_state_reader
 from flowship._kafka import admin_client, serve_logs
 from flowship._kafka import consumer as kafka_consumer
+from flowship.deploy.diff import OutputDiff, read_outputs
 from flowship.errors import ConfigError, MissingJarError, StateError
 from flowship.schema import StateCodec
 
@@ -265,6 +266,11 @@ class DryRunReport:
     state_error: str = ""
     state_not_read: str = ""  # why state was not read key by key (reported, not a failure)
     rehearsal: Rehearsal = field(default_factory=Rehearsal)
+    #: per sink: the rehearsal's outputs against production's for the same input records
+    #: (:class:`flowship.deploy.diff.OutputDiff` in JSON form); reported, never a failure
+    diffs: list[dict[str, Any]] = field(default_factory=list)
+    #: why the outputs were not compared (empty when they were)
+    diff_skipped: str = ""
 
     @property
     def gate_passed(self) -> bool:
@@ -350,11 +356,26 @@ def format_report(report: DryRunReport) -> str:
             lines.append(f"  error: {r.error}")
         if r.log:
             lines.append(f"  log: {r.log}")
+    for diff in report.diffs:
+        lines.append(f"output diff: {OutputDiff(**diff).summary()}")
+        for example in diff["examples"]:
+            lines.append(
+                f"  input {example['input']} differs in {', '.join(example['fields'])}: "
+                f"production {_short(example['production'])}, rehearsal "
+                f"{_short(example['candidate'])}"
+            )
+    if report.diff_skipped:
+        lines.append(f"output diff: not made: {report.diff_skipped}")
     lines.append(
         f"dry run {'PASSED' if report.passed else 'FAILED'}: nothing production uses was "
         "changed (no ledger entry, no lease, the running job untouched)"
     )
     return "\n".join(lines)
+
+
+def _short(outputs: Any, limit: int = 300) -> str:
+    text = json.dumps(outputs, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def save_report(report: DryRunReport, directory: Path) -> Path:
@@ -399,43 +420,7 @@ def create_rehearsal_topics(bootstrap: str, topics: Mapping[str, str]) -> None:
 
 def count_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
     """How many committed records ``topic`` holds (read_committed, from the beginning)."""
-    from confluent_kafka import TopicPartition
-
-    consumer = kafka_consumer(
-        bootstrap,
-        **{
-            "group.id": f"flowship.dryrun-reader.{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "log_level": 3,
-        },
-    )
-    count = 0
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return 0
-        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign(parts)
-        deadline = time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                for tp in consumer.position(parts):
-                    if tp.offset >= ends[tp.partition]:
-                        todo.discard(tp.partition)
-                continue
-            if msg.error():
-                continue
-            count += 1
-            if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-                todo.discard(msg.partition() or 0)
-    finally:
-        consumer.close()
-    return count
+    return len(read_outputs(bootstrap, topic, timeout=timeout))
 
 
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:

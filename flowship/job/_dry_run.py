@@ -29,6 +29,7 @@ from flowship._ports import free_port
 from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.check import check_upgrade
+from flowship.deploy.diff import Output, compare, decoder, read_outputs
 from flowship.deploy.exits import EXIT_DRY_RUN_FAILED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from flowship.deploy.rehearse import (
     DryRunReport,
@@ -103,6 +104,13 @@ def dry_run(
         return EXIT_REFUSED
 
     report.state_source = mode if mode in ("savepoint", "latest-checkpoint") else "path"
+    # where production's outputs stood before the savepoint: every output of an input record
+    # the rehearsal reads (the savepoint's position onwards) is appended after this
+    outputs_from = (
+        end_offsets(settings.kafka_bootstrap, [s.topic for s in job.sinks])
+        if mode == "savepoint"
+        else None
+    )
     report.state_from = _obtain_state(job, settings, old, mode, work)
     log.info("dry_run.state", job=job.name, source=report.state_source, at=report.state_from)
 
@@ -125,9 +133,18 @@ def dry_run(
             report.state_error = str(exc)
     log.info("dry_run.state_read", job=job.name, ok=report.state_ok)
 
-    report.rehearsal = _rehearse(
-        job, settings, argv, report.state_from, rehearsal_suffix(token), work
-    )
+    suffix = rehearsal_suffix(token)
+    report.rehearsal = _rehearse(job, settings, argv, report.state_from, suffix, work)
+    if outputs_from is None:
+        report.diff_skipped = (
+            "the rehearsal did not start from a savepoint taken now (--upgrade-from "
+            f"{'latest-checkpoint' if mode == 'latest-checkpoint' else 'PATH'}), so where "
+            "production's outputs for its input begin is not known"
+        )
+    elif not report.rehearsal.passed:
+        report.diff_skipped = "the rehearsal failed"
+    else:
+        report.diffs = _diff_outputs(job, settings, old, suffix, outputs_from)
     saved = save_report(report, work)
     _print(report, as_json)
     log.info("dry_run.done", job=job.name, passed=report.passed, report=str(saved))
@@ -271,6 +288,86 @@ def _rehearse(
         result.dead_letters[topic] = count_committed(settings.kafka_bootstrap, topic)
     result.passed = code == 0 and not result.error
     return result
+
+
+def _diff_outputs(
+    job: Job,
+    settings: Settings,
+    old: dict[str, Any],
+    suffix: str,
+    outputs_from: dict[tuple[str, int], int],
+) -> list[dict[str, Any]]:
+    """Each sink's rehearsal outputs against production's for the same input records.
+
+    Production goes on processing the sample too; its outputs for it are committed with its
+    checkpoints. So the comparison waits (up to :data:`DIFF_WAIT_S`) until production's
+    consumer groups committed past every input the rehearsal wrote outputs for.
+    """
+    bootstrap = settings.kafka_bootstrap
+    before = {
+        sink["uid"]: sink for sink in old.get("manifest", {}).get("sinks", []) if "uid" in sink
+    }
+    groups = {s.topic: s.group_id or f"flowship.{job.name}.{s.uid}" for s in job.sources}
+    diffs = []
+    for sink in job.sinks:
+        previous = before.get(sink.uid)
+        candidate = rehearsal_name(sink.topic, suffix)
+        theirs = read_outputs(bootstrap, candidate)
+        note = _wait_for_production(bootstrap, groups, theirs)
+        if previous is None:
+            note = f"sink {sink.uid!r} is new in this version: production wrote nothing to compare"
+        production = previous["topic"] if previous is not None else sink.topic
+        start = {p: o for (t, p), o in outputs_from.items() if t == production}
+        ours = read_outputs(bootstrap, production, start) if previous is not None else []
+        diff = compare(
+            ours,
+            theirs,
+            decoder(previous["schema"] if previous is not None else sink.schema),
+            decoder(sink.schema),
+            production_name=production,
+            candidate_name=candidate,
+        )
+        diff.note = note
+        log.info("dry_run.diff", job=job.name, sink=sink.uid, summary=diff.summary())
+        diffs.append(diff.to_json())
+    return diffs
+
+
+#: How long the output diff waits for production to commit the rehearsal's sample (seconds).
+DIFF_WAIT_S = 60.0
+
+
+def _wait_for_production(bootstrap: str, groups: dict[str, str], outputs: list[Output]) -> str:
+    """Wait until production committed past every input address in ``outputs``; "" or why not."""
+    needed: dict[tuple[str, int], int] = {}
+    for out in outputs:
+        if out.address is None:
+            continue
+        topic, _, rest = out.address.partition("/")
+        partition, _, offset = rest.partition("/")
+        with contextlib.suppress(ValueError):
+            tp = (topic, int(partition))
+            needed[tp] = max(needed.get(tp, -1), int(offset) + 1)
+    deadline = time.monotonic() + DIFF_WAIT_S
+    behind: list[str] = []
+    while needed:
+        behind = []
+        for topic, group in groups.items():
+            wanted = [tp for tp in needed if tp[0] == topic]
+            if not wanted:
+                continue
+            done = committed_offsets(bootstrap, group, wanted)
+            behind += [f"{t}/{p}" for (t, p) in wanted if done.get((t, p), -1) < needed[(t, p)]]
+        if not behind or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    if not behind:
+        return ""
+    return (
+        f"production had not committed past the rehearsal's input on {', '.join(behind)} "
+        f"within {DIFF_WAIT_S:.0f}s: inputs only in the rehearsal may be ones production had "
+        "not processed yet"
+    )
 
 
 def _child_result(log_file: Path) -> dict[str, Any]:

@@ -214,6 +214,17 @@ def test_compatible_version_passes_under_continuous_input(production: Production
     rehearsed = read_topic(production.bootstrap, f"session-stats{suffix}", timeout=30)
     assert len(rehearsed) == sample
     assert {m.headers["flowship.version"] for m in rehearsed} == {"2"}
+    # compared with production's outputs for the same input records (paired by the input
+    # address each output names): version 2 adds previous_page, every other field is version 1's
+    (diff,) = report["diffs"]
+    assert (diff["production"], diff["candidate"]) == ("session-stats", f"session-stats{suffix}")
+    assert diff["note"] == "", diff["note"]  # production had committed the whole sample
+    assert diff["compared"] == diff["different"] == sample, diff
+    assert diff["fields"] == {"previous_page": sample}
+    assert diff["only_production"] == diff["only_candidate"] == 0
+    example = diff["examples"][0]
+    assert example["production"][0]["value"]["previous_page"] is None
+    assert isinstance(example["candidate"][0]["value"]["previous_page"], str)
     production.assert_untouched(before)
     # production carried on alone: every event exactly once, all by version 1, no extra records
     outputs = read_outputs(production.bootstrap, expect=len(EVENTS), timeout=240)
@@ -239,6 +250,8 @@ def test_latest_checkpoint_of_a_live_job_is_refused_and_a_path_is_rehearsed(
     assert done.returncode == 0, tail(done.stdout + done.stderr)
     report = report_of(done)
     assert report["state_source"] == "path" and report["passed"] is True
+    assert report["diffs"] == []
+    assert "did not start from a savepoint taken now" in report["diff_skipped"]
     assert report["operators"][0]["states"][0]["keys"] == USERS
     (outputs,) = report["rehearsal"]["outputs"].values()
     assert outputs == report["rehearsal"]["records_in"] > 0

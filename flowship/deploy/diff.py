@@ -1,0 +1,277 @@
+"""Two versions' outputs compared record by record, paired by the input record they derive from.
+
+Every output flowship writes names its input record's address in the ``flowship.source``
+header (``topic/partition/offset``). Two versions that read the same input therefore write
+outputs that pair up exactly, whatever order, partitioning or timing each had: the production
+outputs of the running version and a candidate's (a ``--dry-run`` rehearsal's topic, later a
+dark launch's side topic) are grouped by that address and compared value by value, decoded with
+each version's own sink schema, field by field.
+
+What is compared and what is not:
+
+* An input address both sides wrote outputs for is **equal** (the same outputs: Kafka key and
+  decoded value, as many of them) or **different**; for a difference the fields that differ are
+  counted (``(key)`` for the Kafka key, ``(outputs)`` when the number of outputs differs).
+* An input address only the candidate wrote for is **only_candidate**: the running version wrote
+  nothing for it, or had not committed it yet when the topics were read.
+* An input address only production wrote for, within the range of input offsets the candidate
+  read on that partition (from the lowest to the highest address the candidate wrote for), is
+  **only_production**: the candidate dropped that input. Outside that range the candidate never
+  read the input, so it is not compared; an input at the very start of the candidate's range
+  for which the candidate wrote nothing cannot be told from one it never read.
+* Outputs without an address (a timer's or a window's, which derive from no single input) are
+  counted as **unaddressed** on each side and not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flowship._kafka import consumer as kafka_consumer
+from flowship.kafka._headers import SOURCE
+from flowship.schema import AvroCodec
+
+#: the differences a report lists in full (the rest are counted)
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output record as the diff sees it: its input address, Kafka key and value."""
+
+    address: str | None
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class OutputDiff:
+    """How a candidate's outputs compare with production's (see the module docstring)."""
+
+    production: str
+    candidate: str
+    compared: int = 0
+    equal: int = 0
+    different: int = 0
+    only_production: int = 0
+    only_candidate: int = 0
+    unaddressed_production: int = 0
+    unaddressed_candidate: int = 0
+    #: field -> input addresses whose outputs differ in it
+    fields: dict[str, int] = field(default_factory=dict)
+    #: the first few differences: input address, fields, both sides' outputs
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    #: why the comparison is partial or was not made (empty: complete)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (the dry-run report)."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for a human."""
+        line = (
+            f"{self.candidate} against {self.production}: {self.compared} inputs compared, "
+            f"{self.equal} equal, {self.different} different"
+        )
+        if self.fields:
+            line += " (" + ", ".join(f"{f} x{n}" for f, n in sorted(self.fields.items())) + ")"
+        line += (
+            f"; only in production {self.only_production}, only in the candidate "
+            f"{self.only_candidate}"
+        )
+        unaddressed = self.unaddressed_production + self.unaddressed_candidate
+        if unaddressed:
+            line += f"; {unaddressed} outputs without an input address not compared"
+        return line + (f"; {self.note}" if self.note else "")
+
+
+def compare(
+    production: Iterable[Output],
+    candidate: Iterable[Output],
+    decode_production: Callable[[bytes], Any],
+    decode_candidate: Callable[[bytes], Any],
+    *,
+    production_name: str = "production",
+    candidate_name: str = "candidate",
+) -> OutputDiff:
+    """Pair both sides' outputs by input address and compare them (pure: no Kafka)."""
+    diff = OutputDiff(production_name, candidate_name)
+    prod: dict[str, list[Output]] = defaultdict(list)
+    cand: dict[str, list[Output]] = defaultdict(list)
+    for out in production:
+        if out.address is None:
+            diff.unaddressed_production += 1
+        else:
+            prod[out.address].append(out)
+    for out in candidate:
+        if out.address is None:
+            diff.unaddressed_candidate += 1
+        else:
+            cand[out.address].append(out)
+    # the range of input offsets the candidate read, per input partition
+    low: dict[str, int] = {}
+    high: dict[str, int] = {}
+    for address in cand:
+        where, offset = _split(address)
+        if offset is None:
+            continue
+        low[where] = min(low.get(where, offset), offset)
+        high[where] = max(high.get(where, offset), offset)
+    fields: Counter[str] = Counter()
+    for address in sorted(cand, key=_order):
+        if address not in prod:
+            diff.only_candidate += 1
+            continue
+        diff.compared += 1
+        ours = sorted((_view(o, decode_production) for o in prod[address]), key=_canonical)
+        theirs = sorted((_view(o, decode_candidate) for o in cand[address]), key=_canonical)
+        differing = _differing(ours, theirs)
+        if not differing:
+            diff.equal += 1
+            continue
+        diff.different += 1
+        fields.update(differing)
+        if len(diff.examples) < EXAMPLES:
+            diff.examples.append(
+                {
+                    "input": address,
+                    "fields": sorted(differing),
+                    "production": ours,
+                    "candidate": theirs,
+                }
+            )
+    for address in prod:
+        if address in cand:
+            continue
+        where, offset = _split(address)
+        if offset is not None and where in low and low[where] <= offset <= high[where]:
+            diff.only_production += 1
+    diff.fields = dict(fields)
+    return diff
+
+
+def _split(address: str) -> tuple[str, int | None]:
+    """``topic/partition/offset`` -> (``topic/partition``, offset); offset None if malformed."""
+    where, _, offset = address.rpartition("/")
+    try:
+        return where, int(offset)
+    except ValueError:
+        return address, None
+
+
+def _order(address: str) -> tuple[str, int]:
+    where, offset = _split(address)
+    return where, -1 if offset is None else offset
+
+
+def _view(out: Output, decode: Callable[[bytes], Any]) -> dict[str, Any]:
+    """An output as compared and shown: its key (text if it is) and its decoded value."""
+    key: Any = out.key
+    if isinstance(key, bytes):
+        try:
+            key = key.decode()
+        except UnicodeDecodeError:
+            key = key.hex()
+    value: Any
+    if out.value is None:
+        value = None
+    else:
+        try:
+            value = decode(out.value)
+        except Exception:  # not of its schema: compared as bytes
+            value = {"(bytes)": out.value.hex()}
+    return {"key": key, "value": value}
+
+
+def _canonical(view: Mapping[str, Any]) -> str:
+    return json.dumps(view, sort_keys=True, default=str)
+
+
+def _differing(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> set[str]:
+    """The fields in which two input addresses' outputs differ (empty: they are equal)."""
+    if len(ours) != len(theirs):
+        return {"(outputs)"}
+    found: set[str] = set()
+    for a, b in zip(ours, theirs, strict=True):
+        if a["key"] != b["key"]:
+            found.add("(key)")
+        left, right = a["value"], b["value"]
+        if isinstance(left, dict) and isinstance(right, dict):
+            found.update(f for f in left.keys() | right.keys() if left.get(f) != right.get(f))
+        elif left != right:
+            found.add("(value)")
+    return found
+
+
+# Kafka ---------------------------------------------------------------------------------------
+
+
+def read_outputs(
+    bootstrap: str,
+    topic: str,
+    start: Mapping[int, int] | None = None,
+    timeout: float = 60.0,
+) -> list[Output]:
+    """The committed records of ``topic`` (read_committed) from ``start`` to its end now.
+
+    ``start``: partition -> first offset to read (missing partitions: from the beginning).
+    """
+    from confluent_kafka import TopicPartition
+
+    consumer = kafka_consumer(
+        bootstrap,
+        **{
+            "group.id": f"flowship.diff.{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "log_level": 3,
+        },
+    )
+    found: list[Output] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return found
+        begin = {p: int((start or {}).get(p, 0)) for p in meta.partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+        todo = {p for p, end in ends.items() if end > begin[p]}
+        consumer.assign([TopicPartition(topic, p, begin[p]) for p in meta.partitions])
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                # transaction markers and aborted records end a partition without a message
+                for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                    if tp.offset >= ends[tp.partition]:
+                        todo.discard(tp.partition)
+                continue
+            if msg.error():
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset < ends[partition]:
+                address = None
+                pairs: list[tuple[str, bytes | None]] = list(msg.headers() or [])  # type: ignore[arg-type]
+                for name, raw in pairs:
+                    if name == SOURCE and raw is not None:
+                        address = raw.decode() if isinstance(raw, bytes) else str(raw)
+                found.append(Output(address, msg.key(), msg.value()))
+            if offset + 1 >= ends[partition]:
+                todo.discard(partition)
+    finally:
+        consumer.close()
+    return found
+
+
+def decoder(schema: Any) -> Callable[[bytes], Any]:
+    """Avro binary -> value with ``schema`` (a sink's, as a manifest records it)."""
+    return AvroCodec(schema, where="output schema").decode

@@ -1,0 +1,115 @@
+"""flowship.deploy.diff.compare: outputs paired by input address, compared field by field."""
+
+from __future__ import annotations
+
+from flowship.deploy.diff import EXAMPLES, Output, compare, decoder
+
+SCHEMA = {
+    "type": "record",
+    "name": "Out",
+    "fields": [{"name": "user", "type": "string"}, {"name": "clicks", "type": "long"}],
+}
+SCHEMA_V2 = {
+    "type": "record",
+    "name": "Out",
+    "fields": [
+        {"name": "user", "type": "string"},
+        {"name": "clicks", "type": "long"},
+        {"name": "page", "type": ["null", "string"], "default": None},
+    ],
+}
+V1, V2 = decoder(SCHEMA), decoder(SCHEMA_V2)
+
+
+def out(address: str | None, user: str, clicks: int, *, key: bytes | None = b"k") -> Output:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_schema(SCHEMA), {"user": user, "clicks": clicks})
+    return Output(address, key, buf.getvalue())
+
+
+def out_v2(address: str, user: str, clicks: int, page: str | None) -> Output:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    buf = io.BytesIO()
+    schemaless_writer(
+        buf, parse_schema(SCHEMA_V2), {"user": user, "clicks": clicks, "page": page}
+    )
+    return Output(address, b"k", buf.getvalue())
+
+
+def test_the_same_outputs_in_another_order_are_equal() -> None:
+    production = [out("in/0/5", "a", 1), out("in/1/7", "b", 2), out("in/0/6", "a", 2)]
+    candidate = list(reversed(production))
+    diff = compare(production, candidate, V1, V1)
+    assert (diff.compared, diff.equal, diff.different) == (3, 3, 0)
+    assert diff.fields == {} and diff.examples == []
+    assert (diff.only_production, diff.only_candidate) == (0, 0)
+
+
+def test_differences_are_counted_per_field_with_examples() -> None:
+    production = [out(f"in/0/{i}", "a", i) for i in range(10)]
+    candidate = [out(f"in/0/{i}", "a", i + (1 if i % 2 else 0)) for i in range(10)]
+    diff = compare(production, candidate, V1, V1)
+    assert (diff.compared, diff.equal, diff.different) == (10, 5, 5)
+    assert diff.fields == {"clicks": 5}
+    assert len(diff.examples) == EXAMPLES
+    first = diff.examples[0]
+    assert first["input"] == "in/0/1" and first["fields"] == ["clicks"]
+    assert first["production"] == [{"key": "k", "value": {"user": "a", "clicks": 1}}]
+    assert first["candidate"] == [{"key": "k", "value": {"user": "a", "clicks": 2}}]
+    assert "5 different (clicks x5)" in diff.summary()
+
+
+def test_each_side_is_decoded_with_its_own_schema() -> None:
+    production = [out("in/0/1", "a", 1), out("in/0/2", "a", 2)]
+    candidate = [out_v2("in/0/1", "a", 1, None), out_v2("in/0/2", "a", 2, "/cart")]
+    diff = compare(production, candidate, V1, V2)
+    # a field only the new version writes differs where it is not what the old one implies
+    assert (diff.equal, diff.different, diff.fields) == (1, 1, {"page": 1})
+
+
+def test_keys_output_counts_and_undecodable_values_are_differences() -> None:
+    production = [
+        out("in/0/1", "a", 1),
+        out("in/0/2", "a", 2),
+        out("in/0/3", "a", 3),
+        Output("in/0/4", b"k", b"\x01\x02"),
+    ]
+    candidate = [
+        out("in/0/1", "a", 1, key=b"other"),
+        out("in/0/2", "a", 2),
+        out("in/0/2", "a", 2),
+        out("in/0/3", "a", 3),
+        out("in/0/4", "a", 4),
+    ]
+    diff = compare(production, candidate, V1, V1)
+    assert diff.fields == {"(key)": 1, "(outputs)": 1, "(bytes)": 1, "user": 1, "clicks": 1}
+    assert (diff.equal, diff.different) == (1, 3)
+
+
+def test_unpaired_inputs_count_only_within_the_range_the_candidate_read() -> None:
+    # production wrote for offsets 0..9 of partition 0 and 0..4 of partition 1; the candidate
+    # started at offset 3 of partition 0, dropped offset 5, and read past where production is
+    production = [out(f"in/0/{i}", "a", i) for i in range(10)]
+    production += [out(f"in/1/{i}", "b", i) for i in range(5)]
+    candidate = [out(f"in/0/{i}", "a", i) for i in range(3, 12) if i != 5]
+    diff = compare(production, candidate, V1, V1)
+    assert diff.compared == 6  # 3, 4, 6, 7, 8, 9
+    assert diff.only_production == 1  # offset 5; 0..2 and partition 1 were never read
+    assert diff.only_candidate == 2  # 10, 11: production had not written them
+    assert diff.equal == 6
+
+
+def test_outputs_without_an_input_address_are_counted_not_compared() -> None:
+    production = [out(None, "a", 1), out("in/0/1", "a", 1)]
+    candidate = [out(None, "a", 9), out(None, "a", 9), out("in/0/1", "a", 1)]
+    diff = compare(production, candidate, V1, V1)
+    assert (diff.unaddressed_production, diff.unaddressed_candidate) == (1, 2)
+    assert (diff.compared, diff.equal) == (1, 1)
+    assert "3 outputs without an input address not compared" in diff.summary()
