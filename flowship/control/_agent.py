@@ -331,7 +331,59 @@ class Decider:
         return segment
 
 
+#: Most entries a segment's memo keeps: the first ones seen stay, later ones are evaluated
+#: each time (many distinct keys gain little from a memo; this bounds its memory)
+MEMO_SIZE = 10_000
+
+
 def _interning(
+    constant: dict[str, Any], dynamic: list[tuple[Flag, Any]]
+) -> Callable[[Any, Any], str]:
+    """The evaluator of a segment's per-record flags (:func:`_interned`), memoized when it pays.
+
+    Each per-record flag's evaluator depends only on the record's Kafka key and on the text of
+    a few value fields (its ``reads``, see :mod:`flowship.control._rules`). With two or more
+    such flags reading at most one field between them, the decisions are kept per (key, field
+    text): one dictionary lookup per record instead of one evaluation per flag (a quarter less
+    time in ``decide()`` with ``bench/flags.py``'s rules).
+    """
+    evaluate = _interned(constant, dynamic)
+    reads = [getattr(fn, "reads", None) for _, fn in dynamic]
+    if len(dynamic) < 2 or any(r is None for r in reads):
+        return evaluate
+    uses_key = any(r[0] for r in reads)  # type: ignore[index]
+    fields = sorted({f for r in reads for f in r[1]})  # type: ignore[index]
+    if len(fields) > 1:
+        return evaluate
+    memo: dict[Any, str] = {}
+    if not fields:
+
+        def by_key(key: Any, value: Any) -> str:
+            found = memo.get(key)
+            if found is None:
+                found = evaluate(key, value)
+                if len(memo) < MEMO_SIZE:
+                    memo[key] = found
+            return found
+
+        return by_key
+    (name,) = fields
+
+    def by_key_and_field(key: Any, value: Any) -> str:
+        field = value.get(name) if isinstance(value, dict) else None
+        # the evaluators read a field as its text (str()): 1 and True are different values
+        at = (key if uses_key else None, None if field is None else str(field))
+        found = memo.get(at)
+        if found is None:
+            found = evaluate(key, value)
+            if len(memo) < MEMO_SIZE:
+                memo[at] = found
+        return found
+
+    return by_key_and_field
+
+
+def _interned(
     constant: dict[str, Any], dynamic: list[tuple[Flag, Any]]
 ) -> Callable[[Any, Any], str]:
     """One evaluator for a segment's per-record flags, returning shared decisions (wire form).

@@ -174,7 +174,9 @@ def parse_rules(texts: Sequence[str]) -> FlagConfig:
     return FlagConfig(tuple(rules), default)
 
 
-#: An evaluator: (Kafka key, decoded value) -> the flag's value for that record.
+#: An evaluator: (Kafka key, decoded value) -> the flag's value for that record. Each one
+#: :func:`compile_flag` makes says what it reads in its ``reads`` attribute: ``(uses the Kafka
+#: key, names of the value fields whose text it reads)``; the result depends on nothing else.
 Evaluator = Callable[[Any, Any], Any]
 
 
@@ -239,6 +241,12 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
             steps.append(("field", (rule.field, frozenset(str(v) for v in rule.values)), value))
 
     buckets: dict[bytes, float] = {}  # targeting keys repeat: SHA-1 once per key
+    # what of a record the result depends on: its Kafka key, and these fields' text (str())
+    uses_key = targeting is None and any(kind == "percent" for kind, _, _ in steps)
+    fields = {arg[0] for kind, arg, _ in steps if kind == "field"}
+    if targeting is not None and any(kind == "percent" for kind, _, _ in steps):
+        fields.add(targeting)
+    reads = (uses_key, tuple(sorted(fields)))
 
     def where_of(target: bytes) -> float:
         where = buckets.get(target)
@@ -261,6 +269,7 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
                 where = where_of(record_key)
             return on if where < percent else fallback
 
+        by_key.reads = reads  # type: ignore[attr-defined]
         return by_key
     if len(steps) == 1 and steps[0][0] == "field":
         _, (name, allowed), on = steps[0]
@@ -269,6 +278,7 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
             field = record_value.get(name) if isinstance(record_value, dict) else None
             return on if field is not None and str(field) in allowed else fallback
 
+        by_field.reads = reads  # type: ignore[attr-defined]
         return by_field
 
     def evaluate(record_key: Any, record_value: Any) -> Any:
@@ -290,4 +300,5 @@ def _evaluator(flag: Flag, rules: tuple[Rule, ...], fallback: Any) -> Evaluator:
                     return value
         return fallback
 
+    evaluate.reads = reads  # type: ignore[attr-defined]
     return evaluate

@@ -228,6 +228,40 @@ def test_decider_gives_each_record_its_rules_values(count: int) -> None:
 
 
 
+
+def test_memoized_decisions_tell_field_values_apart_by_their_text() -> None:
+    """The decoder keeps decisions per (key, field text): 1, True and "1" are not one entry."""
+    from flowship.control._agent import Decider
+
+    flags = [
+        Flag("ramp", default=False),
+        Flag("tier", variants={"basic": 1, "gold": True, "odd": 1.0}, default="basic"),
+        Flag("color", variants={"red": "r", "blue": "b"}, default="red"),
+    ]
+    rules = {
+        "ramp": ["percent=30:on"],
+        "tier": ["field.page=1:gold", "percent=50:odd"],
+        "color": ["field.page=True,/cart:blue"],
+    }
+    view = ControlView()
+    for i, flag in enumerate(flags):
+        _propose(view, 2 * i, f"p{i}", flag.key, rules[flag.key], {0: 0})
+        view.apply(f"commit/p{i}", b"{}", 2 * i + 1, 2 * i + 1)
+    decider = Decider(_Agent(view.plan()), "t", flags, "prod", "1")  # type: ignore[arg-type]
+    pages: list[object] = [1, True, "1", "True", 1.0, None, ["1"], "/cart", "/home"]
+    for offset in range(2000):  # keys and pages repeat: most decisions come from the memo
+        key = f"user-{offset % 7}".encode() if offset % 11 else None
+        value = {"page": pages[(offset // 7) % len(pages)]}
+        got = decisions_of(decider.decide(0, offset, key, value))
+        assert got is not None
+        for flag in flags:
+            want = _reference(flag, rules[flag.key], 0, key, value)
+            assert got[flag.key] == want and type(got[flag.key]) is type(want), (flag.key, value)
+    # a value that is not a dict has no fields: only the key decides
+    got = decisions_of(decider.decide(0, 5000, b"user-1", "not a dict"))
+    assert got is not None and got["color"] == "r"
+
+
 class _QuietLog:
     """A control log with nothing new to read: counts the agent's wake-ups and end queries."""
 
