@@ -4,7 +4,8 @@ A benchmark that breaks (an API it calls changed, a job it starts fails) fails h
 the next time someone measures with it. Runs this small measure nothing: the figures are not
 checked, only that the script exits 0 and prints its ``RESULT <name> flowship=... baseline=...
 ratio=...`` line. ``bench/handrun_submit.py`` is the hand-run baseline's ``flink run -py``
-entry point: the upgrade_gap run submits v2 through it. ``baseline_job.py`` and
+entry point: the upgrade_gap run submits v2 through it. ``diff_rate.py`` prints ``RESULT diff``
+(the name its issue gives it). ``baseline_job.py`` and
 ``pickled_state_job.py`` are the jobs throughput and state_overhead run.
 """
 
@@ -24,8 +25,9 @@ BENCH = ROOT / "bench"
 RESULT = re.compile(r"^RESULT (\S+) flowship=\S+ baseline=\S+ ratio=\S+$", re.MULTILINE)
 
 
-def run_bench(script: str, *args: str, timeout: float) -> str:
-    """Run ``bench/<script>``; assert exit 0 and one RESULT line named after it; its output."""
+def run_bench(script: str, *args: str, timeout: float, name: str | None = None) -> str:
+    """Run ``bench/<script>``; assert exit 0 and one RESULT line (``name``, else the script's
+    own); its output."""
     proc = subprocess.Popen(
         [sys.executable, str(BENCH / script), *args],
         cwd=ROOT,
@@ -45,7 +47,7 @@ def run_bench(script: str, *args: str, timeout: float) -> str:
             out, _ = proc.communicate()
         pytest.fail(f"{script} did not finish in {timeout:.0f}s:\n{tail(out)}")
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{tail(out)}"
-    assert RESULT.findall(out) == [Path(script).stem], tail(out)
+    assert RESULT.findall(out) == [name or Path(script).stem], tail(out)
     return out
 
 
@@ -57,6 +59,13 @@ def test_check_scale() -> None:
 @pytest.mark.timeout(120)
 def test_migrated_read() -> None:
     run_bench("migrated_read.py", timeout=90)
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(240)
+def test_diff_rate() -> None:
+    out = run_bench("diff_rate.py", "--records", "2000", "--runs", "1", timeout=200, name="diff")
+    assert "run 1: flowship" in out and "plain consumer" in out, tail(out)
 
 
 @pytest.mark.kafka
