@@ -149,21 +149,25 @@ def compare(
     diff.equal = diff.compared - diff.different
     unpaired = prod.keys() - cand.keys()
     if unpaired:
-        # the range of input offsets the candidate read, per input partition
-        low: dict[str, int] = {}
-        high: dict[str, int] = {}
-        for address in cand:
-            where, offset = _split(address)
-            if offset is None:
-                continue
-            low[where] = min(low.get(where, offset), offset)
-            high[where] = max(high.get(where, offset), offset)
+        read = input_ranges(cand)  # the candidate's input offsets, per input partition
         for address in unpaired:
             where, offset = _split(address)
-            if offset is not None and where in low and low[where] <= offset <= high[where]:
+            if offset is not None and where in read and read[where][0] <= offset <= read[where][1]:
                 diff.only_production += 1
     diff.fields = dict(fields)
     return diff
+
+
+def input_ranges(addresses: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """``topic/partition`` -> the lowest and highest input offset among ``addresses``."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for address in addresses:
+        where, offset = _split(address)
+        if offset is None:
+            continue
+        low, high = ranges.get(where, (offset, offset))
+        ranges[where] = (min(low, offset), max(high, offset))
+    return ranges
 
 
 def _split(address: str) -> tuple[str, int | None]:

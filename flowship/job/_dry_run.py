@@ -29,7 +29,7 @@ from flowship._ports import free_port
 from flowship._spawn import spawn_detached, without_flags
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.check import check_upgrade
-from flowship.deploy.diff import Output, compare, decoder, read_outputs
+from flowship.deploy.diff import Output, compare, decoder, input_ranges, read_outputs
 from flowship.deploy.exits import EXIT_DRY_RUN_FAILED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from flowship.deploy.rehearse import (
     DryRunReport,
@@ -313,12 +313,14 @@ def _diff_outputs(
         previous = before.get(sink.uid)
         candidate = rehearsal_name(sink.topic, suffix)
         theirs = read_outputs(bootstrap, candidate)
-        note = _wait_for_production(bootstrap, groups, theirs)
-        if previous is None:
+        if previous is None:  # nothing of production's to wait for or read
             note = f"sink {sink.uid!r} is new in this version: production wrote nothing to compare"
-        production = previous["topic"] if previous is not None else sink.topic
-        start = {p: o for (t, p), o in outputs_from.items() if t == production}
-        ours = read_outputs(bootstrap, production, start) if previous is not None else []
+            production, ours = sink.topic, []
+        else:
+            note = _wait_for_production(bootstrap, groups, theirs)
+            production = previous["topic"]
+            start = {p: o for (t, p), o in outputs_from.items() if t == production}
+            ours = read_outputs(bootstrap, production, start)
         diff = compare(
             ours,
             theirs,
@@ -339,15 +341,11 @@ DIFF_WAIT_S = 60.0
 
 def _wait_for_production(bootstrap: str, groups: dict[str, str], outputs: list[Output]) -> str:
     """Wait until production committed past every input address in ``outputs``; "" or why not."""
-    needed: dict[tuple[str, int], int] = {}
-    for out in outputs:
-        if out.address is None:
-            continue
-        topic, _, rest = out.address.partition("/")
-        partition, _, offset = rest.partition("/")
+    needed: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset to commit past
+    for where, (_, high) in input_ranges(o.address for o in outputs if o.address).items():
+        topic, _, partition = where.rpartition("/")
         with contextlib.suppress(ValueError):
-            tp = (topic, int(partition))
-            needed[tp] = max(needed.get(tp, -1), int(offset) + 1)
+            needed[(topic, int(partition))] = high + 1
     deadline = time.monotonic() + DIFF_WAIT_S
     behind: list[str] = []
     while needed:
