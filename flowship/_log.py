@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -12,6 +12,16 @@ import structlog
 def get_logger(name: str = "flowship") -> Any:
     """A structlog logger bound to ``name``."""
     return structlog.get_logger(name)
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at each write (a command run in-process may swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure_for_cli() -> None:
@@ -31,6 +41,6 @@ def configure_for_cli() -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Stderr())),
         cache_logger_on_first_use=True,
     )
