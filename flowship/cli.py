@@ -8,6 +8,8 @@ Subcommands::
     flowship rollback JOB             back to the version deployed before the running one
     flowship ledger copy JOB --from A --to B   move a job's history from one ledger to another
     flowship flag set|show|history JOB   feature flags and output routing (control topic)
+    flowship diff JOB                 a shadow's (``--shadow``) outputs against production's
+    flowship abort JOB                stop the job's shadow; production is not touched
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
 ``python JOB.py --manifest`` in a subprocess, so two versions of one job never share a process)
@@ -164,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("status", "the job's current deployment and the last one's step"),
         ("history", "every deployment of the job and its transitions"),
+        ("diff", "compare the outputs of the job's shadow (--shadow) with production's"),
+        ("abort", "stop the job's shadow (--shadow) and retire it; production is not touched"),
     ):
         cmd = sub.add_parser(
             name,
@@ -187,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
             "(env FLOWSHIP_LEDGER)",
         )
         cmd.add_argument("--json", action="store_true", help="print JSON")
+        if name == "diff":
+            cmd.add_argument(
+                "--kafka-bootstrap",
+                default=None,
+                help="Kafka bootstrap.servers (env FLOWSHIP_KAFKA_BOOTSTRAP; default: the one "
+                "the shadow was started against)",
+            )
     _add_rollback(sub)
     _add_ledger(sub)
     from flowship import _cli_flags
@@ -336,17 +347,48 @@ def _ledger_command(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
+    from flowship.deploy.shadow import shadow_key
+
     ledger = _ledger(args)
     deployments = ledger.deployments(args.job)
+    shadows = ledger.deployments(shadow_key(args.job))
     if args.json:
-        print(json.dumps({d: [e.to_json() for e in es] for d, es in deployments.items()}, indent=2))
+        out = {d: [e.to_json() for e in es] for d, es in deployments.items()}
+        out.update({d: [e.to_json() for e in es] for d, es in shadows.items()})
+        print(json.dumps(out, indent=2))
         return EXIT_OK
-    for deployment, entries in deployments.items():
+    both = [(d, es, False) for d, es in deployments.items()]
+    both += [(d, es, True) for d, es in shadows.items()]
+    for deployment, entries, shadow in sorted(both, key=lambda t: t[1][0].at):
         version = next((e.data["version"] for e in entries if "version" in e.data), "?")
         steps = " -> ".join(e.step.value for e in entries)
         rollback_of = next((e.data["rollback_of"] for e in entries if "rollback_of" in e.data), "")
         note = f" (rollback of {rollback_of})" if rollback_of else ""
+        note += " (shadow)" if shadow else ""
         print(f"{deployment}  version {version}{note}: {steps}")
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    import os
+
+    from flowship.deploy.shadow import diff_shadow
+
+    bootstrap = args.kafka_bootstrap or os.environ.get("FLOWSHIP_KAFKA_BOOTSTRAP")
+    result = diff_shadow(_ledger(args), args.job, bootstrap)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        print(result)
+    return EXIT_OK
+
+
+def _abort(args: argparse.Namespace) -> int:
+    from flowship.deploy.shadow import abort_shadow
+
+    done = abort_shadow(_ledger(args), args.job)
+    if args.json:
+        print(json.dumps(done, indent=2, default=str))
     return EXIT_OK
 
 
@@ -355,8 +397,12 @@ def _status(args: argparse.Namespace) -> int:
     deployments = ledger.deployments(args.job)
     last_id, last = list(deployments.items())[-1]
     current = ledger.current(args.job)
+    from flowship.deploy.shadow import shadow_status
+
+    shadow = shadow_status(ledger, args.job)
     status = {
         "job": args.job,
+        "shadow": shadow,
         "current": None
         if current is None
         else {
@@ -399,6 +445,15 @@ def _status(args: argparse.Namespace) -> int:
         f"last deployment {last_id}: version {status['last']['version']}, "
         f"{status['last']['step']}{watching}"
     )
+    if shadow is not None:
+        print(
+            f"shadow {shadow['deployment']}: version {shadow['version']}, {shadow['step']}"
+            + (
+                f" (Flink job {shadow['job_id']} at {shadow['rest_url']}; outputs on side topics)"
+                if shadow["step"] == "RUNNING"
+                else ""
+            )
+        )
     return EXIT_OK
 
 
@@ -424,7 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     The console script exits with it (setuptools calls ``sys.exit(main())``); argparse itself
     exits with 2 on invalid flags.
     """
+    from flowship._log import configure_for_cli
+
     args = build_parser().parse_args(None if argv is None else list(argv))
+    configure_for_cli()  # log events go to stderr: stdout holds the outcome (--json)
     handlers = {
         "check": _check,
         "manifest": _manifest,
@@ -433,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollback": _rollback,
         "flag": _flag,
         "ledger": _ledger_command,
+        "diff": _diff,
+        "abort": _abort,
     }
     try:
         return handlers[args.command](args)

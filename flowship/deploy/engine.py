@@ -162,8 +162,9 @@ class Engine:
     policy: Policy
     #: the flag rules in force, for the gate (only read when a version has a control plane)
     rules: RulesReader | None = None
-    #: called once the running version was stopped for an upgrade (control plane goodbyes)
-    retire: Callable[[], None] | None = None
+    #: called with the stopped version once the running version was stopped for an upgrade
+    #: (control plane goodbyes for its instances; a shadow's, of another version, stay)
+    retire: Callable[[str | None], None] | None = None
     _archive: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _code(self) -> dict[str, Any]:
@@ -183,10 +184,18 @@ class Engine:
                 self._archive = {}
         return {"code_archive": self._archive} if self._archive else {}
 
-    def deploy(self, restore: str | None = None, rollback_of: str | None = None) -> int:
-        """A first deploy, a restore from ``restore``, or a rollback's start; the exit code."""
+    def deploy(
+        self,
+        restore: str | None = None,
+        rollback_of: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+    ) -> int:
+        """A first deploy, a restore from ``restore``, or a rollback's start; the exit code.
+
+        ``facts``: more for PLANNED to record (a shadow's kind and where its diff starts).
+        """
         with LeaseRenewer(self.ledger, self.release.job):
-            deployment, lease = self._begin(restore, rollback_of)
+            deployment, lease = self._begin(restore, rollback_of, facts or {})
             return self._run(deployment, lease, restore, upgrade=False)
 
     def upgrade(self, from_checkpoint: bool = False) -> int:
@@ -218,14 +227,18 @@ class Engine:
         try:
             self.target.old_version_stopped()
             if self.retire is not None:
-                self.retire()
+                deployments = self.ledger.deployments(self.release.job)
+                stopped = merged(deployments.get(prepared.previous, [])).get("version")
+                self.retire(None if stopped is None else str(stopped))
         except BaseException:
             self.ledger.release(prepared.lease)
             raise
         restore = as_uri(prepared.savepoint)
         return self._run(prepared.deployment, prepared.lease, restore, upgrade=True)
 
-    def _begin(self, restore: str | None, rollback_of: str | None) -> tuple[str, Lease]:
+    def _begin(
+        self, restore: str | None, rollback_of: str | None, facts: Mapping[str, Any]
+    ) -> tuple[str, Lease]:
         """Take the lease and record PLANNED for a first deploy, a restore, or a rollback.
 
         Refused (ConfigError) when the ledger's current deployment of the job is alive: a
@@ -254,6 +267,7 @@ class Engine:
                 restored_from=restore,
                 rollback_of=rollback_of,
                 **self._code(),
+                **facts,
             )
         except BaseException:
             self.ledger.release(lease)

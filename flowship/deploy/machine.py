@@ -9,7 +9,10 @@
                                       |         FAILED -> ROLLING_BACK -> ROLLED_BACK
                                       +------------^
 
-A first deploy skips the checks and the savepoint: PLANNED -> SUBMITTED. Transitions are checked
+A first deploy skips the checks and the savepoint: PLANNED -> SUBMITTED. A shadow (``--shadow``,
+a version run beside the current one, from a savepoint taken without stopping it) goes
+PLANNED -> SUBMITTED -> RUNNING and ends RETIRED when it is stopped (``flowship abort``).
+Transitions are checked
 here and nowhere else; the ledger records each one *before* the action it names is taken, so a
 deployer that died can tell, from the last recorded step, what to do next.
 """
@@ -35,6 +38,8 @@ class Step(StrEnum):
     FAILED = "FAILED"
     ROLLING_BACK = "ROLLING_BACK"
     ROLLED_BACK = "ROLLED_BACK"
+    #: stopped because it serves nothing any more (a shadow aborted)
+    RETIRED = "RETIRED"
 
     @property
     def terminal(self) -> bool:
@@ -48,13 +53,14 @@ NEXT: dict[Step, frozenset[Step]] = {
     Step.CHECKED: frozenset({Step.SAVEPOINTING, Step.STOPPED, Step.REFUSED, Step.FAILED}),
     Step.SAVEPOINTING: frozenset({Step.STOPPED, Step.FAILED}),
     Step.STOPPED: frozenset({Step.SUBMITTED, Step.FAILED}),
-    Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED}),
-    Step.RUNNING: frozenset({Step.STABLE, Step.FAILED}),
+    Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED, Step.RETIRED}),
+    Step.RUNNING: frozenset({Step.STABLE, Step.FAILED, Step.RETIRED}),
     Step.STABLE: frozenset(),
     Step.REFUSED: frozenset(),
     Step.FAILED: frozenset({Step.ROLLING_BACK}),
     Step.ROLLING_BACK: frozenset({Step.ROLLED_BACK, Step.FAILED}),
     Step.ROLLED_BACK: frozenset(),
+    Step.RETIRED: frozenset(),
 }
 
 

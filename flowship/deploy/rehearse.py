@@ -389,10 +389,11 @@ def save_report(report: DryRunReport, directory: Path) -> Path:
 # Kafka: the rehearsal's own topics, and what it wrote to them ------------------------------
 
 
-def create_rehearsal_topics(bootstrap: str, topics: Mapping[str, str]) -> None:
-    """Create each suffixed topic with as many partitions as its production twin.
+def create_twin_topics(bootstrap: str, topics: Mapping[str, str]) -> None:
+    """Create each topic with as many partitions as its production twin, where missing.
 
-    ``topics`` maps suffixed name -> production name; production topics are only described.
+    ``topics`` maps new name (a rehearsal's suffixed topic, a shadow's side topic) ->
+    production name; production topics are only described.
     """
     from confluent_kafka.admin import NewTopic
 
@@ -412,7 +413,7 @@ def create_rehearsal_topics(bootstrap: str, topics: Mapping[str, str]) -> None:
             fut.result(timeout=30)
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                msg = f"creating the dry run's topic {name!r} on {bootstrap} failed: {exc}"
+                msg = f"creating topic {name!r} on {bootstrap} failed: {exc}"
                 raise ConfigError(msg) from exc
         finally:
             serve_logs(admin)

@@ -36,7 +36,7 @@ from flowship.deploy.rehearse import (
     Rehearsal,
     committed_offsets,
     count_committed,
-    create_rehearsal_topics,
+    create_twin_topics,
     end_offsets,
     format_report,
     new_token,
@@ -236,7 +236,7 @@ def _rehearse(
     """Run this script as a child on a throwaway mini-cluster from ``state``; what it did."""
     outputs = {rehearsal_name(s.topic, suffix): s.topic for s in job.sinks}
     dead = {rehearsal_name(s.dead_letter_topic, suffix): s.dead_letter_topic for s in job.sources}
-    create_rehearsal_topics(settings.kafka_bootstrap, {**outputs, **dead})
+    create_twin_topics(settings.kafka_bootstrap, {**outputs, **dead})
     child_dir = work / "rehearsal"
     child_dir.mkdir(parents=True, exist_ok=True)
     log_file = child_dir / "rehearsal.log"

@@ -147,10 +147,13 @@ class Job:
         *,
         rehearsal: str = "",
         replaces: str | None = None,
+        shadow: bool = False,
     ) -> None:
         """Add the whole graph (sources, topology, sinks, dead letters) to ``env``.
 
         ``rehearsal`` (a ``--dry-run``'s suffix) isolates every Kafka name the graph uses.
+        ``shadow`` (``--shadow``): every output goes to its side topic, with consumer groups,
+        transactional ids and sink uids of its own.
         ``replaces``: the failed deployment an automatic rollback's run replays the input of
         (every output then names it in the ``flowship.replaces`` header).
         """
@@ -163,7 +166,7 @@ class Job:
                 "@job.topology before calling main()"
             )
             raise ConfigError(msg)
-        ctx = self._kafka_context(settings, rehearsal, replaces)
+        ctx = self._kafka_context(settings, rehearsal, replaces, shadow)
         streams = {s.name: add_source(env, s, ctx) for s in self.sources}
         out = self._topology(**streams)
         for sink, stream in self._sink_map(out).items():
@@ -185,22 +188,36 @@ class Job:
             {s.topic: f"source {s.uid!r} of job {self.name!r}" for s in self.sources},
         )
 
-    def create_topics(self, settings: Settings, *, rehearsal: str = "") -> None:
+    def create_topics(
+        self, settings: Settings, *, rehearsal: str = "", shadow: bool = False
+    ) -> None:
         """Create the topics this version's control plane needs where they are missing.
 
         Its control topic and each sink's side topic (``<topic>.side.<version>``); nothing
-        for a job without a control plane. Kafka I/O, so not part of :meth:`build`: a
-        deployment calls it once the ledger and the running version were checked, before
-        anything is recorded or stopped (ClusterError when Kafka does not answer).
+        for a job without a control plane. A ``shadow`` writes every output to a side topic:
+        each sink's and each dead-letter topic's, control plane or not. Kafka I/O, so not part
+        of :meth:`build`: a deployment calls it once the ledger and the running version were
+        checked, before anything is recorded or stopped (ClusterError when Kafka does not
+        answer).
         """
+        if shadow:
+            from flowship.deploy.rehearse import create_twin_topics
+            from flowship.kafka._declare import side_topic
+
+            topics = [s.topic for s in self.sinks] + [s.dead_letter_topic for s in self.sources]
+            create_twin_topics(
+                settings.kafka_bootstrap, {side_topic(t, self.version): t for t in topics}
+            )
         if not self.control:
             return
         from flowship.control._topics import ensure_job_topics
 
-        ensure_job_topics(self._kafka_context(settings, rehearsal), [s.topic for s in self.sinks])
+        ensure_job_topics(
+            self._kafka_context(settings, rehearsal, shadow=shadow), [s.topic for s in self.sinks]
+        )
 
     def _kafka_context(
-        self, settings: Settings, rehearsal: str, replaces: str | None = None
+        self, settings: Settings, rehearsal: str, replaces: str | None = None, shadow: bool = False
     ) -> Any:
         from flowship.kafka._flink import KafkaContext
 
@@ -214,6 +231,7 @@ class Job:
             flags=self.flags,
             environment=settings.environment,
             replaces=replaces,
+            shadow=shadow,
         )
 
     def _sink_map(self, out: Any) -> dict[KafkaSink, Any]:

@@ -47,12 +47,15 @@ class LocalTarget(Target):
 
     in_process = True
 
-    def __init__(self, job: Job, settings: Settings, replaces: str | None = None) -> None:
+    def __init__(
+        self, job: Job, settings: Settings, replaces: str | None = None, shadow: bool = False
+    ) -> None:
         self._job = job
         self._settings = settings
         self.rest_url = f"http://127.0.0.1:{settings.rest_port}"
         self._env = make_env({**flink_options(job, settings), **local_options(settings)})
-        job.build(self._env, settings, replaces=replaces)
+        job.build(self._env, settings, replaces=replaces, shadow=shadow)
+        self._shadow = shadow
         # for the gate: the graph Flink will run, described from a stream graph of its own
         self.graph = describe_env(self._env)
         # the Python operator configuration, chaining and the stream graph: all done up front
@@ -72,7 +75,7 @@ class LocalTarget(Target):
         The control plane's topics: its control topic and the sinks' side topics.
         """
         self._job.check_kafka(self._settings)
-        self._job.create_topics(self._settings)
+        self._job.create_topics(self._settings, shadow=self._shadow)
 
     def old_version_stopped(self) -> None:
         """The old local version exits once stopped: wait for its REST port before reusing it."""
@@ -107,7 +110,7 @@ class LocalTarget(Target):
     def start(self, restore: str | None, deployment: str) -> str:
         """Execute the graph (from ``restore``); the job id once RUNNING (or already FINISHED)."""
         job, settings = self._job, self._settings
-        set_options(self._env, restore_options(restore, job))
+        set_options(self._env, restore_options(restore, job, shadow=self._shadow))
         log.info(
             "job.start",
             job=job.name,

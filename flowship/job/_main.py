@@ -25,6 +25,7 @@ from flowship.job._graph import graph_of
 from flowship.job._local import LocalTarget
 from flowship.job._remote import ClusterTarget
 from flowship.job._settings import Settings, build_parser, settings_from_args
+from flowship.job._shadow import run_shadow
 
 if TYPE_CHECKING:
     from flowship.job._job import Job
@@ -46,11 +47,19 @@ def run_main(job: Job, argv: list[str]) -> int:
             manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
             print(json.dumps(manifest, indent=2, sort_keys=True))
             return EXIT_OK
+        if args.shadow and (args.dry_run or args.flowship_rehearsal is not None):
+            msg = "--shadow and --dry-run do not go together: a shadow is a dry run that stays"
+            raise ConfigError(msg)
         if args.flowship_rehearsal is not None or args.dry_run:
             if args.flowship_rehearsal is not None:  # the dry run's child process
                 restore = restore_path(args.upgrade_from)
                 return _dry_run.run_rehearsal(job, settings, restore, args.flowship_rehearsal)
             return _dry_run.dry_run(job, settings, argv, args.upgrade_from, args.json)
+        if args.shadow:
+            if args.upgrade_from is not None or args.rollback or settings.bounded:
+                msg = "--shadow goes alone (not with --upgrade-from, --rollback or --bounded)"
+                raise ConfigError(msg)
+            return run_shadow(job, settings, argv)
         if args.rollback or args.from_pre_upgrade_savepoint:
             return _rollback(job, settings, args, argv)
         if args.upgrade_from in ("savepoint", "latest-checkpoint"):
@@ -103,8 +112,10 @@ def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:
     return run_rollback(rollback, as_json=bool(getattr(args, "json", False)))
 
 
-def _retire_stopped(job: Job, settings: Settings) -> None:
+def _retire_stopped(job: Job, settings: Settings, version: str | None) -> None:
     """The old version is stopped: say goodbye on the control topic for its instances.
+
+    Only ``version``'s (all when not known): a shadow of another version runs on.
 
     A version stopped with a savepoint does not always close its operators' Python side; a
     ``flowship flag set`` would otherwise wait for its silent instances until their beats aged
@@ -113,7 +124,7 @@ def _retire_stopped(job: Job, settings: Settings) -> None:
     if not job.control:
         return
     try:
-        gone = retire_instances(settings.kafka_bootstrap, job.control_topic)
+        gone = retire_instances(settings.kafka_bootstrap, job.control_topic, version)
     except FlowshipError as exc:
         log.warning("control.retire_failed", job=job.name, error=str(exc))
         return
@@ -160,5 +171,5 @@ def _engine(job: Job, settings: Settings, argv: list[str], replaces: str | None 
             state_storage=settings.state_storage,
         ),
         rules=_rules_reader(job, settings),
-        retire=lambda: _retire_stopped(job, settings),
+        retire=lambda version: _retire_stopped(job, settings, version),
     )

@@ -51,7 +51,9 @@ def remote_options(target: str) -> dict[str, str]:
 class ClusterTarget(Target):
     """A job's graph, built in this process and ready to submit to a session cluster."""
 
-    def __init__(self, job: Job, settings: Settings, replaces: str | None = None) -> None:
+    def __init__(
+        self, job: Job, settings: Settings, replaces: str | None = None, shadow: bool = False
+    ) -> None:
         self.rest_url = settings.target
         self._rest = FlinkRest(settings.target)
         self._rest.overview()  # fail fast, with a clear error, if unreachable
@@ -62,7 +64,8 @@ class ClusterTarget(Target):
         # a script run by plain Python gets a local environment (execution.target=local);
         # pointing its configuration at the cluster turns it into a remote one
         set_options(self._env, remote_options(settings.target))
-        job.build(self._env, settings, replaces=replaces)
+        job.build(self._env, settings, replaces=replaces, shadow=shadow)
+        self._shadow = shadow
         # for the gate: the graph Flink will run, described from a stream graph of its own
         self.graph = describe_env(self._env)
         # the Python operator configuration, chaining and the stream graph: all done up front
@@ -79,7 +82,7 @@ class ClusterTarget(Target):
         The control plane's topics: its control topic and the sinks' side topics.
         """
         self._job.check_kafka(self._settings)
-        self._job.create_topics(self._settings)
+        self._job.create_topics(self._settings, shadow=self._shadow)
 
     def new_job_id(self) -> str:
         """A fresh Flink job id (32 hex digits) for the next submission (recorded before it)."""
@@ -101,7 +104,7 @@ class ClusterTarget(Target):
     def submit(self, restore: str | None) -> str:
         """Submit the prepared graph, restoring from ``restore`` if given; return the job id."""
         j_env = self._env._j_stream_execution_environment
-        set_options(self._env, restore_options(restore, self._job))
+        set_options(self._env, restore_options(restore, self._job, shadow=self._shadow))
         if self._job_id is not None:
             from pyflink.java_gateway import get_gateway
 

@@ -92,17 +92,21 @@ def make_env(options: dict[str, str]) -> StreamExecutionEnvironment:
     return env
 
 
-def restore_options(restore: str | None, job: Job | None = None) -> dict[str, str]:
+def restore_options(
+    restore: str | None, job: Job | None = None, *, shadow: bool = False
+) -> dict[str, str]:
     """Flink options to restore from ``restore``.
 
     State with no operator to go to is let go for uids the new code declared dropped, and for a
     ``stateless=True`` job, whose savepoint carries only its sources' Kafka offsets over: any of
-    its other operators (sinks included) may be renamed, added or removed.
+    its other operators (sinks included) may be renamed, added or removed. A ``shadow`` lets
+    the running version's sink state go: its sinks have uids (and transactional ids) of their
+    own, so it never claims, commits or aborts a transaction of production's.
     """
     if restore is None:
         return {}
     options = {"execution.state-recovery.path": restore}
-    if job is not None and (job.dropped or job.stateless):
+    if shadow or (job is not None and (job.dropped or job.stateless)):
         # check_upgrade allowed the dropped uids; Flink refuses unclaimed state unless told
         options["execution.state-recovery.ignore-unclaimed-state"] = "true"
     return options

@@ -251,6 +251,15 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "report; change nothing production uses (exit 0 passed, 5 refused, 8 failed)",
     )
     parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="dark launch: check this code against the running version (from the ledger), take "
+        "a savepoint of it without stopping it, and start this version from it beside it, "
+        "reading the same input with consumer groups and transactional ids of its own and "
+        "writing every output to its side topics (<topic>.side.<version>); production is not "
+        "touched. Compare with `flowship diff JOB`, stop with `flowship abort JOB`",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="with --dry-run: print the report as JSON"
     )
     parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)

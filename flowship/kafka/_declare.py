@@ -11,6 +11,15 @@ from flowship.errors import ConfigError
 from flowship.schema import AvroCodec
 from flowship.schema._avro import SchemaLike
 
+
+def side_topic(topic: str, version: str) -> str:
+    """The side topic of ``topic`` for job version ``version``: ``<topic>.side.<version>``.
+
+    Where routing sends a version's outputs aside, and where a shadow writes all of them.
+    """
+    return f"{topic}.side.{version}"
+
+
 _UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 StartFrom = Literal["committed-or-earliest", "earliest", "latest"]

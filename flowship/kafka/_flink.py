@@ -39,7 +39,7 @@ from flowship.control._agent import Agent, Decider
 from flowship.control._flags import ROUTE_KEY, SIDE, Flag
 from flowship.errors import PayloadError
 from flowship.kafka import _headers as H
-from flowship.kafka._declare import KafkaSink, KafkaSource
+from flowship.kafka._declare import KafkaSink, KafkaSource, side_topic
 from flowship.kafka._record import Record, decisions_of
 from flowship.schema import AvroCodec
 from flowship.state._runtime import CONTROL_OF, KEY_OF
@@ -77,6 +77,9 @@ class KafkaContext:
     #: a rollback's run replaying the input from the pre-upgrade savepoint: the failed
     #: deployment, named on every output (header ``flowship.replaces``)
     replaces: str | None = None
+    #: ``--shadow`` (a dark launch): every output goes to its side topic, and consumer groups,
+    #: transactional id prefixes and sink uids get ``.shadow`` (see :meth:`isolated`)
+    shadow: bool = False
 
     def side_topic(self, topic: str) -> str:
         """Where this version writes the outputs its routing sends aside."""
@@ -86,15 +89,26 @@ class KafkaContext:
         """``name`` as this run uses it (with the rehearsal's suffix in a dry run)."""
         return name + self.rehearsal
 
+    def isolated(self, name: str) -> str:
+        """A consumer group, transactional id prefix or sink uid as this run uses it.
+
+        A rehearsal's and a shadow's differ from production's, so neither commits offsets for
+        production's groups nor aborts or claims production's transactions and sink state.
+        """
+        return self.named(name) + (SHADOW_SUFFIX if self.shadow else "")
+
+    def output_topic(self, topic: str) -> str:
+        """Where this run writes what a sink sends to production: a shadow's side topic."""
+        return self.side_topic(topic) if self.shadow else self.named(topic)
+
+
+#: What a shadow's consumer groups, transactional id prefixes and sink uids end with.
+SHADOW_SUFFIX = ".shadow"
+
 
 def group_id(source: KafkaSource, ctx: KafkaContext) -> str:
     """The consumer group ``source`` reads with in this run."""
-    return ctx.named(source.group_id or f"flowship.{ctx.job}.{source.uid}")
-
-
-def side_topic(topic: str, version: str) -> str:
-    """The side topic of ``topic`` for job version ``version``: ``<topic>.side.<version>``."""
-    return f"{topic}.side.{version}"
+    return ctx.isolated(source.group_id or f"flowship.{ctx.job}.{source.uid}")
 
 
 def unpack_source_record(
@@ -309,7 +323,7 @@ class SourceStream(DataStream):
             # (restore goes by uid, not by chain). One writer is enough for them: each parallel
             # one is a transactional producer to start and a transaction on every checkpoint
             # (Flink rescales the sink's state from savepoints written with more)
-            dead.sink_to(dlq_sink).uid(self._ctx.named(f"{source.uid}.dlq")).name(
+            dead.sink_to(dlq_sink).uid(self._ctx.isolated(f"{source.uid}.dlq")).name(
                 f"dead-letter:{source.dead_letter_topic}"
             ).disable_chaining().set_parallelism(1)
         return decoded
@@ -473,9 +487,9 @@ def _kafka_sink(
     serializer = (
         load_java_class("dev.flowship.kafka.PackedRecordSerializationSchema")
         .newInstance()
-        .withTopic(ctx.named(topic))
+        .withTopic(ctx.output_topic(topic))
     )
-    if ctx.control_topic is not None and side:
+    if ctx.control_topic is not None and side and not ctx.shadow:
         serializer = serializer.withSideTopic(ctx.side_topic(topic))
     props = {"transaction.timeout.ms": _TXN_TIMEOUT_MS, **(extra or {})}
     builder = (
@@ -483,7 +497,7 @@ def _kafka_sink(
         .setBootstrapServers(ctx.bootstrap)
         .setRecordSerializer(serializer)
         .setDeliveryGuarantee(jvm.org.apache.flink.connector.base.DeliveryGuarantee.EXACTLY_ONCE)
-        .setTransactionalIdPrefix(ctx.named(f"flowship.{ctx.job}.{uid}"))
+        .setTransactionalIdPrefix(ctx.isolated(f"flowship.{ctx.job}.{uid}"))
         .setKafkaProducerConfig(_properties(props))
     )
     return _PyKafkaSink(builder.build())
@@ -497,5 +511,5 @@ def add_sink(stream: DataStream, sink: KafkaSink, ctx: KafkaContext) -> None:
         .name(f"encode:{sink.uid}")
     )
     rows.sink_to(_kafka_sink(ctx, sink.uid, sink.topic, dict(sink.properties), side=True)).uid(
-        ctx.named(sink.uid)
+        ctx.isolated(sink.uid)
     ).name(f"kafka:{sink.topic}")

@@ -1,0 +1,155 @@
+"""``python job_v2.py --shadow``: start this version as a dark launch beside the running one.
+
+The order, each step before the next (see :mod:`flowship.deploy.shadow` for what a shadow is):
+
+1. the ledger's current deployment of the job runs, is another version, and no other shadow of
+   the job runs; Kafka answers; the shadow's side topics exist;
+2. the gate: this code must be able to read the running version's state (as for an upgrade);
+   refused (exit 5) with nothing changed otherwise;
+3. production's output end offsets and the side topics' are noted, then a savepoint of the
+   running version is taken **without stopping it** (every production output of an input the
+   shadow reads comes after those end offsets);
+4. the deployment engine starts this version from that savepoint under the ledger key
+   ``<job>.shadow`` (PLANNED, SUBMITTED, RUNNING, hand-over checkpoints). On the local target
+   this process then runs the shadow's mini-cluster, on a REST port of its own, until
+   ``flowship abort JOB`` stops it.
+
+A deployer that dies between the savepoint and PLANNED leaves an unused savepoint behind and
+nothing else; the rerun takes a new one.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from flowship._log import get_logger
+from flowship._ports import free_port
+from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.check import check_upgrade
+from flowship.deploy.engine import Engine, Policy, Release
+from flowship.deploy.exits import EXIT_REFUSED
+from flowship.deploy.rehearse import end_offsets
+from flowship.deploy.rest import FlinkRest
+from flowship.deploy.savepoints import as_uri, child, storage_uri
+from flowship.deploy.shadow import offsets_json, shadow_key
+from flowship.errors import ClusterError, ConfigError
+from flowship.kafka._declare import side_topic
+
+if TYPE_CHECKING:
+    from flowship.job._job import Job
+    from flowship.job._settings import Settings
+
+log = get_logger("flowship.shadow")
+
+
+def run_shadow(job: Job, settings: Settings, argv: list[str]) -> int:
+    """Gate, savepoint without a stop, start this version dark; the exit code."""
+    from flowship.job._local import LocalTarget
+    from flowship.job._remote import ClusterTarget
+
+    ledger = settings.open_ledger()
+    current = ledger.current(job.name)
+    if current is None:
+        msg = (
+            f"unknown job {job.name!r}: the ledger ({ledger!r}) records no running deployment "
+            "of it, so there is nothing to run a shadow beside; deploy it first (without "
+            "--shadow)"
+        )
+        raise ConfigError(msg)
+    running, old = current
+    if str(old.get("version")) == job.version:
+        msg = (
+            f"version {job.version} of {job.name!r} is the running version (deployment "
+            f"{running}); a shadow runs another version beside it: change the version in "
+            "fs.Job(..., version=...)"
+        )
+        raise ConfigError(msg)
+    key = shadow_key(job.name)
+    other = ledger.current(key)
+    if other is not None:
+        alive = deployment_liveness(other[1], timeout=3.0)
+        if not alive.dead:
+            msg = (
+                f"a shadow of {job.name!r} runs already (version {other[1].get('version')}, "
+                f"deployment {other[0]}, {alive.seen}); one shadow at a time: stop it with "
+                f"`flowship abort {job.name}` first"
+            )
+            raise ConfigError(msg)
+    alive = deployment_liveness(old)
+    if not alive.alive:
+        msg = (
+            f"the running version of {job.name!r} (Flink job {old.get('job_id')} at "
+            f"{old.get('rest_url')}) is not running ({alive.seen}): no savepoint of it can be "
+            "taken for a shadow; bring it back first (see `flowship status`)"
+        )
+        raise ClusterError(msg)
+    job.check_kafka(settings)
+    if settings.is_local and _port(str(old.get("rest_url"))) == settings.rest_port:
+        # the running version's mini-cluster holds this port: the shadow's gets one of its own
+        settings = settings.model_copy(update={"rest_port": free_port()})
+    target: LocalTarget | ClusterTarget = (
+        LocalTarget(job, settings, shadow=True)
+        if settings.is_local
+        else ClusterTarget(job, settings, shadow=True)
+    )
+    manifest = job.manifest(settings.execution_mode, target.graph)
+    gate = check_upgrade(old["manifest"], manifest)
+    if not gate.compatible:
+        print(str(gate))
+        print(
+            f"flowship: shadow of {job.name} version {job.version} refused: it cannot read the "
+            "running version's state; nothing was started (fix the problems above, see "
+            "`flowship check`)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    target.prepare()  # the side topics, before their end offsets are noted
+    production_topics = [s["topic"] for s in old["manifest"].get("sinks", [])]
+    side_topics = [side_topic(s.topic, job.version) for s in job.sinks]
+    outputs_from = end_offsets(settings.kafka_bootstrap, production_topics)
+    side_from = end_offsets(settings.kafka_bootstrap, side_topics)
+    token = ledger.new_deployment_id()
+    shadows = child(settings.storage(job.name), "shadows", token)
+    savepoint = FlinkRest(str(old["rest_url"])).trigger_savepoint(
+        str(old["job_id"]), child(shadows, "start")
+    )
+    log.info("shadow.savepoint", job=job.name, version=job.version, savepoint=savepoint)
+    engine = Engine(
+        ledger,
+        Release(key, job.version, manifest, str(job.script)),
+        target,
+        Policy(
+            settings.state_dir,
+            health_window_s=settings.health_window_s,
+            bounded=False,
+            argv=argv,
+            state_storage=settings.state_storage,
+        ),
+    )
+    print(
+        f"flowship: {job.name} version {job.version} starts as a shadow beside version "
+        f"{old.get('version')}: every output goes to its side topics "
+        f"({', '.join(side_topics)}); production is not touched",
+        file=sys.stderr,
+        flush=True,
+    )
+    return engine.deploy(
+        as_uri(savepoint),
+        facts={
+            "kind": "shadow",
+            "shadow_of": running,
+            "running_version": str(old.get("version")),
+            "outputs_from": offsets_json(outputs_from),
+            "side_from": offsets_json(side_from),
+            "stop_to": storage_uri(child(shadows, "stop")),
+            # for `flowship diff` and `flowship abort`: where the outputs and instances are
+            "kafka_bootstrap": settings.kafka_bootstrap,
+            "control_topic": job.control_topic if job.control else None,
+        },
+    )
+
+
+def _port(url: str) -> int | None:
+    return urlparse(url).port

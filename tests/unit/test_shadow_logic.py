@@ -1,0 +1,106 @@
+"""Dark launches without a JVM: names, ledger key and steps, the diff's catch-up rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowship.deploy.diff import Output
+from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.machine import Step, TransitionError, check_transition
+from flowship.deploy.shadow import (
+    clip_to_production,
+    last_shadow,
+    offsets_json,
+    shadow_key,
+    shadow_status,
+    topic_offsets,
+)
+
+
+def test_a_shadow_writes_every_output_aside_with_groups_and_transactions_of_its_own() -> None:
+    from flowship.kafka._declare import KafkaSource
+    from flowship.kafka._flink import KafkaContext, group_id
+
+    prod = KafkaContext(bootstrap="b", job="j", version="1")
+    dark = KafkaContext(bootstrap="b", job="j", version="2", shadow=True)
+    assert prod.output_topic("stats") == "stats" and prod.isolated("flowship.j.s") == "flowship.j.s"
+    assert dark.output_topic("stats") == "stats.side.2"
+    assert dark.output_topic("clicks.dlq") == "clicks.dlq.side.2"
+    assert dark.isolated("flowship.j.sink") == "flowship.j.sink.shadow"
+    record = {"type": "record", "name": "C", "fields": [{"name": "id", "type": "string"}]}
+    source = KafkaSource("clicks", topic="clicks", schema=record)
+    assert group_id(source, prod) == "flowship.j.clicks"
+    assert group_id(source, dark) == "flowship.j.clicks.shadow"
+
+
+def test_shadows_are_recorded_under_a_key_of_their_own_and_end_retired(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path / "ledger")
+    job, key = "clicks", shadow_key("clicks")
+    assert key == "clicks.shadow"
+    ledger.acquire(job)
+    main = ledger.new_deployment_id()
+    for step in (Step.PLANNED, Step.SUBMITTED, Step.RUNNING):
+        ledger.record(job, main, step, version="1")
+    ledger.acquire(key)
+    dark = ledger.new_deployment_id()
+    ledger.record(key, dark, Step.PLANNED, version="2", kind="shadow", shadow_of=main)
+    assert last_shadow(ledger, job) is None  # not RUNNING yet
+    ledger.record(key, dark, Step.SUBMITTED, job_id="abc", rest_url="http://127.0.0.1:1")
+    ledger.record(key, dark, Step.RUNNING, job_id="abc")
+    assert ledger.current(job)[0] == main  # the shadow is never the job's current deployment
+    assert ledger.current(key)[0] == dark
+    ledger.record(key, dark, Step.RETIRED, savepoint="file:/x")
+    assert ledger.current(key) is None  # retired: nothing runs
+    found = last_shadow(ledger, job)
+    assert found is not None and found[0] == dark and found[1]["step"] == "RETIRED"
+    status = shadow_status(ledger, job)
+    assert status is not None and (status["version"], status["step"]) == ("2", "RETIRED")
+    assert shadow_status(ledger, "other") is None
+
+
+@pytest.mark.parametrize(
+    ("current", "new"),
+    [(Step.PLANNED, Step.RETIRED), (Step.RETIRED, Step.RUNNING), (Step.STABLE, Step.RETIRED)],
+)
+def test_retired_follows_only_a_started_version_and_is_final(current: Step, new: Step) -> None:
+    with pytest.raises(TransitionError):
+        check_transition(current, new)
+    check_transition(Step.RUNNING, Step.RETIRED)
+    check_transition(Step.SUBMITTED, Step.RETIRED)
+    assert Step.RETIRED.terminal
+
+
+def test_offsets_round_trip_through_the_ledgers_json() -> None:
+    recorded = offsets_json({("stats", 0): 5, ("stats", 3): 9, ("dlq", 0): 0})
+    assert recorded == {"dlq": {"0": 0}, "stats": {"0": 5, "3": 9}}
+    assert topic_offsets(recorded, "stats") == {0: 5, 3: 9}
+    assert topic_offsets(recorded, "missing") == {}
+
+
+def test_shadow_outputs_production_has_not_reached_are_held_back_not_compared() -> None:
+    production = [Output(f"in/0/{o}", b"k", b"v") for o in range(10, 20)]
+    production += [Output("in/1/5", b"k", b"v"), Output(None, b"k", b"t")]
+    shadow = [Output(f"in/0/{o}", b"k", b"v") for o in range(12, 25)]  # ahead on partition 0
+    shadow += [Output("in/1/5", b"k", b"v"), Output("in/2/1", b"k", b"v")]  # 2: not reached
+    shadow += [Output(None, b"k", b"timer")]
+    kept, held = clip_to_production(production, shadow)
+    addresses = [o.address for o in kept]
+    assert addresses == [f"in/0/{o}" for o in range(12, 20)] + ["in/1/5", None]
+    assert held == 5 + 1  # in/0/20..24 and in/2/1
+
+
+def test_a_difference_prints_on_one_line_as_the_fields_values() -> None:
+    from flowship.deploy.shadow import _example
+
+    row = {"event_id": "e1", "page": None}
+    example = {
+        "input": "clicks/0/7",
+        "fields": ["page"],
+        "production": [{"key": "u1", "value": row}],
+        "candidate": [{"key": "u1", "value": {**row, "page": "/dark"}}],
+    }
+    assert _example(example) == "clicks/0/7 (key 'u1'): page: None -> '/dark'"
+    two = {**example, "candidate": example["candidate"] * 2, "fields": ["(outputs)"]}
+    assert _example(two).startswith("clicks/0/7: production [")
