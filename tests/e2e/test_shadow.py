@@ -43,8 +43,9 @@ JOB = "click-sessions"
 GROUP = f"flowship.{JOB}.clicks-source"
 ONE_PERCENT = Path(__file__).parent / "jobs" / "one_percent_v2.py"
 SIDE = "session-stats.side.1.2"
+BROKEN = Path(__file__).parent / "jobs" / "broken_v2.py"
 EVENTS = list(events.clicks(8000, users=40))
-FIRST, SECOND = EVENTS[:3000], EVENTS[3000:]
+FIRST, SECOND, THIRD = EVENTS[:3000], EVENTS[3000:5000], EVENTS[5000:]
 
 
 def changed(event_id: str) -> bool:
@@ -91,7 +92,12 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
     shadow = JobProcess(ONE_PERCENT, bootstrap, state, "--shadow")
     shadow.log = state / "shadow.log"
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, SECOND, 250.0))  # 20 s
+    producers = [
+        threading.Thread(target=produce_clicks, args=(bootstrap, part, 250.0))  # 8 s, 12 s
+        for part in (SECOND, THIRD)
+    ]
+    broken = JobProcess(BROKEN, bootstrap, state, "--shadow", "--restart-attempts", "0")
+    broken.log = state / "broken.log"
     try:
         current = wait_for("version 1 RUNNING", lambda: ledger.current(JOB), 180, v1.output)
         read_outputs(bootstrap, expect=len(FIRST), timeout=180)
@@ -110,8 +116,20 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
         assert "is the running version" in same.stderr
         assert cli("abort", JOB, *ledger_dir).returncode == 2  # no shadow runs
 
-        producer.start()
-        time.sleep(3)
+        # a shadow that fails on its first record fails alone: nothing of it reaches production
+        producers[0].start()
+        broken.start()
+        assert broken.wait(timeout=300) != 0, tail(broken.output())
+        assert "RuntimeError" in broken.output(), tail(broken.output())
+        done = cli("abort", JOB, *ledger_dir, "--json")
+        assert done.returncode == 0, tail(done.stdout + done.stderr)
+        assert "process is gone" in json.loads(done.stdout)["already_ended"]  # local: it exited
+        assert read_topic(bootstrap, "session-stats.side.2-broken", timeout=10, idle=2.0) == []
+        assert ledger.current(JOB) == current
+
+        producers[0].join(timeout=180)
+        producers[1].start()
+        time.sleep(2)
         shadow.start()
 
         def shadow_running() -> Any:
@@ -137,7 +155,7 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
         status = cli("status", JOB, *ledger_dir)
         assert f"shadow {deployment}: version 1.2, RUNNING" in status.stdout, status.stdout
 
-        producer.join(timeout=180)
+        producers[1].join(timeout=180)
         # production: every event exactly once, all by version 1; its group read it all
         outputs = read_outputs(bootstrap, expect=len(EVENTS), timeout=240)
         assert {m.headers["flowship.version"] for m in outputs} == {"1"}
@@ -201,8 +219,10 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
             in history
         )
     finally:
-        if producer.is_alive():
-            producer.join(timeout=180)
+        for producer in producers:
+            if producer.is_alive():
+                producer.join(timeout=180)
+        broken.stop()
         shadow.stop()
         v1.stop()
 
