@@ -26,7 +26,7 @@ from typing import Any
 from _common import EXAMPLE, median, result
 from confluent_kafka import Consumer, TopicPartition
 
-from flowship.deploy.diff import compare, decoder, read_outputs
+from flowship.deploy.diff import compare, decoder, read_topics
 from flowship.schema import AvroCodec
 from flowship.testing.kafka_broker import KafkaBroker
 from flowship.testing.kafka_io import create_topics
@@ -96,8 +96,8 @@ def plain_read(bootstrap: str) -> int:
 def flowship_diff(bootstrap: str, changed: int) -> int:
     """Input addresses flowship's diff compared; checks it found exactly the changed ones."""
     schema = AvroCodec(EXAMPLE / "session_stats.avsc").schema
-    diff = compare(read_outputs(bootstrap, PRODUCTION), read_outputs(bootstrap, CANDIDATE),
-                   decoder(schema), decoder(schema))
+    outputs = read_topics(bootstrap, {PRODUCTION: None, CANDIDATE: None})
+    diff = compare(outputs[PRODUCTION], outputs[CANDIDATE], decoder(schema), decoder(schema))
     if diff.different != changed or diff.fields != {"session_clicks": changed}:
         raise SystemExit(f"the diff found {diff.summary()}; {changed} inputs were changed")
     return diff.compared

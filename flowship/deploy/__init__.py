@@ -28,6 +28,11 @@ PyFlink's DataStream API nor :mod:`flowship.job` (which builds the graph and han
 ``rest``           :class:`FlinkRest`: a small Flink REST client (standard library only)
 ``savepoints``     :func:`restore_path`, :func:`check_metadata`: is a savepoint really Flink's?
 ``rehearse``       what ``--dry-run`` reads and reports (state reader, rehearsal topics)
+``diff``           :func:`compare`: two versions' outputs paired by input address and compared
+                   field by field (the dry run's and ``flowship diff``'s)
+``shadow``         dark launches (``--shadow``): their ledger key, ``flowship diff`` and
+                   ``flowship abort``
+``archive``        the deployed code archived at deploy time, for an exact rollback
 ``exits``          the exit codes of a job and of ``flowship``, defined once
 =================  =========================================================================
 """

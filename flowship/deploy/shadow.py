@@ -28,7 +28,14 @@ from typing import Any
 
 from flowship._log import get_logger
 from flowship.deploy.alive import deployment_liveness, liveness
-from flowship.deploy.diff import OutputDiff, compare, decoder, input_ranges, read_outputs
+from flowship.deploy.diff import (
+    OutputDiff,
+    compare,
+    decoder,
+    input_ranges,
+    read_outputs,
+    read_topics,
+)
 from flowship.deploy.engine import cancel_confirmed
 from flowship.deploy.ledger import Ledger, merged
 from flowship.deploy.machine import Step
@@ -184,18 +191,23 @@ def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> Shado
     result = ShadowDiff(job, deployment, version, str(production.get("version")))
     for sink in data.get("manifest", {}).get("sinks", []):
         side = side_topic(sink["topic"], version)
-        theirs = read_outputs(bootstrap, side, topic_offsets(data.get("side_from", {}), side))
+        side_from = topic_offsets(data.get("side_from", {}), side)
         previous = before.get(sink.get("uid"))
         if previous is None:
+            theirs = read_outputs(bootstrap, side, side_from)
             diff = OutputDiff(sink["topic"], side, unaddressed_candidate=len(theirs))
             diff.note = f"sink {sink.get('uid')!r} is new in the shadow: nothing to compare with"
             result.sinks.append(diff)
             continue
-        ours = read_outputs(
+        production_topic = str(previous["topic"])
+        read = read_topics(
             bootstrap,
-            previous["topic"],
-            topic_offsets(data.get("outputs_from", {}), previous["topic"]),
+            {
+                side: side_from,
+                production_topic: topic_offsets(data.get("outputs_from", {}), production_topic),
+            },
         )
+        ours, theirs = read[production_topic], read[side]
         kept, held = clip_to_production(ours, theirs)
         diff = compare(
             ours,

@@ -93,6 +93,20 @@ def test_keys_output_counts_and_undecodable_values_are_differences() -> None:
     assert (diff.equal, diff.different) == (1, 3)
 
 
+def test_inputs_with_several_outputs_compare_as_a_whole_in_any_order() -> None:
+    one, two = out("in/0/1", "a", 1), out("in/0/1", "a", 2)
+    # the same object twice is two outputs (the grouping must not take it for one)
+    production = [one, two, out("in/0/2", "b", 1), out("in/0/3", "c", 1)]
+    candidate = [two, one, out("in/0/2", "b", 1), out("in/0/3", "c", 1), out("in/0/3", "c", 1)]
+    diff = compare(production, candidate, V1, V1)
+    assert (diff.compared, diff.equal, diff.different) == (3, 2, 1)
+    assert diff.fields == {"(outputs)": 1}
+    assert [e["input"] for e in diff.examples] == ["in/0/3"]
+    same = out("in/0/9", "z", 9)
+    twice = compare([same, same], [same], V1, V1)
+    assert (twice.different, twice.fields) == (1, {"(outputs)": 1})
+
+
 def test_unpaired_inputs_count_only_within_the_range_the_candidate_read() -> None:
     # production wrote for offsets 0..9 of partition 0 and 0..4 of partition 1; the candidate
     # started at offset 3 of partition 0, dropped offset 5, and read past where production is
