@@ -10,6 +10,7 @@ else the flag's declared one). Rule text, one argument each on ``flowship flag s
     field.tenant=a,b:VARIANT        records whose value's field ``tenant`` is "a" or "b"
     env=prod,staging:VARIANT        instances run with this environment setting
     version=2:VARIANT               instances of this job version
+    version=2&partitions=0,3:VARIANT    all of these (``&``; at most one percent or field)
     default:VARIANT                 the variant when no rule matches (last)
     none                            alone: no rules, the declared default everywhere
 
@@ -51,6 +52,8 @@ class Rule:
     variant: str
     values: tuple[Any, ...] = ()
     field: str | None = None
+    #: more conditions that must hold too (``a=1&b=2``), each a Rule without a variant
+    also: tuple[Rule, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """JSON form (the control topic's records)."""
@@ -59,6 +62,10 @@ class Rule:
             out["values"] = list(self.values)
         if self.field is not None:
             out["field"] = self.field
+        if self.also:
+            out["and"] = [
+                {k: v for k, v in c.describe().items() if k != "variant"} for c in self.also
+            ]
         return out
 
     @classmethod
@@ -69,14 +76,22 @@ class Rule:
             variant=data["variant"],
             values=tuple(data.get("values", ())),
             field=data.get("field"),
+            also=tuple(cls.from_description({**c, "variant": ""}) for c in data.get("and", ())),
         )
+
+    def conditions(self) -> tuple[Rule, ...]:
+        """Every condition of the rule (itself first), each as a rule of one match."""
+        return (Rule(self.match, self.variant, self.values, self.field), *self.also)
+
+    def _condition_text(self) -> str:
+        if self.match == "all":
+            return "all"
+        head = f"field.{self.field}" if self.match == "field" else self.match
+        return f"{head}={','.join(str(v) for v in self.values)}"
 
     def text(self) -> str:
         """The rule as ``flowship flag set`` takes it."""
-        if self.match == "all":
-            return f"all:{self.variant}"
-        head = f"field.{self.field}" if self.match == "field" else self.match
-        return f"{head}={','.join(str(v) for v in self.values)}:{self.variant}"
+        return "&".join(c._condition_text() for c in self.conditions()) + f":{self.variant}"
 
 
 @dataclass(frozen=True)
@@ -115,8 +130,8 @@ class FlagConfig:
 def _bad(text: str, why: str) -> FlagError:
     return FlagError(
         f"rule {text!r}: {why}. Rules are MATCH:VARIANT with MATCH one of all, partitions=1,4, "
-        "percent=30, field.NAME=a,b, env=NAME,..., version=V,...; then optionally "
-        "default:VARIANT; or 'none' alone"
+        "percent=30, field.NAME=a,b, env=NAME,..., version=V,..., or several joined by '&' "
+        "(at most one percent or field); then optionally default:VARIANT; or 'none' alone"
     )
 
 
@@ -138,40 +153,50 @@ def parse_rules(texts: Sequence[str]) -> FlagConfig:
         if head == "default":
             default = variant
             continue
-        if head == "all":
-            rules.append(Rule("all", variant))
-            continue
-        kind, eq, args = head.partition("=")
-        if not eq or not args:
-            raise _bad(text, f"{kind!r} takes values after '='")
-        raw = [a.strip() for a in args.split(",")]
-        if any(not a for a in raw):
-            raise _bad(text, "an empty value in the list")
-        if kind == "partitions":
-            try:
-                values: tuple[Any, ...] = tuple(sorted({int(a) for a in raw}))
-            except ValueError:
-                raise _bad(text, "partitions are whole numbers") from None
-            if any(v < 0 for v in values):
-                raise _bad(text, "partitions are 0 or more")
-            rules.append(Rule("partitions", variant, values))
-        elif kind == "percent":
-            if len(raw) != 1:
-                raise _bad(text, "percent takes one number")
-            try:
-                percent = float(raw[0])
-            except ValueError:
-                raise _bad(text, f"percent {raw[0]!r} is not a number") from None
-            if not 0.0 <= percent <= 100.0:
-                raise _bad(text, f"percent {percent:g} is outside 0-100")
-            rules.append(Rule("percent", variant, (percent,)))
-        elif kind.startswith("field.") and len(kind) > len("field."):
-            rules.append(Rule("field", variant, tuple(raw), field=kind[len("field.") :]))
-        elif kind in ("env", "version"):
-            rules.append(Rule(kind, variant, tuple(raw)))
-        else:
-            raise _bad(text, f"unknown match {kind!r}")
+        parts = [_condition(text, part.strip(), variant) for part in head.split("&")]
+        if sum(1 for c in parts if c.match not in _STATIC) > 1:
+            raise _bad(text, "at most one percent or field condition per rule")
+        if len(parts) > 1 and any(c.match == "all" for c in parts):
+            raise _bad(text, "'all' goes alone")
+        first = parts[0]
+        also = tuple(Rule(c.match, "", c.values, c.field) for c in parts[1:])
+        rules.append(Rule(first.match, variant, first.values, first.field, also=also))
     return FlagConfig(tuple(rules), default)
+
+
+def _condition(text: str, head: str, variant: str) -> Rule:
+    """One condition of a rule (``partitions=1,4``, ``all``, ...) with the rule's variant."""
+    if head == "all":
+        return Rule("all", variant)
+    kind, eq, args = head.partition("=")
+    if not eq or not args:
+        raise _bad(text, f"{kind!r} takes values after '='")
+    raw = [a.strip() for a in args.split(",")]
+    if any(not a for a in raw):
+        raise _bad(text, "an empty value in the list")
+    if kind == "partitions":
+        try:
+            values: tuple[Any, ...] = tuple(sorted({int(a) for a in raw}))
+        except ValueError:
+            raise _bad(text, "partitions are whole numbers") from None
+        if any(v < 0 for v in values):
+            raise _bad(text, "partitions are 0 or more")
+        return Rule("partitions", variant, values)
+    if kind == "percent":
+        if len(raw) != 1:
+            raise _bad(text, "percent takes one number")
+        try:
+            percent = float(raw[0])
+        except ValueError:
+            raise _bad(text, f"percent {raw[0]!r} is not a number") from None
+        if not 0.0 <= percent <= 100.0:
+            raise _bad(text, f"percent {percent:g} is outside 0-100")
+        return Rule("percent", variant, (percent,))
+    if kind.startswith("field.") and len(kind) > len("field."):
+        return Rule("field", variant, tuple(raw), field=kind[len("field.") :])
+    if kind in ("env", "version"):
+        return Rule(kind, variant, tuple(raw))
+    raise _bad(text, f"unknown match {kind!r}")
 
 
 #: An evaluator: (Kafka key, decoded value) -> the flag's value for that record. Each one
@@ -216,12 +241,18 @@ def compile_flag(flag: Flag, config: FlagConfig | None, where: Where) -> tuple[b
     dynamic: list[Rule] = []
     fallback = flag.value_of(config.default or flag.default_variant)
     for rule in config.rules:
-        if rule.match in _STATIC:
-            if _static_match(rule, where):
-                fallback = flag.value_of(rule.variant)
-                break
+        # a rule's static conditions are decided here, once: a rule whose static conditions do
+        # not hold at ``where`` never applies there; one that has a dynamic condition (percent,
+        # field) is that condition alone from here on
+        conditions = rule.conditions()
+        if not all(_static_match(c, where) for c in conditions if c.match in _STATIC):
             continue
-        dynamic.append(rule)
+        left = [c for c in conditions if c.match not in _STATIC]
+        if not left:
+            fallback = flag.value_of(rule.variant)
+            break
+        (condition,) = left
+        dynamic.append(Rule(condition.match, rule.variant, condition.values, condition.field))
     else:
         fallback = flag.value_of(config.default or flag.default_variant)
     if not dynamic:

@@ -96,6 +96,43 @@ def test_compile_decides_static_rules_once() -> None:
     assert compile_flag(flag, parse_rules(["all:gold"]), here) == (True, False)
 
 
+def test_conjunctions_hold_only_where_every_condition_does() -> None:
+    route = Flag("r", default="production", variants={"production": "production", "side": "side"})
+    # a canary on partitions 0 and 3: version 2 serves them, version 1 sends its own aside
+    canary = parse_rules(["version=2&partitions=0,3:production", "version=2:side",
+                          "partitions=0,3:side"])
+    assert canary.text() == ("version=2&partitions=0,3:production version=2:side "
+                             "partitions=0,3:side")
+    assert FlagConfig.from_description(json.loads(json.dumps(canary.describe()))) == canary
+    decided = {
+        (version, partition): compile_flag(route, canary, Where("t", partition, "e", version))
+        for version in ("1", "2") for partition in range(4)
+    }
+    assert decided == {
+        ("1", 0): (True, "side"), ("1", 1): (True, "production"), ("1", 2): (True, "production"),
+        ("1", 3): (True, "side"), ("2", 0): (True, "production"), ("2", 1): (True, "side"),
+        ("2", 2): (True, "side"), ("2", 3): (True, "production"),
+    }
+    # with one dynamic condition: static conditions are decided once, the rest per record
+    flag = Flag("f")
+    config = parse_rules(["env=prod&field.tenant=a:on"])
+    fixed, evaluate = compile_flag(flag, config, Where("t", 0, "prod", "1"))
+    assert not fixed and evaluate(None, {"tenant": "a"}) is True
+    assert evaluate(None, {"tenant": "b"}) is False
+    assert compile_flag(flag, config, Where("t", 0, "staging", "1")) == (True, False)
+
+
+@pytest.mark.parametrize("text, why", [
+    (["percent=10&field.t=a:on"], "at most one percent or field"),
+    (["all&partitions=1:on"], "'all' goes alone"),
+    (["partitions=1&:on"], "takes values"),
+    (["version=2&colour=red:on"], "unknown match"),
+])
+def test_malformed_conjunctions_say_what(text, why) -> None:
+    with pytest.raises(FlagError, match=why):
+        parse_rules(text)
+
+
 def _propose(view: ControlView, at: int, pid: str, flag: str, rules: list[str],
              cuts: dict[int, int]) -> None:
     value = {"flag": flag, "config": parse_rules(rules).describe(),
