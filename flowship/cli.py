@@ -28,6 +28,8 @@ Exit codes:
 7   ``rollback``, ``ledger copy``: another deployment of the job is in progress (it holds
     the lease), or the lease was lost on the way
 9   ``flag set``: the change was not agreed by every running instance (in force nowhere)
+10  ``diff`` with ``--max-diff-rate``: the shadow's outputs differ beyond the policy
+11  ``diff`` with ``--max-diff-rate``: too few inputs compared yet (undecided)
 ==  =======================================================================
 """
 
@@ -70,6 +72,8 @@ exit codes:
   6  rollback: the previous version was not healthy; the current version was started again
   7  rollback: another deployment of the job is in progress
   9  flag set: not every running instance acknowledged the change; it is in force nowhere
+ 10  diff --max-diff-rate: the shadow's outputs differ beyond the policy (verdict fail)
+ 11  diff --max-diff-rate: too few inputs compared yet to judge (undecided)
 """
 
 
@@ -192,12 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--json", action="store_true", help="print JSON")
         if name == "diff":
-            cmd.add_argument(
-                "--kafka-bootstrap",
-                default=None,
-                help="Kafka bootstrap.servers (env FLOWSHIP_KAFKA_BOOTSTRAP; default: the one "
-                "the shadow was started against)",
-            )
+            _add_diff_flags(cmd)
     _add_rollback(sub)
     _add_ledger(sub)
     from flowship import _cli_flags
@@ -369,18 +368,91 @@ def _history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_diff_flags(cmd: Any) -> None:
+    cmd.add_argument(
+        "--kafka-bootstrap",
+        default=None,
+        help="Kafka bootstrap.servers (env FLOWSHIP_KAFKA_BOOTSTRAP; default: the one the "
+        "shadow was started against)",
+    )
+    cmd.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="a field whose differences do not count (repeatable; also (key), (outputs))",
+    )
+    cmd.add_argument(
+        "--abs-tol",
+        type=float,
+        default=0.0,
+        help="numbers at most this far apart count as the same (default 0: exact)",
+    )
+    cmd.add_argument(
+        "--rel-tol",
+        type=float,
+        default=0.0,
+        help="numbers at most this fraction of the larger apart count as the same (default 0)",
+    )
+    cmd.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a chart of where in the input each field differs (one HTML file that "
+        "opens in a browser from disk; needs plotly: pip install 'flowship[report]')",
+    )
+    cmd.add_argument(
+        "--max-diff-rate",
+        type=float,
+        default=None,
+        help="judge: pass when at most this fraction of the compared inputs differ (exit 0), "
+        "else fail (exit 10); with --min-pairs",
+    )
+    cmd.add_argument(
+        "--min-pairs",
+        type=int,
+        default=1000,
+        help="judge: the inputs that must have been compared before a verdict (fewer: exit 11, "
+        "undecided; default 1000)",
+    )
+
+
 def _diff(args: argparse.Namespace) -> int:
     import os
 
+    from flowship.deploy.diff import DiffPolicy, Tolerance
+    from flowship.deploy.exits import EXIT_DIFF_FAILED, EXIT_DIFF_UNDECIDED
     from flowship.deploy.shadow import diff_shadow
 
+    if args.abs_tol < 0 or args.rel_tol < 0 or args.min_pairs < 0:
+        msg = "--abs-tol, --rel-tol and --min-pairs cannot be negative"
+        raise ConfigError(msg)
+    if args.max_diff_rate is not None and not 0 <= args.max_diff_rate <= 1:
+        msg = f"--max-diff-rate {args.max_diff_rate:g} is not a fraction between 0 and 1"
+        raise ConfigError(msg)
     bootstrap = args.kafka_bootstrap or os.environ.get("FLOWSHIP_KAFKA_BOOTSTRAP")
-    result = diff_shadow(_ledger(args), args.job, bootstrap)
+    result = diff_shadow(
+        _ledger(args),
+        args.job,
+        bootstrap,
+        tolerance=Tolerance(frozenset(args.ignore), args.abs_tol, args.rel_tol),
+        policy=None
+        if args.max_diff_rate is None
+        else DiffPolicy(min_pairs=args.min_pairs, max_diff_rate=args.max_diff_rate),
+    )
+    if args.html is not None:
+        from flowship.deploy.report import write_html
+
+        written = write_html(result, args.html)
+        print(f"flowship diff: chart written to {written}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
     else:
         print(result)
-    return EXIT_OK
+    if result.verdict is None or result.verdict.outcome == "pass":
+        return EXIT_OK
+    return EXIT_DIFF_FAILED if result.verdict.outcome == "fail" else EXIT_DIFF_UNDECIDED
 
 
 def _abort(args: argparse.Namespace) -> int:

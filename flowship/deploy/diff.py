@@ -68,10 +68,16 @@ class OutputDiff:
     examples: list[dict[str, Any]] = field(default_factory=list)
     #: why the comparison is partial or was not made (empty: complete)
     note: str = ""
+    #: every differing input address and its fields, in input order (for charts; not in JSON)
+    differences: list[tuple[str, tuple[str, ...]]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (the dry-run report)."""
-        return asdict(self)
+        out = asdict(self)
+        del out["differences"]
+        return out
 
     def summary(self) -> str:
         """One line for a human."""
@@ -99,8 +105,13 @@ def compare(
     *,
     production_name: str = "production",
     candidate_name: str = "candidate",
+    tolerance: Tolerance | None = None,
 ) -> OutputDiff:
-    """Pair both sides' outputs by input address and compare them (pure: no Kafka)."""
+    """Pair both sides' outputs by input address and compare them (pure: no Kafka).
+
+    ``tolerance``: fields to ignore and how far numbers may be apart (default: exact).
+    """
+    tol = tolerance or EXACT
     diff = OutputDiff(production_name, candidate_name)
     prod, prod_more, diff.unaddressed_production = _group(production)
     cand, cand_more, diff.unaddressed_candidate = _group(candidate)
@@ -130,11 +141,12 @@ def compare(
         theirs_all = cand_more.get(address) or [cand[address]]
         ours = sorted((_view(o, decode_production) for o in ours_all), key=_canonical)
         theirs = sorted((_view(o, decode_candidate) for o in theirs_all), key=_canonical)
-        differing = _differing(ours, theirs)
+        differing = _differing(ours, theirs, tol)
         if not differing:
             continue
         diff.different += 1
         fields.update(differing)
+        diff.differences.append((address, tuple(sorted(differing))))
         if len(diff.examples) < EXAMPLES:
             diff.examples.append(
                 {
@@ -231,20 +243,114 @@ def _canonical(view: Mapping[str, Any]) -> str:
     return json.dumps(view, sort_keys=True, default=str)
 
 
-def _differing(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> set[str]:
+def _differing(
+    ours: list[dict[str, Any]],
+    theirs: list[dict[str, Any]],
+    tol: Tolerance,
+) -> set[str]:
     """The fields in which two input addresses' outputs differ (empty: they are equal)."""
+    same = tol.same
     if len(ours) != len(theirs):
-        return {"(outputs)"}
+        return set() if "(outputs)" in tol.ignore else {"(outputs)"}
     found: set[str] = set()
     for a, b in zip(ours, theirs, strict=True):
-        if a["key"] != b["key"]:
+        if not same("(key)", a["key"], b["key"]):
             found.add("(key)")
         left, right = a["value"], b["value"]
         if isinstance(left, dict) and isinstance(right, dict):
-            found.update(f for f in left.keys() | right.keys() if left.get(f) != right.get(f))
-        elif left != right:
+            found.update(
+                f for f in left.keys() | right.keys() if not same(f, left.get(f), right.get(f))
+            )
+        elif not same("(value)", left, right):
             found.add("(value)")
     return found
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What counts as a difference between two versions' outputs (``flowship diff``'s flags).
+
+    Exact by default: a job's outputs for the same input and state are deterministic, so any
+    difference is a change. ``ignore``: fields (also ``(key)``, ``(outputs)``) whose
+    differences do not count. Numbers (int or float, not bool) count as the same when they are
+    at most ``absolute`` apart, or ``relative`` of the larger magnitude (floating-point sums
+    taken in another order differ in their last bits: ``relative=1e-9`` forgives that).
+    """
+
+    ignore: frozenset[str] = frozenset()
+    absolute: float = 0.0
+    relative: float = 0.0
+
+    def same(self, name: str, a: Any, b: Any) -> bool:
+        """Whether field ``name``'s values ``a`` (production) and ``b`` count as the same."""
+        if a == b or name in self.ignore:
+            return True
+        if not (self.absolute or self.relative):
+            return False
+        numbers = (int, float)
+        if not isinstance(a, numbers) or not isinstance(b, numbers):
+            return False
+        if isinstance(a, bool) or isinstance(b, bool):
+            return False
+        return abs(a - b) <= max(self.absolute, self.relative * max(abs(a), abs(b)))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON form (reports)."""
+        return {"ignore": sorted(self.ignore), "absolute": self.absolute, "relative": self.relative}
+
+
+EXACT = Tolerance()
+
+
+@dataclass(frozen=True)
+class DiffPolicy:
+    """When a candidate's outputs pass: enough inputs compared, few enough of them differing.
+
+    The rate is over the inputs both versions read: those that differ (beyond the tolerance),
+    plus those only one of them wrote for, divided by the inputs compared plus those only
+    production wrote for.
+    """
+
+    min_pairs: int = 1000
+    max_diff_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A policy's verdict on a comparison: ``pass``, ``fail`` or ``undecided`` (too few pairs)."""
+
+    outcome: str
+    reason: str
+    pairs: int
+    differing: int
+    rate: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (reports)."""
+        return asdict(self)
+
+
+def judge(diffs: Iterable[OutputDiff], policy: DiffPolicy) -> Verdict:
+    """The verdict of ``policy`` over every sink's comparison."""
+    pairs = differing = 0
+    for d in diffs:
+        pairs += d.compared + d.only_production
+        differing += d.different + d.only_production + d.only_candidate
+    rate = differing / pairs if pairs else 0.0
+    if pairs < policy.min_pairs:
+        reason = (
+            f"only {pairs} inputs compared, fewer than the {policy.min_pairs} the policy needs; "
+            "compare again once more input went through both versions"
+        )
+        return Verdict("undecided", reason, pairs, differing, rate)
+    if rate > policy.max_diff_rate:
+        reason = (
+            f"{differing} of {pairs} inputs differ ({rate:.3%}), more than the "
+            f"{policy.max_diff_rate:.3%} the policy allows"
+        )
+        return Verdict("fail", reason, pairs, differing, rate)
+    reason = f"{differing} of {pairs} inputs differ ({rate:.3%}), within {policy.max_diff_rate:.3%}"
+    return Verdict("pass", reason, pairs, differing, rate)
 
 
 # Kafka ---------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ meaning.
 8   ``--dry-run``: the rehearsal failed; nothing production uses was changed
 9   ``flowship flag set``: the change was not agreed by every running instance (in force
     nowhere)
+10  ``flowship diff`` with a policy: the shadow's outputs differ beyond it (verdict ``fail``)
+11  ``flowship diff`` with a policy: too few inputs compared yet to judge (``undecided``)
 ==  ===========================================================================================
 """
 
@@ -40,6 +42,8 @@ EXIT_ROLLED_BACK = 6
 EXIT_BUSY = 7
 EXIT_DRY_RUN_FAILED = 8
 EXIT_NOT_AGREED = 9
+EXIT_DIFF_FAILED = 10
+EXIT_DIFF_UNDECIDED = 11
 
 
 def exit_code_for(exc: FlowshipError) -> int:

@@ -29,10 +29,14 @@ from typing import Any
 from flowship._log import get_logger
 from flowship.deploy.alive import deployment_liveness, liveness
 from flowship.deploy.diff import (
+    DiffPolicy,
     OutputDiff,
+    Tolerance,
+    Verdict,
     compare,
     decoder,
     input_ranges,
+    judge,
     read_outputs,
     read_topics,
 )
@@ -107,6 +111,11 @@ class ShadowDiff:
     version: str
     running_version: str
     sinks: list[OutputDiff] = field(default_factory=list)
+    tolerance: Tolerance | None = None
+    #: the policy's verdict, when one was asked for
+    verdict: Verdict | None = None
+    #: per side topic: the input addresses of the shadow's outputs compared (for the chart)
+    compared: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def different(self) -> int:
@@ -122,6 +131,8 @@ class ShadowDiff:
             "running_version": self.running_version,
             "different": self.different,
             "sinks": [d.to_json() for d in self.sinks],
+            "tolerance": None if self.tolerance is None else self.tolerance.describe(),
+            "verdict": None if self.verdict is None else self.verdict.to_json(),
         }
 
     def __str__(self) -> str:
@@ -134,6 +145,8 @@ class ShadowDiff:
             lines.extend(f"    e.g. input {_example(e)}" for e in d.examples)
             if d.note:
                 lines.append(f"    note: {d.note}")
+        if self.verdict is not None:
+            lines.append(f"verdict: {self.verdict.outcome}: {self.verdict.reason}")
         return "\n".join(lines)
 
 
@@ -154,7 +167,14 @@ def _example(example: Mapping[str, Any]) -> str:
     return f"{example['input']}: production {ours} shadow {theirs}"
 
 
-def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> ShadowDiff:
+def diff_shadow(
+    ledger: Ledger,
+    job: str,
+    bootstrap: str | None = None,
+    *,
+    tolerance: Tolerance | None = None,
+    policy: DiffPolicy | None = None,
+) -> ShadowDiff:
     """Pair the newest shadow's outputs with production's by input address; compare them.
 
     Production's outputs are read from where its topics ended just before the shadow's
@@ -165,7 +185,8 @@ def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> Shado
     partition) are held back, not counted as "only in the shadow" (the note says how many).
     Production outputs past the shadow's range are never compared (see
     :mod:`flowship.deploy.diff`). ``bootstrap``: the Kafka the shadow was started against
-    unless given.
+    unless given. ``tolerance``: what counts as a difference (default: exact); ``policy``: when
+    given, its verdict over every sink is added.
     """
     found = last_shadow(ledger, job)
     if found is None:
@@ -188,7 +209,9 @@ def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> Shado
     )
     before = {s["uid"]: s for s in production.get("manifest", {}).get("sinks", []) if "uid" in s}
     version = str(data.get("version"))
-    result = ShadowDiff(job, deployment, version, str(production.get("version")))
+    result = ShadowDiff(
+        job, deployment, version, str(production.get("version")), tolerance=tolerance
+    )
     for sink in data.get("manifest", {}).get("sinks", []):
         side = side_topic(sink["topic"], version)
         side_from = topic_offsets(data.get("side_from", {}), side)
@@ -209,6 +232,7 @@ def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> Shado
         )
         ours, theirs = read[production_topic], read[side]
         kept, held = clip_to_production(ours, theirs)
+        result.compared[side] = [o.address for o in kept if o.address is not None]
         diff = compare(
             ours,
             kept,
@@ -216,6 +240,7 @@ def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> Shado
             decoder(sink["schema"]),
             production_name=previous["topic"],
             candidate_name=side,
+            tolerance=tolerance,
         )
         notes = [replaced] if replaced else []
         if held:
@@ -226,6 +251,9 @@ def diff_shadow(ledger: Ledger, job: str, bootstrap: str | None = None) -> Shado
         diff.note = "; ".join(notes)
         log.info("shadow.diff", job=job, sink=sink.get("uid"), summary=diff.summary())
         result.sinks.append(diff)
+    if policy is not None:
+        result.verdict = judge(result.sinks, policy)
+        log.info("shadow.verdict", job=job, **result.verdict.to_json())
     return result
 
 

@@ -152,6 +152,20 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
         )
         assert again.returncode == 2, tail(again.stdout + again.stderr)
         assert "runs already" in again.stderr and f"flowship abort {JOB}" in again.stderr
+        # the shadow's instances take part in flag changes: both versions hold a rule at its cut
+        flag = cli(
+            "flag",
+            "set",
+            JOB,
+            "session-gap",
+            "env=nowhere:60m",
+            "--json",
+            "--kafka-bootstrap",
+            bootstrap,
+        )
+        assert flag.returncode == 0, tail(flag.stdout + flag.stderr)
+        acked = {i.split("/")[0] for i in json.loads(flag.stdout)["acknowledged_by"]}
+        assert acked == {f"{JOB}@1", f"{JOB}@1.2"}, acked
         status = cli("status", JOB, *ledger_dir)
         assert f"shadow {deployment}: version 1.2, RUNNING" in status.stdout, status.stdout
 
@@ -201,6 +215,25 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
         print(text.stdout)
         assert f"{diff['different']} different (previous_page x{len(expected)})" in text.stdout
         assert "previous_page: None -> '/dark'" in text.stdout, text.stdout
+        chart = tmp_path / "diff.html"
+        drawn = cli("diff", JOB, *ledger_dir, "--html", str(chart))
+        assert drawn.returncode == 0, tail(drawn.stdout + drawn.stderr)
+        assert f'"name":"previous_page ({SIDE})"' in chart.read_text()
+        # what counts as a difference, and a verdict: 1 % differ
+        ignored = cli("diff", JOB, *ledger_dir, "--json", "--ignore", "previous_page")
+        (sink,) = json.loads(ignored.stdout)["sinks"]
+        assert (sink["different"], sink["equal"]) == (0, len(counts)), sink
+        policy = ["--min-pairs", "100"]
+        passed = cli("diff", JOB, *ledger_dir, *policy, "--max-diff-rate", "0.02", "--json")
+        assert passed.returncode == 0, tail(passed.stdout + passed.stderr)
+        verdict = json.loads(passed.stdout)["verdict"]
+        assert verdict["outcome"] == "pass" and verdict["differing"] == len(expected), verdict
+        failed = cli("diff", JOB, *ledger_dir, *policy, "--max-diff-rate", "0.001")
+        assert failed.returncode == 10 and "verdict: fail:" in failed.stdout, failed.stdout
+        waiting = cli("diff", JOB, *ledger_dir, "--min-pairs", "1000000", "--max-diff-rate", "1")
+        assert waiting.returncode == 11 and "verdict: undecided:" in waiting.stdout
+        bad = cli("diff", JOB, *ledger_dir, "--max-diff-rate", "2")
+        assert bad.returncode == 2 and "not a fraction" in bad.stderr
 
         # abort: the shadow stops (its process ends by itself), production runs on
         done = cli("abort", JOB, *ledger_dir)
@@ -213,6 +246,13 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
         assert rest.exceptions(job_id).get("exceptionHistory", {}).get("entries", []) == []
         assert ledger.current(JOB) == current
         assert cli("abort", JOB, *ledger_dir).returncode == 2
+        # its instances said goodbye: a flag change now waits for version 1's alone
+        flag = cli(
+            "flag", "set", JOB, "session-gap", "none", "--json", "--kafka-bootstrap", bootstrap
+        )
+        assert flag.returncode == 0, tail(flag.stdout + flag.stderr)
+        acked = {i.split("/")[0] for i in json.loads(flag.stdout)["acknowledged_by"]}
+        assert acked == {f"{JOB}@1"}, acked
         history = cli("history", JOB, *ledger_dir).stdout
         assert (
             f"{deployment}  version 1.2 (shadow): PLANNED -> SUBMITTED -> RUNNING -> RETIRED"

@@ -127,3 +127,33 @@ def test_outputs_without_an_input_address_are_counted_not_compared() -> None:
     assert (diff.unaddressed_production, diff.unaddressed_candidate) == (1, 2)
     assert (diff.compared, diff.equal) == (1, 1)
     assert "3 outputs without an input address not compared" in diff.summary()
+
+
+def test_a_tolerance_forgives_ignored_fields_and_numbers_close_enough() -> None:
+    from flowship.deploy.diff import Tolerance
+
+    production = [out("in/0/1", "a", 100), out("in/0/2", "b", 5), out("in/0/3", "c", 7)]
+    candidate = [out("in/0/1", "a", 101), out("in/0/2", "x", 5), out("in/0/3", "c", 9)]
+    exact = compare(production, candidate, V1, V1)
+    assert exact.fields == {"clicks": 2, "user": 1}
+    loose = compare(production, candidate, V1, V1, tolerance=Tolerance(frozenset({"user"}), 1.0))
+    assert (loose.different, loose.fields) == (1, {"clicks": 1})  # 7 -> 9 is 2 apart
+    relative = Tolerance(relative=0.01)
+    assert relative.same("x", 100.0, 100.9) and not relative.same("x", 100.0, 102.0)
+    assert not relative.same("flag", True, False) and not relative.same("s", "1", "1.0")
+    assert not Tolerance(absolute=5).same("x", None, 1)
+    assert Tolerance(frozenset({"(outputs)"})).same("(outputs)", 1, 2)
+
+
+def test_a_policy_passes_fails_or_waits_for_enough_pairs() -> None:
+    from flowship.deploy.diff import DiffPolicy, OutputDiff, judge
+
+    ten = OutputDiff("p", "c", compared=990, equal=985, different=5, only_production=10)
+    verdict = judge([ten], DiffPolicy(min_pairs=1000, max_diff_rate=0.02))
+    assert (verdict.outcome, verdict.pairs, verdict.differing) == ("pass", 1000, 15)
+    assert verdict.rate == 0.015
+    assert judge([ten], DiffPolicy(min_pairs=1000, max_diff_rate=0.01)).outcome == "fail"
+    few = judge([OutputDiff("p", "c", compared=10, equal=10)], DiffPolicy(min_pairs=1000))
+    assert few.outcome == "undecided" and "only 10 inputs compared" in few.reason
+    both = [ten, OutputDiff("p2", "c2", compared=1000, equal=1000, only_candidate=1)]
+    assert judge(both, DiffPolicy(min_pairs=1, max_diff_rate=0.0)).differing == 16

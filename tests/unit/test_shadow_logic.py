@@ -104,3 +104,31 @@ def test_a_difference_prints_on_one_line_as_the_fields_values() -> None:
     assert _example(example) == "clicks/0/7 (key 'u1'): page: None -> '/dark'"
     two = {**example, "candidate": example["candidate"] * 2, "fields": ["(outputs)"]}
     assert _example(two).startswith("clicks/0/7: production [")
+
+
+def test_the_chart_shows_each_fields_differing_share_over_the_input(tmp_path: Path) -> None:
+    from flowship.deploy.diff import OutputDiff
+    from flowship.deploy.report import BUCKETS, rate_series, write_html
+    from flowship.deploy.shadow import ShadowDiff
+
+    compared = [f"in/{o % 2}/{o}" for o in range(1000)]
+    # "page" differs in every 10th input from offset 500 on: a step from 0 % to 10 %
+    differences = [(f"in/{o % 2}/{o}", ("page",)) for o in range(500, 1000, 10)]
+    series = rate_series(compared, differences)
+    assert list(series) == ["page"]
+    xs, ys = series["page"]
+    assert len(xs) == BUCKETS and xs[0] == 0 and xs[1] == 20
+    assert ys[: BUCKETS // 2] == [0.0] * (BUCKETS // 2)
+    assert ys[BUCKETS // 2 :] == [10.0] * (BUCKETS // 2)
+    assert rate_series([], differences) == {}
+
+    diff = OutputDiff("stats", "stats.side.2", compared=1000, equal=950, different=50)
+    diff.differences = differences
+    result = ShadowDiff("job", "d1", "2", "1", sinks=[diff], compared={"stats.side.2": compared})
+    html = write_html(result, tmp_path / "diff.html").read_text()
+    assert "<html>" in html[:100] and "Plotly.newPlot" in html  # plotly's JS is inside
+    assert "job: shadow version 2 against production version 1" in html
+    ys_json = ",".join(["0.0"] * (BUCKETS // 2) + ["10.0"] * (BUCKETS // 2))
+    assert '"name":"page (stats.side.2)","x":[0,20,40,' in html
+    assert f'"y":[{ys_json}]' in html
+    assert "differences" not in diff.to_json()
