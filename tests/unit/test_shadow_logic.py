@@ -132,3 +132,68 @@ def test_the_chart_shows_each_fields_differing_share_over_the_input(tmp_path: Pa
     assert '"name":"page (stats.side.2)","x":[0,20,40,' in html
     assert f'"y":[{ys_json}]' in html
     assert "differences" not in diff.to_json()
+
+
+def _running_shadow(
+    ledger: LocalLedger, rest_url: str, job_id: str, *, running: bool = True
+) -> str:
+    key = shadow_key("clicks")
+    ledger.acquire(key)
+    dark = ledger.new_deployment_id()
+    ledger.record(key, dark, Step.PLANNED, version="2", kind="shadow")
+    ledger.record(key, dark, Step.SUBMITTED, job_id=job_id, rest_url=rest_url)
+    if running:
+        ledger.record(key, dark, Step.RUNNING, job_id=job_id, rest_url=rest_url)
+    ledger.release(ledger.held(key))  # its deployer is done (or died): abort takes the lease
+    return dark
+
+
+def test_abort_records_a_shadow_flink_no_longer_knows_as_retired(tmp_path: Path) -> None:
+    from fake_jobmanager import serve
+
+    from flowship.deploy.shadow import abort_shadow
+    from flowship.errors import ConfigError
+
+    ledger = LocalLedger(tmp_path / "ledger")
+    with pytest.raises(ConfigError, match="no shadow of job 'clicks' runs"):
+        abort_shadow(ledger, "clicks")
+    with serve({}, broken="none") as url:
+        dark = _running_shadow(ledger, url, "a" * 32)
+        done = abort_shadow(ledger, "clicks")
+    assert done["deployment"] == dark and "not known" in done["already_ended"]
+    steps = [e.step for e in ledger.deployments(shadow_key("clicks"))[dark]]
+    assert steps[-1] is Step.RETIRED and ledger.current(shadow_key("clicks")) is None
+    with pytest.raises(ConfigError, match="nothing to abort"):
+        abort_shadow(ledger, "clicks")
+
+
+def test_abort_changes_nothing_when_it_cannot_tell_whether_the_shadow_runs(tmp_path: Path) -> None:
+    from fake_jobmanager import serve
+
+    from flowship.deploy.shadow import abort_shadow
+    from flowship.errors import ClusterError
+
+    ledger = LocalLedger(tmp_path / "ledger")
+    with serve({}, broken="b" * 32) as url:
+        dark = _running_shadow(ledger, url, "b" * 32)
+        before = ledger.entries(shadow_key("clicks"))
+        with pytest.raises(ClusterError, match="cannot tell whether the shadow"):
+            abort_shadow(ledger, "clicks")
+    assert ledger.entries(shadow_key("clicks")) == before
+    assert ledger.current(shadow_key("clicks"))[0] == dark
+    assert ledger.held(shadow_key("clicks")) is None  # the lease was given back
+
+
+def test_abort_settles_a_shadow_whose_deployer_died_before_running(tmp_path: Path) -> None:
+    from fake_jobmanager import serve
+
+    from flowship.deploy.shadow import abort_shadow
+    from flowship.errors import ConfigError
+
+    ledger = LocalLedger(tmp_path / "ledger")
+    with serve({}, broken="none") as url:
+        dark = _running_shadow(ledger, url, "c" * 32, running=False)
+        with pytest.raises(ConfigError, match="no shadow of job 'clicks' runs"):
+            abort_shadow(ledger, "clicks")
+    steps = [e.step for e in ledger.deployments(shadow_key("clicks"))[dark]]
+    assert steps == [Step.PLANNED, Step.SUBMITTED, Step.FAILED]  # never submitted: closed
