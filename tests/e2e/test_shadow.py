@@ -152,7 +152,12 @@ def test_dark_launch_beside_production_diff_and_abort(fresh_kafka_broker, tmp_pa
         )
         assert again.returncode == 2, tail(again.stdout + again.stderr)
         assert "runs already" in again.stderr and f"flowship abort {JOB}" in again.stderr
-        # the shadow's instances take part in flag changes: both versions hold a rule at its cut
+        # the shadow's instances take part in flag changes: both versions hold a rule at its
+        # cut. They announce themselves once their decoders open, which can be after RUNNING is
+        # recorded (an instance that starts later reads the committed rules before its first
+        # record, so a change it did not acknowledge still applies at the cut): wait for its
+        # first output first
+        read_topic(bootstrap, SIDE, expect=1, timeout=180, idle=0.5)
         flag = cli(
             "flag",
             "set",
