@@ -161,7 +161,7 @@ def compare(
     if unpaired:
         read = input_ranges(cand)  # the candidate's input offsets, per input partition
         for address in unpaired:
-            where, offset = _split(address)
+            where, offset = split_address(address)
             if offset is not None and where in read and read[where][0] <= offset <= read[where][1]:
                 diff.only_production += 1
     diff.fields = dict(fields)
@@ -198,7 +198,7 @@ def input_ranges(addresses: Iterable[str]) -> dict[str, tuple[int, int]]:
     """``topic/partition`` -> the lowest and highest input offset among ``addresses``."""
     ranges: dict[str, tuple[int, int]] = {}
     for address in addresses:
-        where, offset = _split(address)
+        where, offset = split_address(address)
         if offset is None:
             continue
         low, high = ranges.get(where, (offset, offset))
@@ -206,7 +206,7 @@ def input_ranges(addresses: Iterable[str]) -> dict[str, tuple[int, int]]:
     return ranges
 
 
-def _split(address: str) -> tuple[str, int | None]:
+def split_address(address: str) -> tuple[str, int | None]:
     """``topic/partition/offset`` -> (``topic/partition``, offset); offset None if malformed."""
     where, _, offset = address.rpartition("/")
     try:
@@ -216,7 +216,7 @@ def _split(address: str) -> tuple[str, int | None]:
 
 
 def _order(address: str) -> tuple[str, int]:
-    where, offset = _split(address)
+    where, offset = split_address(address)
     return where, -1 if offset is None else offset
 
 

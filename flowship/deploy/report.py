@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowship.deploy.diff import split_address
 from flowship.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,11 +24,6 @@ if TYPE_CHECKING:
 
 #: how many buckets the input offsets are cut into
 BUCKETS = 50
-
-
-def _offset(address: str) -> int | None:
-    _, _, offset = address.rpartition("/")
-    return int(offset) if offset.isdigit() else None
 
 
 def rate_series(
@@ -38,7 +34,7 @@ def rate_series(
     ``compared``: the input addresses compared; ``differences``: (address, fields) of those
     whose outputs differ.
     """
-    offsets = [o for o in (_offset(a) for a in compared) if o is not None]
+    offsets = [o for o in (split_address(a)[1] for a in compared) if o is not None]
     if not offsets:
         return {}
     low, high = min(offsets), max(offsets)
@@ -46,7 +42,7 @@ def rate_series(
     totals = Counter((o - low) // width for o in offsets)
     per_field: dict[str, Counter[int]] = {}
     for address, fields in differences:
-        offset = _offset(address)
+        offset = split_address(address)[1]
         if offset is None:
             continue
         for name in fields:

@@ -39,6 +39,7 @@ from flowship.deploy.diff import (
     judge,
     read_outputs,
     read_topics,
+    split_address,
 )
 from flowship.deploy.engine import cancel_confirmed
 from flowship.deploy.ledger import Ledger, merged
@@ -269,9 +270,9 @@ def clip_to_production(production: list[Any], shadow: list[Any]) -> tuple[list[A
     held = 0
     for out in shadow:
         if out.address is not None:
-            where, _, offset = out.address.rpartition("/")
+            where, offset = split_address(out.address)
             high = reached.get(where)
-            if high is None or not offset.isdigit() or int(offset) > high[1]:
+            if high is None or offset is None or offset > high[1]:
                 held += 1
                 continue
         kept.append(out)
