@@ -9,7 +9,8 @@ Subcommands::
     flowship ledger copy JOB --from A --to B   move a job's history from one ledger to another
     flowship flag set|show|history JOB   feature flags and output routing (control topic)
     flowship diff JOB                 a shadow's (``--shadow``) outputs against production's
-    flowship abort JOB                stop the job's shadow; production is not touched
+    flowship promote JOB [--partitions 1,2]   the canary serves these input partitions too (all)
+    flowship abort JOB                production back to the running version; stop the shadow
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
 ``python JOB.py --manifest`` in a subprocess, so two versions of one job never share a process)
@@ -171,7 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "the job's current deployment and the last one's step"),
         ("history", "every deployment of the job and its transitions"),
         ("diff", "compare the outputs of the job's shadow (--shadow) with production's"),
-        ("abort", "stop the job's shadow (--shadow) and retire it; production is not touched"),
+        (
+            "abort",
+            "give every input partition back to the running version, then stop the job's "
+            "shadow or canary (--shadow, --canary) and retire it",
+        ),
+        (
+            "promote",
+            "the job's canary (--canary) serves more input partitions in production (all "
+            "without --partitions), from an agreed cut",
+        ),
     ):
         cmd = sub.add_parser(
             name,
@@ -197,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="print JSON")
         if name == "diff":
             _add_diff_flags(cmd)
+        if name == "promote":
+            cmd.add_argument(
+                "--partitions",
+                default=None,
+                help="input partitions to serve as well, e.g. 1,2 (default: all)",
+            )
     _add_rollback(sub)
     _add_ledger(sub)
     from flowship import _cli_flags
@@ -464,6 +480,16 @@ def _abort(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from flowship.deploy.side_by_side import parse_partitions, promote
+
+    parts = None if args.partitions is None else parse_partitions(args.partitions, "--partitions")
+    done = promote(_ledger(args), args.job, parts)
+    if args.json:
+        print(json.dumps(done, indent=2, default=str))
+    return EXIT_OK
+
+
 def _status(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     deployments = ledger.deployments(args.job)
@@ -521,8 +547,9 @@ def _status(args: argparse.Namespace) -> int:
         print(
             f"shadow {shadow['deployment']}: version {shadow['version']}, {shadow['step']}"
             + (
-                f" (Flink job {shadow['job_id']} at {shadow['rest_url']}; outputs on side topics)"
-                if shadow["step"] == "RUNNING"
+                f" (Flink job {shadow['job_id']} at {shadow['rest_url']}; serves input "
+                f"partitions {shadow['serve']} in production, other outputs on side topics)"
+                if shadow["step"] in ("RUNNING", "ROUTING", "ROUTED")
                 else ""
             )
         )
@@ -565,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ledger": _ledger_command,
         "diff": _diff,
         "abort": _abort,
+        "promote": _promote,
     }
     try:
         return handlers[args.command](args)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flowship.control._flags import ROUTE, Flag
+from flowship.control._flags import PRODUCTION, ROUTE_KEY, SIDE, Flag, route_flag
 from flowship.control._log import ControlLog
 from flowship.control._rules import Where, compile_flag
 from flowship.control._view import Plan, Proposal
@@ -48,6 +48,12 @@ CHECK_S = 1.0
 GRACE_S = 5.0
 #: How long the decoder waits for a fresh view or a decision before it fails the task.
 WAIT_LIMIT_S = 120.0
+#: How long a version taking production over on a partition waits for the one handing it over
+#: to commit up to the cut (its checkpoints) before it fails the task (and tries again).
+HANDOVER_LIMIT_S = 600.0
+#: A handing-over instance whose last beat is older than this (a version that failed and does
+#: not come back) is not waited for: it writes nothing more.
+HANDOVER_STALE_MS = 60_000
 
 
 class Agent:
@@ -67,9 +73,12 @@ class Agent:
         flags: Sequence[Flag],
         environment: str,
         passive: bool = False,
+        shadow: bool = False,
     ) -> None:
         self.id = f"{job}@{version}/{source}/{subtask}/{uuid.uuid4().hex[:8]}"
         self.passive = passive
+        self.version = version
+        self._bootstrap = bootstrap
         self._log = ControlLog(bootstrap, topic, write=not passive)
         self._topic = source_topic
         self._hello: dict[str, Any] = {
@@ -82,12 +91,15 @@ class Agent:
             "host": f"{socket.gethostname()}:{os.getpid()}",
             "flags": [f.describe() for f in flags],
             "environment": environment,
+            "shadow": shadow,
         }
         self._declared: dict[str, Any] = {
             "version": version,
             "flags": [f.describe() for f in flags],
             "sources": [{"uid": source, "topic": source_topic, "group": group}],
             "environment": environment,
+            # started beside a running version: routes aside unless a rule says production
+            "shadow": shadow,
         }
         #: partition -> the last offset the decoder claimed (written by the decoder thread)
         self.positions: dict[int, int] = {}
@@ -102,6 +114,10 @@ class Agent:
         self._answered: set[str] = set()
         self._seen_at: dict[str, float] = {}
         self.error: BaseException | None = None
+        #: (partition, cut) at which this instance took production over, the hand-over done
+        self._taken_over: set[tuple[int, int]] = set()
+        #: consumer group -> a consumer that only asks for the group's committed offsets
+        self._offsets_of: dict[str, Any] = {}
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -144,6 +160,12 @@ class Agent:
             if self._thread is not None:
                 self._thread.join(10)
             self._log.close()
+            for reader in list(self._offsets_of.values()):
+                try:
+                    reader.close()
+                except Exception:
+                    pass
+            self._offsets_of.clear()
 
     def stop_in_background(self) -> None:
         """:meth:`stop` in a thread of its own: for a caller that must not wait on Kafka.
@@ -265,6 +287,62 @@ class Agent:
         """Block until the view is fresh again."""
         self.wait("an up-to-date view", lambda: time.monotonic() - self.fresh_at < STALE_S)
 
+    def wait_handover(self, partition: int, cut: int) -> None:
+        """Block until the versions that served ``partition`` below ``cut`` committed up to it.
+
+        Called when this instance's outputs for ``partition`` go to production from ``cut`` on
+        and went aside below it: another version served production there. Per key, production
+        must see outputs in input order, also across the cut, so this version's first output at
+        or past the cut waits until every other version's instance on this topic has committed
+        its consumer group's offset to ``cut`` or beyond on ``partition``: its source commits
+        that offset when the checkpoint that also commits its outputs' transaction completes.
+        An instance that said goodbye, or whose last beat is older than
+        :data:`HANDOVER_STALE_MS`, writes nothing more and is not waited for.
+        """
+        if (partition, cut) in self._taken_over:
+            return
+        deadline = time.monotonic() + HANDOVER_LIMIT_S
+        while True:
+            groups = self._handing_over()
+            behind = [g for g in groups if self._committed(g, partition) < cut]
+            if not behind:
+                break
+            if self.error is not None:
+                msg = f"flowship control agent {self.id} failed: {self.error}"
+                raise ControlError(msg) from self.error
+            if time.monotonic() > deadline:
+                msg = (
+                    f"{self.id}: waited {HANDOVER_LIMIT_S:.0f} s at the cut {cut} of "
+                    f"{self._topic}/{partition} for the version(s) handing it over (consumer "
+                    f"group(s) {', '.join(behind)}) to commit up to the cut; is that version "
+                    "stuck? (`flowship status`, its Flink job's checkpoints)"
+                )
+                raise ControlError(msg)
+            time.sleep(0.2)
+        self._taken_over.add((partition, cut))
+
+    def _handing_over(self) -> set[str]:
+        """Consumer groups of the other versions' instances on this topic that may still write."""
+        now = self._log.last_timestamp
+        return {
+            i.group
+            for i in list(self._log.view.instances.values())
+            if i.version != self.version
+            and i.topic == self._topic
+            and now - i.beat_at <= HANDOVER_STALE_MS
+        }
+
+    def _committed(self, group: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        from flowship._kafka import consumer
+
+        reader = self._offsets_of.get(group)
+        if reader is None:
+            reader = self._offsets_of[group] = consumer(self._bootstrap, **{"group.id": group})
+        (found,) = reader.committed([TopicPartition(self._topic, partition)], timeout=10)
+        return int(found.offset) if found.offset >= 0 else 0
+
     def wait_decision(self, proposal: Proposal) -> None:
         """Block until ``proposal`` is decided."""
         self.wait(
@@ -282,11 +360,19 @@ class Decider:
     """
 
     def __init__(
-        self, agent: Agent, topic: str, flags: Sequence[Flag], environment: str, version: str
+        self,
+        agent: Agent,
+        topic: str,
+        flags: Sequence[Flag],
+        environment: str,
+        version: str,
+        *,
+        shadow: bool = False,
     ) -> None:
         self._agent = agent
         self._topic = topic
-        self._flags = (*flags, ROUTE)
+        self._route = route_flag(shadow)
+        self._flags = (*flags, self._route)
         self._environment = environment
         self._version = version
         #: partition -> (plan, start, end, constant decisions, evaluator or None)
@@ -325,6 +411,11 @@ class Decider:
                 constant[flag.key] = result
             else:
                 dynamic.append((flag, result))
+        if start > 0 and constant.get(ROUTE_KEY) == PRODUCTION:
+            before = plan.config_at(ROUTE_KEY, topic, partition, start - 1)
+            fixed, was = compile_flag(self._route, before, where)
+            if fixed and was == SIDE:  # production is handed over to this version here
+                agent.wait_handover(partition, start)
         evaluate = _interning(constant, dynamic) if dynamic else None
         segment = (plan, start, end, encode_decisions(constant), evaluate)
         self._segments[partition] = segment

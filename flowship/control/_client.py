@@ -29,6 +29,7 @@ from typing import Any
 from flowship._kafka import admin_client, consumer, serve_logs
 from flowship.control._flags import ROUTE, Flag
 from flowship.control._log import ControlLog, control_topic
+from flowship.control._routing import RunningVersion, check_routing
 from flowship.control._rules import FlagConfig, parse_rules
 from flowship.control._view import LIVE_WINDOW_MS, ControlView, Instance, Proposal
 from flowship.errors import ClusterError, ConfigError, ControlError, FlagError
@@ -121,6 +122,18 @@ class FlagClient:
             "in its code and registered when it starts"
         )
         raise ConfigError(msg)
+
+    def versions_of(self, versions: Sequence[str]) -> list[RunningVersion]:
+        """``versions`` as they registered: started beside another or not, and environment."""
+        view = self._log.view
+        return [
+            RunningVersion(
+                v,
+                shadow=bool(view.versions.get(v, {}).get("shadow", False)),
+                environment=str(view.versions.get(v, {}).get("environment", "")),
+            )
+            for v in versions
+        ]
 
     def _check(self, flag: str, config: FlagConfig, versions: Sequence[str]) -> None:
         declared = _declared(self._log.view, versions)
@@ -232,6 +245,8 @@ class FlagClient:
             versions = self.target_versions(live)
             self._check(flag, config, versions)
             cuts = self._cuts(live, versions, attempt)
+            if flag == ROUTE.key:  # never two versions' outputs for one input in production
+                check_routing(config, self.versions_of(versions), cuts)
             pid = uuid.uuid4().hex[:12]
             self._log.write(
                 f"propose/{pid}",
@@ -287,6 +302,76 @@ class FlagClient:
                 silent = sorted(expected - (proposal.acks if proposal else set()))
                 return f"no acknowledgement within {timeout_s:g} s from {', '.join(silent)}"
             self._log.poll(0.05)
+
+    def in_force(self, flag: str) -> Proposal | None:
+        """The latest committed change of ``flag`` (None: its declared default everywhere)."""
+        found = None
+        for proposal in self.read().committed:
+            if proposal.flag == flag:
+                found = proposal
+        return found
+
+    def wait_registered(self, version: str, timeout_s: float = 120.0) -> list[Instance]:
+        """Wait until ``version`` registered and an instance of it runs; those instances.
+
+        ConfigError past ``timeout_s``: a version that has not opened its sources after that
+        long is not there to take part in a change.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            live = [i for i in self.running() if i.version == version]
+            if live and version in self._log.view.versions:
+                return live
+            if time.monotonic() > deadline:
+                msg = (
+                    f"version {version} of job {self.job!r} has no running instance on control "
+                    f"topic {self.topic!r} after {timeout_s:g} s; is it running? "
+                    f"(`flowship status {self.job}`)"
+                )
+                raise ConfigError(msg)
+            self._log.poll(0.5)
+
+    def source_partitions(self, version: str) -> dict[str, list[int]]:
+        """Input topic -> its partitions, for the sources ``version`` registered."""
+        from confluent_kafka import KafkaException
+
+        view = self.read()
+        topics = sorted({s["topic"] for s in view.versions.get(version, {}).get("sources", [])})
+        reader = consumer(self.bootstrap, **{"group.id": "flowship.control.cuts"})
+        try:
+            out: dict[str, list[int]] = {}
+            for topic in topics:
+                info = reader.list_topics(topic, timeout=10).topics.get(topic)
+                if info is None or info.error is not None:
+                    msg = f"input topic {topic!r} of job {self.job!r} is missing ({self.bootstrap})"
+                    raise ConfigError(msg)
+                out[topic] = sorted(info.partitions)
+            return out
+        except KafkaException as exc:
+            msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
+            raise ClusterError(msg) from exc
+        finally:
+            reader.close()
+
+    def committed(
+        self, groups: Sequence[str], topic: str, partitions: Sequence[int]
+    ) -> dict[int, int]:
+        """The lowest offset ``groups`` committed on each of ``topic``'s partitions (0: none)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        lowest = dict.fromkeys(partitions, 2**62)
+        for group in groups:
+            reader = consumer(self.bootstrap, **{"group.id": group})
+            try:
+                found = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+            except KafkaException as exc:
+                msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
+                raise ClusterError(msg) from exc
+            finally:
+                reader.close()
+            for tp in found:
+                lowest[tp.partition] = min(lowest[tp.partition], max(int(tp.offset), 0))
+        return {p: (o if o < 2**62 else 0) for p, o in lowest.items()}
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -155,3 +155,11 @@ class Flag:
 #: Every flowship job with a control plane has this flag: ``side`` sends a record's outputs to
 #: the sinks' side topics instead of production.
 ROUTE = Flag(ROUTE_KEY, default=PRODUCTION, variants={PRODUCTION: PRODUCTION, SIDE: SIDE})
+#: The routing flag of a version started beside a running one (``--shadow``, ``--canary``): its
+#: outputs go aside unless a rule sends them to production (``flowship promote``).
+SHADOW_ROUTE = Flag(ROUTE_KEY, default=SIDE, variants={PRODUCTION: PRODUCTION, SIDE: SIDE})
+
+
+def route_flag(shadow: bool) -> Flag:
+    """The routing flag of a version: :data:`SHADOW_ROUTE` for one started beside another."""
+    return SHADOW_ROUTE if shadow else ROUTE

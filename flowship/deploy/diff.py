@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from flowship._kafka import consumer as kafka_consumer
-from flowship.kafka._headers import SOURCE
+from flowship.kafka._headers import SOURCE, VERSION
 from flowship.schema import AvroCodec
 
 #: the differences a report lists in full (the rest are counted)
@@ -42,11 +42,15 @@ EXAMPLES = 3
 
 
 class Output(NamedTuple):
-    """One output record as the diff sees it: its input address, Kafka key and value."""
+    """One output record as the diff sees it: its input address, Kafka key and value.
+
+    ``version``: the job version that wrote it (its ``flowship.version`` header, as bytes).
+    """
 
     address: str | None
     key: bytes | None
     value: bytes | None
+    version: bytes | None = None
 
 
 @dataclass
@@ -423,13 +427,17 @@ def read_topics(
                 if end is None:
                     continue
                 if offset < end:
-                    address = None
+                    address = version = None
                     headers: Any = msg.headers() or ()  # [(name, bytes | None)]
+                    # flowship writes the version first, the input address next
                     for name, raw in headers:
                         if name == SOURCE:
                             address = None if raw is None else raw.decode()
                             break
-                    found[where[0]].append(new(Output, (address, msg.key(), msg.value())))
+                        if name == VERSION:
+                            version = raw
+                    out = new(Output, (address, msg.key(), msg.value(), version))
+                    found[where[0]].append(out)
                 if offset + 1 >= end:
                     todo.discard(where)
     finally:

@@ -165,6 +165,9 @@ class Engine:
     #: called with the stopped version once the running version was stopped for an upgrade
     #: (control plane goodbyes for its instances; a shadow's, of another version, stay)
     retire: Callable[[str | None], None] | None = None
+    #: called once the version runs and the lease is given back, before the target's finish
+    #: (a canary's first routing change); it must not raise
+    after_start: Callable[[], None] | None = None
     _archive: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _code(self) -> dict[str, Any]:
@@ -207,6 +210,14 @@ class Engine:
         with LeaseRenewer(self.ledger, self.release.job):
             return self._upgrade(from_checkpoint)
 
+    def _prepare(self) -> None:
+        """With the job's lease held, before anything is recorded or stopped."""
+        from flowship.deploy.side_by_side import refuse_if_serving
+
+        # under the lease: a canary's routing change takes the job's lease too (see route())
+        refuse_if_serving(self.ledger, self.release.job, "an upgrade")
+        self.target.prepare()
+
     def _upgrade(self, from_checkpoint: bool) -> int:
         r = self.release
         prepared = prepare_upgrade(
@@ -219,7 +230,7 @@ class Engine:
             self.policy.checkpoints(r.job),
             from_checkpoint=from_checkpoint,
             rules=self.rules,
-            prepare=self.target.prepare,
+            prepare=self._prepare,
             planned=self._code,
         )
         if isinstance(prepared, OpenWatch):
@@ -346,6 +357,8 @@ class Engine:
                     return verdict
         finally:
             self.ledger.release(lease)
+        if self.after_start is not None:
+            self.after_start()
         target.finish()
         return EXIT_OK
 

@@ -10,8 +10,10 @@
                                       +------------^
 
 A first deploy skips the checks and the savepoint: PLANNED -> SUBMITTED. A shadow (``--shadow``,
-a version run beside the current one, from a savepoint taken without stopping it) goes
-PLANNED -> SUBMITTED -> RUNNING and ends RETIRED when it is stopped (``flowship abort``).
+``--canary``: a version run beside the current one, from a savepoint taken without stopping it)
+goes PLANNED -> SUBMITTED -> RUNNING; each change of the partitions it serves in production is
+ROUTING (recorded before the change is proposed) then ROUTED (in force, with its cuts); it ends
+RETIRED when it is stopped (``flowship abort``).
 Transitions are checked
 here and nowhere else; the ledger records each one *before* the action it names is taken, so a
 deployer that died can tell, from the last recorded step, what to do next.
@@ -40,6 +42,10 @@ class Step(StrEnum):
     ROLLED_BACK = "ROLLED_BACK"
     #: stopped because it serves nothing any more (a shadow aborted)
     RETIRED = "RETIRED"
+    #: a version side by side with another: a change of what it serves is about to be proposed
+    ROUTING = "ROUTING"
+    #: that change is in force (its cuts recorded)
+    ROUTED = "ROUTED"
 
     @property
     def terminal(self) -> bool:
@@ -54,13 +60,16 @@ NEXT: dict[Step, frozenset[Step]] = {
     Step.SAVEPOINTING: frozenset({Step.STOPPED, Step.FAILED}),
     Step.STOPPED: frozenset({Step.SUBMITTED, Step.FAILED}),
     Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED, Step.RETIRED}),
-    Step.RUNNING: frozenset({Step.STABLE, Step.FAILED, Step.RETIRED}),
+    Step.RUNNING: frozenset({Step.STABLE, Step.FAILED, Step.RETIRED, Step.ROUTING}),
     Step.STABLE: frozenset(),
     Step.REFUSED: frozenset(),
     Step.FAILED: frozenset({Step.ROLLING_BACK}),
     Step.ROLLING_BACK: frozenset({Step.ROLLED_BACK, Step.FAILED}),
     Step.ROLLED_BACK: frozenset(),
     Step.RETIRED: frozenset(),
+    # ROUTING -> ROUTING: a deployer that died before the change was agreed, run again
+    Step.ROUTING: frozenset({Step.ROUTED, Step.ROUTING, Step.RETIRED, Step.FAILED}),
+    Step.ROUTED: frozenset({Step.ROUTING, Step.RETIRED, Step.FAILED}),
 }
 
 

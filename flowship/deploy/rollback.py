@@ -283,6 +283,9 @@ class Rollback:
 
     def run(self) -> Outcome:
         """Roll back, or raise (ConfigError, RollbackRefused, ClusterError, ...)."""
+        from flowship.deploy.side_by_side import refuse_if_serving
+
+        refuse_if_serving(self.ledger, self.job, "a rollback")
         with LeaseRenewer(self.ledger, self.job):
             return self._run()
 

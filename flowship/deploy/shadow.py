@@ -45,19 +45,12 @@ from flowship.deploy.engine import cancel_confirmed
 from flowship.deploy.ledger import Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
+from flowship.deploy.side_by_side import hand_back, shadow_key
 from flowship.deploy.upgrade import settle_submitted
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 from flowship.kafka._declare import side_topic
 
 log = get_logger("flowship.shadow")
-
-#: The ledger key of a job's shadows: ``<job>`` + this.
-KEY_SUFFIX = ".shadow"
-
-
-def shadow_key(job: str) -> str:
-    """The ledger key under which ``job``'s shadows are recorded."""
-    return job + KEY_SUFFIX
 
 
 def offsets_json(offsets: Mapping[tuple[str, int], int]) -> dict[str, dict[str, int]]:
@@ -97,6 +90,10 @@ def shadow_status(ledger: Ledger, job: str) -> dict[str, Any] | None:
         "job_id": data.get("job_id"),
         "rest_url": data.get("rest_url"),
         "shadow_of": data.get("shadow_of"),
+        "kind": data.get("kind"),
+        "serve": "all"
+        if data.get("serve") == "all"
+        else (",".join(str(p) for p in data.get("serve") or []) or "none"),
     }
 
 
@@ -224,14 +221,22 @@ def diff_shadow(
             result.sinks.append(diff)
             continue
         production_topic = str(previous["topic"])
-        read = read_topics(
-            bootstrap,
-            {
-                side: side_from,
-                production_topic: topic_offsets(data.get("outputs_from", {}), production_topic),
-            },
-        )
+        starts = {
+            side: side_from,
+            production_topic: topic_offsets(data.get("outputs_from", {}), production_topic),
+        }
+        # a canary: part of production is the shadow's, and the running version's outputs for
+        # those inputs are on its own side topic
+        canary = "change" in data
+        old_side = side_topic(production_topic, result.running_version)
+        if canary:
+            starts[old_side] = topic_offsets(data.get("side_from", {}), old_side)
+        read = read_topics(bootstrap, starts)
         ours, theirs = read[production_topic], read[side]
+        if canary:
+            mine = version.encode()
+            theirs = theirs + [o for o in ours if o.version == mine]
+            ours = [o for o in ours if o.version != mine] + read[old_side]
         kept, held = clip_to_production(ours, theirs)
         result.compared[side] = [o.address for o in kept if o.address is not None]
         diff = compare(
@@ -301,7 +306,6 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
         deployment, data = current
         rest_url, job_id = str(data.get("rest_url")), str(data.get("job_id"))
         alive = deployment_liveness(data, timeout=5.0)
-        facts: dict[str, Any] = {}
         if alive.unknown:
             msg = (
                 f"cannot tell whether the shadow of {job!r} (version {data.get('version')}, "
@@ -309,6 +313,9 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
                 "try again when its cluster answers"
             )
             raise ClusterError(msg)
+        # a canary: production goes back to the running version first, and the canary is
+        # stopped only once it committed every output it owed production below the cuts
+        facts: dict[str, Any] = hand_back(ledger, key, deployment, data, alive=alive.alive)
         if alive.alive:
             local = bool(data.get("pid"))
             try:
@@ -325,9 +332,14 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
         ledger.record(key, deployment, Step.RETIRED, **facts)
         _goodbye(data)
         log.info("shadow.retired", job=job, deployment=deployment, **facts)
+        told = (
+            "production is served by the running version again"
+            if "handed_back" in facts
+            else "production was not touched"
+        )
         print(
             f"flowship: {job}: shadow version {data.get('version')} (deployment {deployment}) "
-            f"stopped and retired; production was not touched",
+            f"stopped and retired; {told}",
             file=sys.stderr,
         )
         return {"deployment": deployment, "version": data.get("version"), **facts}

@@ -194,8 +194,9 @@ class Job:
         """Create the topics this version's control plane needs where they are missing.
 
         Its control topic and each sink's side topic (``<topic>.side.<version>``); nothing
-        for a job without a control plane. A ``shadow`` writes every output to a side topic:
-        each sink's and each dead-letter topic's, control plane or not. Kafka I/O, so not part
+        for a job without a control plane. A ``shadow`` routes every output to a side topic
+        unless a rule says otherwise: each sink's and each dead-letter topic's, control plane
+        or not. Kafka I/O, so not part
         of :meth:`build`: a deployment calls it once the ledger and the running version were
         checked, before anything is recorded or stopped (ClusterError when Kafka does not
         answer).
@@ -212,8 +213,10 @@ class Job:
             return
         from flowship.control._topics import ensure_job_topics
 
+        # dead letters are routed like every other output: their topics have side topics too
         ensure_job_topics(
-            self._kafka_context(settings, rehearsal, shadow=shadow), [s.topic for s in self.sinks]
+            self._kafka_context(settings, rehearsal, shadow=shadow),
+            [s.topic for s in self.sinks] + [s.dead_letter_topic for s in self.sources],
         )
 
     def _kafka_context(

@@ -18,6 +18,7 @@ from flowship.deploy.engine import Engine, Policy, Release, RulesReader
 from flowship.deploy.exits import EXIT_OK, EXIT_REFUSED, exit_code_for
 from flowship.deploy.rollback import Rollback, run_rollback
 from flowship.deploy.savepoints import restore_path
+from flowship.deploy.side_by_side import parse_partitions
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import ConfigError, FlowshipError
 from flowship.job import _dry_run
@@ -47,7 +48,9 @@ def run_main(job: Job, argv: list[str]) -> int:
             manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
             print(json.dumps(manifest, indent=2, sort_keys=True))
             return EXIT_OK
-        if args.shadow and (args.dry_run or args.flowship_rehearsal is not None):
+        canary = parse_partitions(args.canary, "--canary") if args.canary is not None else None
+        beside = args.shadow or canary is not None
+        if beside and (args.dry_run or args.flowship_rehearsal is not None):
             msg = "--shadow and --dry-run do not go together: a shadow is a dry run that stays"
             raise ConfigError(msg)
         if args.flowship_rehearsal is not None or args.dry_run:
@@ -55,11 +58,14 @@ def run_main(job: Job, argv: list[str]) -> int:
                 restore = restore_path(args.upgrade_from)
                 return _dry_run.run_rehearsal(job, settings, restore, args.flowship_rehearsal)
             return _dry_run.dry_run(job, settings, argv, args.upgrade_from, args.json)
-        if args.shadow:
+        if beside:
             if args.upgrade_from is not None or args.rollback or settings.bounded:
-                msg = "--shadow goes alone (not with --upgrade-from, --rollback or --bounded)"
+                msg = (
+                    "--shadow and --canary go alone (not with --upgrade-from, --rollback or "
+                    "--bounded)"
+                )
                 raise ConfigError(msg)
-            return run_shadow(job, settings, argv)
+            return run_shadow(job, settings, argv, canary=canary)
         if args.rollback or args.from_pre_upgrade_savepoint:
             return _rollback(job, settings, args, argv)
         if args.upgrade_from in ("savepoint", "latest-checkpoint"):

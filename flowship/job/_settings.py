@@ -260,6 +260,16 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "touched. Compare with `flowship diff JOB`, stop with `flowship abort JOB`",
     )
     parser.add_argument(
+        "--canary",
+        default=None,
+        metavar="PARTITIONS",
+        help="partition-subset canary, e.g. --canary 0,3: start this version as --shadow does, "
+        "then, at an agreed cut, it serves production for these input partitions and the "
+        "running version writes its outputs for them aside. Both keep reading every partition. "
+        "Move the cut with `flowship promote JOB [--partitions ...]`, go back with "
+        "`flowship abort JOB`",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="with --dry-run: print the report as JSON"
     )
     parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)

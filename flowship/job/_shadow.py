@@ -29,12 +29,12 @@ from flowship._ports import free_port
 from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.check import check_upgrade
 from flowship.deploy.engine import Engine, Policy, Release
-from flowship.deploy.exits import EXIT_REFUSED
+from flowship.deploy.exits import EXIT_OK, EXIT_REFUSED, exit_code_for
 from flowship.deploy.rehearse import end_offsets
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri, child, storage_uri
 from flowship.deploy.shadow import offsets_json, shadow_key
-from flowship.errors import ClusterError, ConfigError
+from flowship.errors import ClusterError, ConfigError, FlowshipError
 from flowship.kafka._declare import side_topic
 
 if TYPE_CHECKING:
@@ -44,8 +44,14 @@ if TYPE_CHECKING:
 log = get_logger("flowship.shadow")
 
 
-def run_shadow(job: Job, settings: Settings, argv: list[str]) -> int:
-    """Gate, savepoint without a stop, start this version dark; the exit code."""
+def run_shadow(
+    job: Job, settings: Settings, argv: list[str], canary: list[int] | None = None
+) -> int:
+    """Gate, savepoint without a stop, start this version dark; the exit code.
+
+    With ``canary`` (``--canary 0,3``), once it runs it serves those input partitions in
+    production (:func:`flowship.deploy.side_by_side.route`).
+    """
     from flowship.job._local import LocalTarget
     from flowship.job._remote import ClusterTarget
 
@@ -86,6 +92,10 @@ def run_shadow(job: Job, settings: Settings, argv: list[str]) -> int:
         )
         raise ClusterError(msg)
     job.check_kafka(settings)
+    if canary is not None:
+        _check_canary(job, settings, canary)
+    if job.control:
+        _check_routing(job, settings, str(old.get("version")))
     if settings.is_local and _port(str(old.get("rest_url"))) == settings.rest_port:
         # the running version's mini-cluster holds this port: the shadow's gets one of its own
         settings = settings.model_copy(update={"rest_port": free_port()})
@@ -109,13 +119,42 @@ def run_shadow(job: Job, settings: Settings, argv: list[str]) -> int:
     production_topics = [s["topic"] for s in old["manifest"].get("sinks", [])]
     side_topics = [side_topic(s.topic, job.version) for s in job.sinks]
     outputs_from = end_offsets(settings.kafka_bootstrap, production_topics)
-    side_from = end_offsets(settings.kafka_bootstrap, side_topics)
+    # the running version's side topics too: a canary's running version writes there the
+    # outputs of the partitions it no longer serves
+    old_sides = [side_topic(t, str(old.get("version"))) for t in production_topics]
+    side_from = end_offsets(settings.kafka_bootstrap, side_topics + old_sides)
     token = ledger.new_deployment_id()
     shadows = child(settings.storage(job.name), "shadows", token)
     savepoint = FlinkRest(str(old["rest_url"])).trigger_savepoint(
         str(old["job_id"]), child(shadows, "start")
     )
     log.info("shadow.savepoint", job=job.name, version=job.version, savepoint=savepoint)
+    failed: list[FlowshipError] = []
+
+    def serve_canary() -> None:
+        # the shadow runs; its instances register when their sources open: then the cut
+        if canary is None:
+            return
+        from flowship.control import FlagClient
+        from flowship.deploy.side_by_side import route
+
+        assert job.control_topic is not None  # _check_canary
+        try:
+            with FlagClient(settings.kafka_bootstrap, job.name, topic=job.control_topic) as c:
+                c.wait_registered(job.version, timeout_s=180.0)
+            route(settings.open_ledger(), job.name, canary, why="canary")
+        except FlowshipError as exc:
+            failed.append(exc)
+            log.error("canary.not_serving", job=job.name, error=str(exc))
+            print(
+                f"flowship: {job.name} version {job.version} runs beside version "
+                f"{old.get('version')} but serves nothing: {exc}. Try `flowship promote "
+                f"{job.name} --partitions {','.join(map(str, canary))}`, or stop it with "
+                f"`flowship abort {job.name}`",
+                file=sys.stderr,
+                flush=True,
+            )
+
     engine = Engine(
         ledger,
         Release(key, job.version, manifest, str(job.script)),
@@ -127,18 +166,26 @@ def run_shadow(job: Job, settings: Settings, argv: list[str]) -> int:
             argv=argv,
             state_storage=settings.state_storage,
         ),
+        after_start=serve_canary,
+    )
+    served = (
+        f"then it serves input partitions {','.join(map(str, canary))} in production, the "
+        "rest of its outputs go"
+        if canary is not None
+        else "every output goes"
     )
     print(
-        f"flowship: {job.name} version {job.version} starts as a shadow beside version "
-        f"{old.get('version')}: every output goes to its side topics "
-        f"({', '.join(side_topics)}); production is not touched",
+        f"flowship: {job.name} version {job.version} starts as a "
+        f"{'canary' if canary is not None else 'shadow'} beside version "
+        f"{old.get('version')}: {served} to its side topics ({', '.join(side_topics)})",
         file=sys.stderr,
         flush=True,
     )
-    return engine.deploy(
+    code = engine.deploy(
         as_uri(savepoint),
         facts={
-            "kind": "shadow",
+            "kind": "shadow" if canary is None else "canary",
+            **({"canary": canary} if canary is not None else {}),
             "shadow_of": running,
             "running_version": str(old.get("version")),
             "outputs_from": offsets_json(outputs_from),
@@ -149,6 +196,70 @@ def run_shadow(job: Job, settings: Settings, argv: list[str]) -> int:
             "control_topic": job.control_topic if job.control else None,
         },
     )
+    if code == EXIT_OK and failed:
+        return exit_code_for(failed[0])
+    return code
+
+
+def _input_partitions(job: Job, settings: Settings) -> dict[str, list[int]]:
+    from flowship._kafka import admin_client
+
+    admin = admin_client(settings.kafka_bootstrap)
+    meta = admin.list_topics(timeout=10)
+    return {
+        s.topic: sorted(meta.topics[s.topic].partitions)
+        for s in job.sources
+        if s.topic in meta.topics
+    }
+
+
+def _check_canary(job: Job, settings: Settings, canary: list[int]) -> None:
+    """ConfigError unless the job has a control plane and every partition exists."""
+    if not job.control:
+        msg = (
+            f"--canary: job {job.name!r} has no control plane (fs.Job(..., control=False)); "
+            "which version serves a partition is a rule on the control topic"
+        )
+        raise ConfigError(msg)
+    inputs = _input_partitions(job, settings)
+    known = sorted({p for parts in inputs.values() for p in parts})
+    unknown = sorted(set(canary) - set(known))
+    if unknown:
+        msg = (
+            f"--canary {','.join(map(str, canary))}: job {job.name!r} has no input partition "
+            f"{', '.join(map(str, unknown))} (input topics: "
+            f"{', '.join(f'{t} with {len(p)}' for t, p in inputs.items())}); nothing was started"
+        )
+        raise ConfigError(msg)
+
+
+def _check_routing(job: Job, settings: Settings, running: str) -> None:
+    """ConfigError when the routing rules in force would let both versions serve a partition."""
+    from flowship.control import FlagClient
+    from flowship.control._flags import ROUTE_KEY
+    from flowship.control._routing import RunningVersion, check_routing
+    from flowship.errors import FlagError
+
+    assert job.control_topic is not None
+    try:
+        client = FlagClient(settings.kafka_bootstrap, job.name, topic=job.control_topic)
+    except ConfigError:
+        return  # no control topic yet: no rules
+    with client:
+        in_force = client.in_force(ROUTE_KEY)
+        if in_force is None:
+            return
+        (old,) = client.versions_of([running])
+        beside = RunningVersion(job.version, shadow=True, environment=settings.environment)
+        try:
+            check_routing(in_force.config, [old, beside], _input_partitions(job, settings))
+        except FlagError as exc:
+            msg = (
+                f"{exc}. The routing rules in force ({in_force.config.text()}) do not leave "
+                f"production to one version; nothing was started. Clear them first: "
+                f"`flowship flag set {job.name} flowship.route none`"
+            )
+            raise ConfigError(msg) from None
 
 
 def _port(url: str) -> int | None:

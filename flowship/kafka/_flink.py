@@ -77,8 +77,10 @@ class KafkaContext:
     #: a rollback's run replaying the input from the pre-upgrade savepoint: the failed
     #: deployment, named on every output (header ``flowship.replaces``)
     replaces: str | None = None
-    #: ``--shadow`` (a dark launch): every output goes to its side topic, and consumer groups,
-    #: transactional id prefixes and sink uids get ``.shadow`` (see :meth:`isolated`)
+    #: started beside the running version (``--shadow``, ``--canary``): its routing sends every
+    #: output to its side topic unless a rule sends it to production (``flowship promote``),
+    #: and consumer groups, transactional id prefixes and sink uids get ``.shadow`` (see
+    #: :meth:`isolated`)
     shadow: bool = False
 
     def side_topic(self, topic: str) -> str:
@@ -96,10 +98,6 @@ class KafkaContext:
         production's groups nor aborts or claims production's transactions and sink state.
         """
         return self.named(name) + (SHADOW_SUFFIX if self.shadow else "")
-
-    def output_topic(self, topic: str) -> str:
-        """Where this run writes what a sink sends to production: a shadow's side topic."""
-        return self.side_topic(topic) if self.shadow else self.named(topic)
 
 
 #: What a shadow's consumer groups, transactional id prefixes and sink uids end with.
@@ -214,10 +212,13 @@ class DecodeAvro(ProcessFunction):
                 flags=ctx.flags,
                 environment=ctx.environment,
                 passive=bool(ctx.rehearsal),
+                shadow=ctx.shadow,
             )
             agent.start()
             self._agent = agent
-            self._decider = Decider(agent, self._topic, ctx.flags, ctx.environment, ctx.version)
+            self._decider = Decider(
+                agent, self._topic, ctx.flags, ctx.environment, ctx.version, shadow=ctx.shadow
+            )
             # PyFlink (thread mode) calls close() only when the input ends, never when the task
             # is cancelled, fails over or stops with a savepoint: there the operator is only
             # dropped. Without this the agent would go on beating (a running instance to every
@@ -237,11 +238,16 @@ class DecodeAvro(ProcessFunction):
         assert codec is not None  # set in open()
         partition, offset, timestamp, key, value = unpack_source_record(packed)
         topic = self._topic
+        decider = self._decider
         try:
             decoded = codec.decode(value)  # type: ignore[arg-type]
         except PayloadError as exc:
             if self._tag is None:
                 return
+            # a dead letter is an output of its input record: routed like the others
+            decided = None if decider is None else decider.decide(partition, offset, key, {})
+            routed = decisions_of(decided)
+            aside = [(H.ROUTE, SIDE)] if routed and routed.get(ROUTE_KEY) == SIDE else []
             headers = pack_headers(
                 [
                     (H.ERROR, str(exc)),
@@ -253,11 +259,11 @@ class DecodeAvro(ProcessFunction):
                     (H.SOURCE_TIMESTAMP, str(timestamp)),
                     (H.JOB, self._job),
                     (H.VERSION, self._version),
+                    *aside,
                 ]
             )
             yield self._tag, pack_sink_record(key, headers, value if value is not None else b"")
             return
-        decider = self._decider
         decided = None if decider is None else decider.decide(partition, offset, key, decoded)
         # tuple.__new__: the NamedTuple constructor is a Python-level call per record
         record = tuple.__new__(Record, (decoded, key, topic, partition, offset, timestamp, decided))
@@ -314,7 +320,9 @@ class SourceStream(DataStream):
             )
         decoded = decoded.uid(uid).name(f"decode:{source.uid}")
         if tag is not None:
-            dlq_sink = _kafka_sink(self._ctx, f"{source.uid}.dlq", source.dead_letter_topic)
+            dlq_sink = _kafka_sink(
+                self._ctx, f"{source.uid}.dlq", source.dead_letter_topic, side=True
+            )
             dead = DataStream(decoded._j_data_stream.getSideOutput(tag.get_java_output_tag()))
             # a task of its own: chained, its transactional writer's start-up (aborting lingering
             # transactions, initTransactions: most of a second) would delay the opening of the
@@ -366,12 +374,20 @@ class EncodeAvro(MapFunction):
         self._common = [(H.VERSION, ctx.version)]
         if ctx.replaces:
             self._common.append((H.REPLACES, ctx.replaces))
+        #: a version started beside another sends aside what carries no routing decision
+        #: (an output that is not a Record): only a rule may send its outputs to production
+        self._aside = ctx.shadow
         self._codec: AvroCodec | None = None
 
     def open(self, runtime_context: Any) -> None:
         self._codec = AvroCodec(self._schema, where=f"KafkaSink {self._uid!r} schema")
         # the headers are the same for every record but the provenance: encode them once
-        self._plain_headers = pack_headers(self._common)
+        self._production_headers = pack_headers(self._common)
+        self._plain_headers = (
+            pack_headers([*self._common, (H.ROUTE, SIDE)])
+            if self._aside
+            else self._production_headers
+        )
         self._source_prefix = H.encode_headers([*self._common, (H.SOURCE, "")])
         #: (topic, partition) -> the encoded headers up to the offset: "...topic/partition/"
         self._provenance: dict[tuple[str, int], bytes] = {}
@@ -389,11 +405,12 @@ class EncodeAvro(MapFunction):
         if isinstance(element, Record):
             value, _, topic, partition, offset, _, decided = element
             decisions = decisions_of(decided)
-            if decisions is not None and decisions.get(ROUTE_KEY) == SIDE:
+            route = None if decisions is None else decisions.get(ROUTE_KEY)
+            if route == SIDE or (route is None and self._aside):
                 where = [(H.SOURCE, f"{topic}/{partition}/{offset}")] if offset >= 0 else []
                 headers = pack_headers([*self._common, *where, (H.ROUTE, SIDE)])
             elif offset < 0:  # a timer's output: its key's last input decisions, no provenance
-                headers = self._plain_headers
+                headers = self._production_headers
             else:
                 prefix = self._provenance.get((topic, partition))
                 if prefix is None:
@@ -487,9 +504,9 @@ def _kafka_sink(
     serializer = (
         load_java_class("dev.flowship.kafka.PackedRecordSerializationSchema")
         .newInstance()
-        .withTopic(ctx.output_topic(topic))
+        .withTopic(ctx.named(topic))
     )
-    if ctx.control_topic is not None and side and not ctx.shadow:
+    if (ctx.control_topic is not None or ctx.shadow) and side:
         serializer = serializer.withSideTopic(ctx.side_topic(topic))
     props = {"transaction.timeout.ms": _TXN_TIMEOUT_MS, **(extra or {})}
     builder = (

@@ -20,19 +20,37 @@ from flowship.deploy.shadow import (
 
 
 def test_a_shadow_writes_every_output_aside_with_groups_and_transactions_of_its_own() -> None:
-    from flowship.kafka._declare import KafkaSource
-    from flowship.kafka._flink import KafkaContext, group_id
+    from flowship.control._flags import ROUTE_KEY
+    from flowship.kafka._declare import KafkaSink, KafkaSource
+    from flowship.kafka._flink import EncodeAvro, KafkaContext, group_id
+    from flowship.kafka._record import Record, encode_decisions
 
-    prod = KafkaContext(bootstrap="b", job="j", version="1")
+    prod = KafkaContext(bootstrap="b", job="j", version="1", control_topic="j.control")
     dark = KafkaContext(bootstrap="b", job="j", version="2", shadow=True)
-    assert prod.output_topic("stats") == "stats" and prod.isolated("flowship.j.s") == "flowship.j.s"
-    assert dark.output_topic("stats") == "stats.side.2"
-    assert dark.output_topic("clicks.dlq") == "clicks.dlq.side.2"
+    assert prod.isolated("flowship.j.s") == "flowship.j.s"
+    assert dark.side_topic("stats") == "stats.side.2"
+    assert dark.side_topic("clicks.dlq") == "clicks.dlq.side.2"
     assert dark.isolated("flowship.j.sink") == "flowship.j.sink.shadow"
     record = {"type": "record", "name": "C", "fields": [{"name": "id", "type": "string"}]}
     source = KafkaSource("clicks", topic="clicks", schema=record)
     assert group_id(source, prod) == "flowship.j.clicks"
     assert group_id(source, dark) == "flowship.j.clicks.shadow"
+    # where an output goes is its routing decision; a shadow sends aside what carries none
+    sink = KafkaSink("stats", topic="stats", schema=record)
+
+    def routed(ctx: KafkaContext, element: object) -> bool:
+        encode = EncodeAvro(sink, ctx)
+        encode.open(None)
+        return b"flowship.route" in encode.map(element)
+
+    def rec(route: str | None, offset: int = 7) -> Record:
+        decided = None if route is None else encode_decisions({ROUTE_KEY: route})
+        return Record({"id": "a"}, b"k", "clicks", 0, offset, 0, decided)
+
+    assert routed(dark, {"id": "a"}) and routed(dark, rec(None)) and routed(dark, rec("side"))
+    assert not routed(dark, rec("production")) and not routed(dark, rec("production", -1))
+    assert not routed(prod, {"id": "a"}) and not routed(prod, rec(None))
+    assert routed(prod, rec("side")) and not routed(prod, rec("production"))
 
 
 def test_shadows_are_recorded_under_a_key_of_their_own_and_end_retired(tmp_path: Path) -> None:

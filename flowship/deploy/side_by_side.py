@@ -1,0 +1,355 @@
+"""Canaries and promotion: which version serves production, moved at agreed cuts.
+
+A version started beside the running one (``--shadow``, ``--canary``; see
+:mod:`flowship.deploy.shadow`) reads every input partition, like the running version, and keeps
+complete state; what it *serves* (writes to production rather than to its side topics) is a
+routing rule on the job's control topic (:mod:`flowship.control._routing`). Serving more or
+fewer partitions is one rule change, in force for both versions at one agreed cut per
+partition: for every input record exactly one version's output reaches production.
+
+* :func:`route` makes the side-by-side version serve exactly a set of partitions (``--canary
+  0,3`` at start, ``flowship promote JOB --partitions 1``, ``flowship promote JOB`` for all).
+* :func:`hand_back` (part of ``flowship abort``): the running version serves everything again;
+  then waits until the side-by-side version committed its outputs up to the cuts, so that it
+  can be stopped without losing an output it still owed production.
+
+Order at a cut, per key: the version taking a partition over holds its first record at or past
+the cut until the version handing it over has committed up to the cut (the control agent's
+``wait_handover``), so production sees each key's outputs in input order across the cut.
+
+Every change is recorded in the ledger under the shadow key, write-ahead: ROUTING (what it will
+serve) before the rule is proposed, ROUTED (the change and its cuts) once it is in force. A
+deployer that died in between is simply run again: a change is "make the rule be R", and a rule
+already in force is not proposed twice.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flowship._log import get_logger
+from flowship.control._client import FlagClient
+from flowship.control._flags import ROUTE_KEY
+from flowship.control._routing import serving_config
+from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.ledger import Ledger
+from flowship.deploy.machine import Step
+from flowship.deploy.upgrade import settle_submitted
+from flowship.errors import ClusterError, ConfigError
+
+log = get_logger("flowship.side_by_side")
+
+#: The ledger key of a job's versions beside the running one: ``<job>`` + this.
+KEY_SUFFIX = ".shadow"
+
+
+def shadow_key(job: str) -> str:
+    """The ledger key under which ``job``'s shadows and canaries are recorded."""
+    return job + KEY_SUFFIX
+
+
+#: Seconds to wait for the handing-over version to commit up to the cuts before giving up.
+HANDED_OVER_TIMEOUT_S = 180.0
+
+
+def serves(data: Mapping[str, Any]) -> list[int] | None:
+    """The partitions a side-by-side deployment serves per its ledger data (None: all)."""
+    served = data.get("serve", [])
+    if served == "all":
+        return None
+    return sorted(int(p) for p in served)
+
+
+def parse_partitions(text: str, option: str) -> list[int]:
+    """``"0,3"`` -> ``[0, 3]`` (ConfigError naming ``option`` for anything else)."""
+    try:
+        parts = sorted({int(p) for p in text.split(",")})
+    except ValueError:
+        parts = []
+    if not parts or any(p < 0 for p in parts):
+        msg = f"{option} {text!r}: give input partitions as numbers, e.g. {option} 0,3"
+        raise ConfigError(msg)
+    return parts
+
+
+def describe_serve(serve: Sequence[int] | None) -> str:
+    """``all``, ``none`` or ``0,3``."""
+    if serve is None:
+        return "all"
+    return ",".join(str(p) for p in sorted(serve)) if serve else "none"
+
+
+def _running_shadow(ledger: Ledger, job: str) -> tuple[str, dict[str, Any]]:
+    key = shadow_key(job)
+    settle_submitted(ledger, key)
+    current = ledger.current(key)
+    if current is None:
+        msg = (
+            f"no version of job {job!r} runs beside the current one (ledger {ledger!r}); start "
+            f"one first: `python job_v2.py --canary 0,3` (or --shadow)"
+        )
+        raise ConfigError(msg)
+    deployment, data = current
+    if not data.get("control_topic") or not data.get("kafka_bootstrap"):
+        msg = (
+            f"job {job!r} has no control plane (fs.Job(..., control=False)): which version "
+            "serves production is a rule on its control topic; turn the control plane on to "
+            "run a canary"
+        )
+        raise ConfigError(msg)
+    return deployment, data
+
+
+def refuse_if_serving(ledger: Ledger, job: str, what: str) -> None:
+    """ConfigError when a version beside the running one serves production partitions.
+
+    An upgrade or a rollback replaces the running version only; with another version serving
+    part of production, the replacement (routing by its own version's rules) would serve the
+    same partitions again. ``what`` names the refused action for the message.
+    """
+    current = ledger.current(shadow_key(job))
+    if current is None:
+        return
+    deployment, data = current
+    serving = serves(data)
+    if serving is not None and not serving and "handing_back" not in data:
+        return  # a dark launch: it serves nothing
+    if deployment_liveness(data, timeout=5.0).dead:
+        return
+    msg = (
+        f"{what} of {job!r} refused: version {data.get('version')} runs beside the running "
+        f"version and serves input partitions {describe_serve(serving)} in production "
+        f"(deployment {deployment}); replacing the running version now could let two versions "
+        f"serve one partition. Run `flowship abort {job}` first; nothing was changed"
+    )
+    raise ConfigError(msg)
+
+
+def route(
+    ledger: Ledger,
+    job: str,
+    serve: Sequence[int] | None,
+    *,
+    why: str,
+    timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """Make ``job``'s side-by-side version serve exactly ``serve`` (None: every partition).
+
+    Raises ConfigError (no such version, partitions that do not exist), ClusterError (it is
+    not running, or whether it runs cannot be told), ControlError (the change was not agreed:
+    in force nowhere). Nothing is changed when it raises before the proposal.
+    """
+    key = shadow_key(job)
+    # the job's lease as well: no upgrade or rollback of the running version is under way, and
+    # none starts, while the canary takes partitions over (they check under that lease too)
+    with ledger.holding(job), ledger.holding(key):
+        deployment, data = _running_shadow(ledger, job)
+        running = ledger.current(job)
+        if running is None or running[0] != data.get("shadow_of"):
+            now = "none" if running is None else f"{running[0]} ({running[1].get('version')})"
+            msg = (
+                f"version {data.get('version')} of {job!r} was started beside deployment "
+                f"{data.get('shadow_of')}, which is no longer the job's current deployment "
+                f"(now: {now}); nothing was changed. Stop it with `flowship abort {job}`"
+            )
+            raise ConfigError(msg)
+        alive = deployment_liveness(data, timeout=5.0)
+        if not alive.alive:
+            msg = (
+                f"the version of {job!r} beside the current one (version {data.get('version')}, "
+                f"deployment {deployment}) is not running ({alive.seen}); nothing was changed. "
+                f"`flowship abort {job}` gives everything back to the running version"
+            )
+            raise ClusterError(msg)
+        return _route(ledger, key, deployment, data, serve, why=why, timeout_s=timeout_s)
+
+
+def promote(
+    ledger: Ledger, job: str, partitions: Sequence[int] | None = None, *, timeout_s: float = 30.0
+) -> dict[str, Any]:
+    """``flowship promote JOB [--partitions 1,2]``: the new version serves these too (or all)."""
+    if partitions is None:
+        return route(ledger, job, None, why="promote", timeout_s=timeout_s)
+    current = ledger.current(shadow_key(job))
+    now = serves(current[1]) if current is not None else []
+    if now is None:
+        serve: list[int] | None = None
+    else:
+        serve = sorted(set(now) | {int(p) for p in partitions})
+    return route(ledger, job, serve, why="promote", timeout_s=timeout_s)
+
+
+def _route(
+    ledger: Ledger,
+    key: str,
+    deployment: str,
+    data: Mapping[str, Any],
+    serve: Sequence[int] | None,
+    *,
+    why: str,
+    timeout_s: float,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    job = key[: -len(KEY_SUFFIX)]
+    new, old = str(data["version"]), str(data["running_version"])
+    with _client(job, data) as client:
+        inputs = client.source_partitions(new) or client.source_partitions(old)
+        known = sorted({p for parts in inputs.values() for p in parts})
+        if serve is not None:
+            unknown = sorted(set(serve) - set(known))
+            if unknown:
+                msg = (
+                    f"job {job!r} has no input partition {', '.join(map(str, unknown))}: its "
+                    f"input topics have partitions {', '.join(map(str, known))} "
+                    f"({', '.join(f'{t}: {len(p)}' for t, p in inputs.items())}); nothing "
+                    "was changed"
+                )
+                raise ConfigError(msg)
+            if set(serve) >= set(known):
+                serve = None  # every partition: the shorter rule, and it covers new ones
+        text = describe_serve(serve)
+        config = serving_config(new, old, serve)
+        ledger.record(
+            key, deployment, Step.ROUTING, serve=_serve_json(serve), why=why, **(extra or {})
+        )
+        log.info("route.proposing", job=job, version=new, serve=text, rules=config.text())
+        in_force = client.in_force(ROUTE_KEY)
+        if in_force is not None and in_force.config == config:
+            change, cuts = in_force.id, in_force.cuts  # a rerun after the change was agreed
+        elif in_force is None and not config.rules and config.default is None:
+            change, cuts = "", {}
+        else:
+            done = client.set_flag(ROUTE_KEY, config, timeout_s=timeout_s)
+            change, cuts = done.proposal.id, done.proposal.cuts
+        cut_json = {t: {str(p): o for p, o in sorted(c.items())} for t, c in cuts.items()}
+        ledger.record(
+            key,
+            deployment,
+            Step.ROUTED,
+            serve=_serve_json(serve),
+            change=change,
+            cuts=cut_json,
+            rules=config.text(),
+        )
+        log.info("route.in_force", job=job, version=new, serve=text, change=change)
+        print(
+            f"flowship: {job}: version {new} serves partitions {text} in production, version "
+            f"{old} the others (change {change or '-'}, cuts {cut_json})",
+            file=sys.stderr,
+        )
+        return {
+            "deployment": deployment,
+            "version": new,
+            "running_version": old,
+            "serve": _serve_json(serve),
+            "change": change,
+            "cuts": cut_json,
+        }
+
+
+def hand_back(
+    ledger: Ledger, key: str, deployment: str, data: Mapping[str, Any], *, alive: bool
+) -> dict[str, Any]:
+    """Give every partition back to the running version; wait for the hand-over when ``alive``.
+
+    Called by ``flowship abort`` with the shadow key's lease held, before the side-by-side
+    version is stopped. Returns what the ledger records about it (empty for a dark launch,
+    which never served anything). A rerun after a deployer died half-way finds what was being
+    handed back in the ledger (``handing_back``) and waits for it again.
+    """
+    job = key[: -len(KEY_SUFFIX)]
+    served = serves(data)
+    was = serves({"serve": data["handing_back"]}) if "handing_back" in data else served
+    if was is not None and not was:
+        return {}  # it never served anything: nothing to hand back
+    if served is None or served:
+        done = _route(
+            ledger,
+            key,
+            deployment,
+            data,
+            [],
+            why="abort",
+            timeout_s=30.0,
+            extra={"handing_back": _serve_json(was)},
+        )
+        change, cuts = done["change"], done["cuts"]
+    else:
+        change, cuts = str(data.get("change", "")), dict(data.get("cuts") or {})
+    facts: dict[str, Any] = {"handed_back": change}
+    if alive:
+        facts["handed_over"] = _wait_handed_over(job, data, was, cuts)
+    else:
+        # it did not run up to the cuts: the outputs of its partitions between its last
+        # checkpoint and the cuts went to the running version's side topics only
+        facts["gap_from"] = _committed_of(job, data, was)
+        facts["gap_to"] = cuts
+        log.warning("route.gap", job=job, version=data.get("version"), **facts)
+    return facts
+
+
+def _groups(client: FlagClient, version: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for source in client.read().versions.get(version, {}).get("sources", []):
+        out.setdefault(str(source["topic"]), []).append(str(source["group"]))
+    return out
+
+
+def _client(job: str, data: Mapping[str, Any]) -> FlagClient:
+    return FlagClient(str(data["kafka_bootstrap"]), job, topic=str(data["control_topic"]))
+
+
+def _committed_of(
+    job: str, data: Mapping[str, Any], served: list[int] | None
+) -> dict[str, dict[str, int]]:
+    version = str(data["version"])
+    with _client(job, data) as c:
+        out: dict[str, dict[str, int]] = {}
+        for topic, groups in _groups(c, version).items():
+            parts = served if served is not None else c.source_partitions(version).get(topic, [])
+            got = c.committed(groups, topic, parts)
+            out[topic] = {str(p): o for p, o in sorted(got.items())}
+        return out
+
+
+def _wait_handed_over(
+    job: str,
+    data: Mapping[str, Any],
+    served: list[int] | None,
+    cuts: Mapping[str, Mapping[str, int]],
+) -> dict[str, dict[str, int]]:
+    """Wait until the side-by-side version's groups committed up to ``cuts`` where it served."""
+    version = str(data["version"])
+    deadline = time.monotonic() + HANDED_OVER_TIMEOUT_S
+    with _client(job, data) as c:
+        groups = _groups(c, version)
+        while True:
+            behind: dict[str, dict[int, tuple[int, int]]] = {}
+            reached: dict[str, dict[str, int]] = {}
+            for topic, of_topic in groups.items():
+                want = {int(p): int(o) for p, o in cuts.get(topic, {}).items()}
+                parts = sorted(want if served is None else set(served) & set(want))
+                got = c.committed(of_topic, topic, parts)
+                reached[topic] = {str(p): o for p, o in sorted(got.items())}
+                late = {p: (got[p], want[p]) for p in parts if got[p] < want[p]}
+                if late:
+                    behind[topic] = late
+            if not behind:
+                return reached
+            if time.monotonic() > deadline:
+                msg = (
+                    f"version {version} of {job!r} has not committed up to the cuts it handed "
+                    f"back after {HANDED_OVER_TIMEOUT_S:g} s (topic: partition: (committed, "
+                    f"cut)): {behind}; it was not stopped: stopping it now could lose outputs "
+                    "it still owes production. Check its checkpoints, then run `flowship "
+                    "abort` again"
+                )
+                raise ClusterError(msg)
+            time.sleep(0.5)
+
+
+def _serve_json(serve: Sequence[int] | None) -> list[int] | str:
+    return "all" if serve is None else sorted(int(p) for p in serve)
