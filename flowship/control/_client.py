@@ -246,7 +246,13 @@ class FlagClient:
             self._check(flag, config, versions)
             cuts = self._cuts(live, versions, attempt)
             if flag == ROUTE.key:  # never two versions' outputs for one input in production
-                check_routing(config, self.versions_of(versions), cuts)
+                before = self.in_force(ROUTE.key)
+                check_routing(
+                    config,
+                    self.versions_of(versions),
+                    cuts,
+                    FlagConfig() if before is None else before.config,
+                )
             pid = uuid.uuid4().hex[:12]
             self._log.write(
                 f"propose/{pid}",

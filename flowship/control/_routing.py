@@ -70,14 +70,35 @@ def check_routing(
     config: FlagConfig | None,
     versions: Sequence[RunningVersion],
     partitions: Mapping[str, Iterable[int]],
+    previous: FlagConfig | None = None,
 ) -> None:
     """Raise :class:`FlagError` unless every partition goes to production from one version at most.
 
-    With one version nothing can go twice, and any rules are allowed.
+    With one version nothing can go twice, and any rules are allowed. With ``previous`` (the
+    rules in force), a change that moves partitions both ways between two versions at once is
+    refused too: each version would hold its records at the cut until the other committed up
+    to it, and each holds its own checkpoints while it waits.
     """
     if len({v.version for v in versions}) < 2:
         return
-    for (topic, partition), serving in served(config, versions, partitions).items():
+    after = served(config, versions, partitions)
+    if previous is not None:
+        before = served(previous, versions, partitions)
+        moves = {
+            (tuple(before[where]), tuple(now))
+            for where, now in after.items()
+            if before[where] != now
+        }
+        both = sorted((a, b) for a, b in moves if (b, a) in moves and a and b)
+        if both:
+            a, b = both[0]
+            msg = (
+                f"routing rules {_text(config)!r} move partitions from version {a[0]} to "
+                f"{b[0]} and others back at once; move them one way per change (`flowship "
+                "promote` adds partitions to the new version, `flowship abort` gives all back)"
+            )
+            raise FlagError(msg)
+    for (topic, partition), serving in after.items():
         if len(serving) > 1:
             msg = (
                 f"routing rules {_text(config)!r} would send the outputs of {topic}/{partition} "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowship._log import get_logger
@@ -192,6 +192,7 @@ def _route(
     why: str,
     timeout_s: float,
     extra: Mapping[str, Any] | None = None,
+    wait_previous: bool = True,
 ) -> dict[str, Any]:
     job = key[: -len(KEY_SUFFIX)]
     new, old = str(data["version"]), str(data["running_version"])
@@ -212,6 +213,11 @@ def _route(
                 serve = None  # every partition: the shorter rule, and it covers new ones
         text = describe_serve(serve)
         config = serving_config(new, old, serve)
+        if wait_previous:
+            history = [
+                e.data for e in ledger.deployments(key).get(deployment, []) if e.step is Step.ROUTED
+            ]
+            _wait_previous(job, data, history, known)
         ledger.record(
             key, deployment, Step.ROUTING, serve=_serve_json(serve), why=why, **(extra or {})
         )
@@ -275,6 +281,8 @@ def hand_back(
             why="abort",
             timeout_s=30.0,
             extra={"handing_back": _serve_json(was)},
+            # a canary that is gone commits nothing more: hand back at once
+            wait_previous=alive,
         )
         change, cuts = done["change"], done["cuts"]
     else:
@@ -323,6 +331,33 @@ def _wait_handed_over(
 ) -> dict[str, dict[str, int]]:
     """Wait until the side-by-side version's groups committed up to ``cuts`` where it served."""
     version = str(data["version"])
+    return _wait_committed(
+        job,
+        data,
+        version,
+        served,
+        cuts,
+        lambda behind: (
+            f"version {version} of {job!r} has not committed up to the cuts it handed back "
+            f"after {HANDED_OVER_TIMEOUT_S:g} s (topic: partition: (committed, cut)): {behind}; "
+            "it was not stopped: stopping it now could lose outputs it still owes production. "
+            "Check its checkpoints, then run `flowship abort` again"
+        ),
+    )
+
+
+def _wait_committed(
+    job: str,
+    data: Mapping[str, Any],
+    version: str,
+    partitions: Sequence[int] | None,
+    cuts: Mapping[str, Mapping[str, int]],
+    failed: Callable[[dict[str, dict[int, tuple[int, int]]]], str],
+) -> dict[str, dict[str, int]]:
+    """Wait until ``version``'s groups committed up to ``cuts`` on ``partitions`` (None: all).
+
+    ClusterError with ``failed(behind)`` past :data:`HANDED_OVER_TIMEOUT_S`.
+    """
     deadline = time.monotonic() + HANDED_OVER_TIMEOUT_S
     with _client(job, data) as c:
         groups = _groups(c, version)
@@ -331,7 +366,7 @@ def _wait_handed_over(
             reached: dict[str, dict[str, int]] = {}
             for topic, of_topic in groups.items():
                 want = {int(p): int(o) for p, o in cuts.get(topic, {}).items()}
-                parts = sorted(want if served is None else set(served) & set(want))
+                parts = sorted(want if partitions is None else set(partitions) & set(want))
                 got = c.committed(of_topic, topic, parts)
                 reached[topic] = {str(p): o for p, o in sorted(got.items())}
                 late = {p: (got[p], want[p]) for p in parts if got[p] < want[p]}
@@ -340,15 +375,42 @@ def _wait_handed_over(
             if not behind:
                 return reached
             if time.monotonic() > deadline:
-                msg = (
-                    f"version {version} of {job!r} has not committed up to the cuts it handed "
-                    f"back after {HANDED_OVER_TIMEOUT_S:g} s (topic: partition: (committed, "
-                    f"cut)): {behind}; it was not stopped: stopping it now could lose outputs "
-                    "it still owes production. Check its checkpoints, then run `flowship "
-                    "abort` again"
-                )
-                raise ClusterError(msg)
+                raise ClusterError(failed(behind))
             time.sleep(0.5)
+
+
+def _wait_previous(
+    job: str, data: Mapping[str, Any], history: Sequence[Mapping[str, Any]], known: list[int]
+) -> None:
+    """Wait until the last routing change's hand-over completed, before the next one.
+
+    The version taking a partition over holds its records at the cut until the one handing it
+    over committed up to the cut, and holding blocks its checkpoints. Were a partition to
+    change hands again before that, each version could wait for the other's checkpoint at two
+    different cuts: so the next change waits here until the handing-over version of every
+    partition the last change moved committed up to its cut.
+    """
+    if not history:
+        return
+    last = history[-1]
+    now = set(known) if last["serve"] == "all" else set(last["serve"])
+    before_raw = history[-2]["serve"] if len(history) > 1 else []
+    before = set(known) if before_raw == "all" else set(before_raw)
+    cuts = last.get("cuts") or {}
+    new, old = str(data["version"]), str(data["running_version"])
+    for version, moved in ((old, now - before), (new, before - now)):
+        if not moved:
+            continue
+
+        def failed(behind: dict[str, dict[int, tuple[int, int]]], v: str = version) -> str:
+            return (
+                f"the last routing change of {job!r} (change {last.get('change')}) has not been "
+                f"handed over yet: version {v} has not committed up to its cuts after "
+                f"{HANDED_OVER_TIMEOUT_S:g} s (topic: partition: (committed, cut)): {behind}; "
+                "nothing was changed. Check that version's checkpoints and try again"
+            )
+
+        _wait_committed(job, data, version, sorted(moved), cuts, failed)
 
 
 def _serve_json(serve: Sequence[int] | None) -> list[int] | str:

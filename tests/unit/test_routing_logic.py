@@ -105,3 +105,12 @@ def test_upgrades_and_rollbacks_are_refused_while_a_canary_serves(tmp_path: Path
     with serve({}, broken="none") as url:
         ledger.record(key, dark, Step.ROUTING, serve="all", rest_url=url)
         refuse_if_serving(ledger, "clicks", "an upgrade")
+
+
+def test_a_change_moves_partitions_one_way_only() -> None:
+    canary = serving_config("2", "1", [0, 3])
+    check_routing(serving_config("2", "1", None), [OLD, NEW], INPUTS, canary)  # promote
+    check_routing(FlagConfig(), [OLD, NEW], INPUTS, canary)  # abort
+    swap = serving_config("2", "1", [1, 2])
+    with pytest.raises(FlagError, match="one way per change"):
+        check_routing(swap, [OLD, NEW], INPUTS, canary)
