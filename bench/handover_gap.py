@@ -79,8 +79,12 @@ def longest_pause(arrivals: list[float], start: float, end: float) -> float:
 
 
 def one_run(cluster: Cluster, workdir: Path, rate: float, change: Change,
-            warm_up_s: float = WARMUP_S) -> float:
-    """v1 on the cluster under steady input, ``change`` to v2; the longest output pause (s)."""
+            warm_up_s: float = WARMUP_S) -> tuple[float, float]:
+    """v1 on the cluster under steady input, ``change`` to v2; the longest output pause (s).
+
+    Also the longest pause while v1 ran alone before the change (outputs become visible when
+    a checkpoint commits their transaction: about the checkpoint interval in steady state).
+    """
     with KafkaBroker(workdir / "kafka") as broker:
         bootstrap = broker.bootstrap
         create_topics(bootstrap, TOPICS)
@@ -117,7 +121,8 @@ def one_run(cluster: Cluster, workdir: Path, rate: float, change: Change,
         everything = [t for times in watch.arrivals.values() for t in times]
         # a promotion's change starts once v2 ran dark for the warm-up: from there
         start = began + (warm_up_s if change is promote_flowship else 0.0)
-        return longest_pause(everything, start, ended)
+        steady = longest_pause(everything, began - warm_up_s + 1.0, began)
+        return longest_pause(everything, start, ended), steady
 
 
 def main() -> None:
@@ -149,13 +154,15 @@ def main() -> None:
             else:
                 cluster = stack.enter_context(SessionCluster(root / "cluster"))
             for i in range(args.runs):
-                h = one_run(cluster, root / f"promote-{i}", args.rate, promote_flowship,
-                            args.warm_up_s)
-                u = one_run(cluster, root / f"upgrade-{i}", args.rate, upgrade, args.warm_up_s)
+                h, hs = one_run(cluster, root / f"promote-{i}", args.rate, promote_flowship,
+                                args.warm_up_s)
+                u, us = one_run(cluster, root / f"upgrade-{i}", args.rate, upgrade,
+                                args.warm_up_s)
                 handovers.append(h)
                 upgrades.append(u)
                 print(f"  run {i + 1}: promote {h * 1000:.0f} ms, savepoint upgrade "
-                      f"{u * 1000:.0f} ms", flush=True)
+                      f"{u * 1000:.0f} ms (steady state before each: {hs * 1000:.0f} ms, "
+                      f"{us * 1000:.0f} ms)", flush=True)
     result("handover_gap", median(handovers) * 1000, median(upgrades) * 1000, unit="ms")
 
 
