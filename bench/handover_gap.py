@@ -35,15 +35,14 @@ from upgrade_gap import (
     WARMUP_S,
     Cluster,
     OutputWatch,
-    RunningCluster,
     SteadyInput,
     deploy,
+    open_cluster,
     upgrade_flowship,
 )
 
 from flowship.testing.kafka_broker import KafkaBroker
 from flowship.testing.kafka_io import create_topics
-from flowship.testing.session_cluster import SessionCluster
 
 
 def promote_flowship(cluster: Cluster, bootstrap: str, state: Path, warm_up_s: float) -> None:
@@ -144,15 +143,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flowship-handover-") as tmp:
         root = Path(tmp)
         with contextlib.ExitStack() as stack:
-            cluster: Cluster
-            if args.target:
-                cluster = RunningCluster(args.target)
-                busy = [j["jid"] for j in cluster.rest.jobs() if j["state"] == "RUNNING"]
-                if busy:
-                    msg = f"the cluster at {args.target} runs jobs {busy}: it must run none"
-                    raise SystemExit(msg)
-            else:
-                cluster = stack.enter_context(SessionCluster(root / "cluster"))
+            cluster = open_cluster(args.target, stack, root / "cluster")
             for i in range(args.runs):
                 h, hs = one_run(cluster, root / f"promote-{i}", args.rate, promote_flowship,
                                 args.warm_up_s)

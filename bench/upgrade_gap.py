@@ -174,6 +174,18 @@ class RunningCluster:
         return FlinkRest(self.rest_url)
 
 
+def open_cluster(target: str | None, stack: contextlib.ExitStack, where: Path) -> Cluster:
+    """The session cluster at ``target`` (it must run no job), else one started in ``where``."""
+    if target:
+        cluster = RunningCluster(target)
+        busy = [j["jid"] for j in cluster.rest.jobs() if j["state"] == "RUNNING"]
+        if busy:
+            msg = f"the cluster at {target} runs jobs {busy}: it must run none"
+            raise SystemExit(msg)
+        return cluster
+    return stack.enter_context(SessionCluster(where))
+
+
 VERBOSE = False
 
 
@@ -293,15 +305,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flowship-gap-") as tmp:
         root = Path(tmp)
         with contextlib.ExitStack() as stack:
-            cluster: Cluster
-            if args.target:
-                cluster = RunningCluster(args.target)
-                busy = [j["jid"] for j in cluster.rest.jobs() if j["state"] == "RUNNING"]
-                if busy:
-                    msg = f"the cluster at {args.target} runs jobs {busy}: it must run none"
-                    raise SystemExit(msg)
-            else:
-                cluster = stack.enter_context(SessionCluster(root / "cluster"))
+            cluster = open_cluster(args.target, stack, root / "cluster")
             for i in range(args.runs):
                 f = one_run(cluster, root / f"flowship-{i}", args.rate, upgrade_flowship,
                             args.warm_up_s)

@@ -11,6 +11,7 @@ Subcommands::
     flowship diff JOB                 a shadow's (``--shadow``) outputs against production's
     flowship promote JOB [--partitions 1,2]   the canary serves these input partitions too (all)
     flowship abort JOB                production back to the running version; stop the shadow
+    flowship retire JOB VERSION       stop VERSION once the promoted version serves everything
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
 ``python JOB.py --manifest`` in a subprocess, so two versions of one job never share a process)
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the job's canary (--canary) serves more input partitions in production (all "
             "without --partitions), from an agreed cut",
         ),
+        (
+            "retire",
+            "stop the job's running VERSION once the version beside it serves every partition; "
+            "that version becomes the job's deployment",
+        ),
     ):
         cmd = sub.add_parser(
             name,
@@ -207,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="print JSON")
         if name == "diff":
             _add_diff_flags(cmd)
+        if name == "retire":
+            cmd.add_argument("version", metavar="VERSION", help="the version to stop")
         if name == "promote":
             cmd.add_argument(
                 "--partitions",
@@ -490,6 +498,15 @@ def _promote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _retire(args: argparse.Namespace) -> int:
+    from flowship.deploy.side_by_side import retire
+
+    done = retire(_ledger(args), args.job, args.version)
+    if args.json:
+        print(json.dumps(done, indent=2, default=str))
+    return EXIT_OK
+
+
 def _status(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     deployments = ledger.deployments(args.job)
@@ -593,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "diff": _diff,
         "abort": _abort,
         "promote": _promote,
+        "retire": _retire,
     }
     try:
         return handlers[args.command](args)

@@ -33,7 +33,7 @@ from typing import Any
 
 from flowship.control._flags import PRODUCTION, ROUTE_KEY, SIDE, Flag, route_flag
 from flowship.control._log import ControlLog
-from flowship.control._rules import Where, compile_flag
+from flowship.control._rules import FlagConfig, Where, compile_flag
 from flowship.control._view import Plan, Proposal
 from flowship.errors import ControlError
 from flowship.kafka._record import encode_decisions
@@ -287,7 +287,7 @@ class Agent:
         """Block until the view is fresh again."""
         self.wait("an up-to-date view", lambda: time.monotonic() - self.fresh_at < STALE_S)
 
-    def wait_handover(self, partition: int, cut: int) -> None:
+    def wait_handover(self, partition: int, cut: int, before: FlagConfig | None = None) -> None:
         """Block until the versions that served ``partition`` below ``cut`` committed up to it.
 
         Called when this instance's outputs for ``partition`` go to production from ``cut`` on
@@ -296,14 +296,16 @@ class Agent:
         or past the cut waits until every other version's instance on this topic has committed
         its consumer group's offset to ``cut`` or beyond on ``partition``: its source commits
         that offset when the checkpoint that also commits its outputs' transaction completes.
-        An instance that said goodbye, or whose last beat is older than
-        :data:`HANDOVER_STALE_MS`, writes nothing more and is not waited for.
+        Only versions that served the partition just below the cut (under ``before``, the
+        routing rules in force there) are waited for. An instance that said goodbye, or whose
+        last beat is older than :data:`HANDOVER_STALE_MS`, writes nothing more and is not
+        waited for either.
         """
         if (partition, cut) in self._taken_over:
             return
         deadline = time.monotonic() + HANDOVER_LIMIT_S
         while True:
-            groups = self._handing_over()
+            groups = self._handing_over(partition, before)
             behind = [g for g in groups if self._committed(g, partition) < cut]
             if not behind:
                 break
@@ -321,16 +323,22 @@ class Agent:
             time.sleep(0.2)
         self._taken_over.add((partition, cut))
 
-    def _handing_over(self) -> set[str]:
-        """Consumer groups of the other versions' instances on this topic that may still write."""
+    def _handing_over(self, partition: int, before: FlagConfig | None) -> set[str]:
+        """Consumer groups of the other versions that served ``partition`` and may still write."""
         now = self._log.last_timestamp
-        return {
-            i.group
-            for i in list(self._log.view.instances.values())
-            if i.version != self.version
-            and i.topic == self._topic
-            and now - i.beat_at <= HANDOVER_STALE_MS
-        }
+        view = self._log.view
+        groups = set()
+        for i in list(view.instances.values()):
+            if i.version == self.version or i.topic != self._topic:
+                continue
+            if now - i.beat_at > HANDOVER_STALE_MS:
+                continue
+            shadow = bool(view.versions.get(i.version, {}).get("shadow", False))
+            where = Where(self._topic, partition, i.environment, i.version)
+            fixed, route = compile_flag(route_flag(shadow), before, where)
+            if not fixed or route == PRODUCTION:  # per record: it may have served some
+                groups.add(i.group)
+        return groups
 
     def _committed(self, group: str, partition: int) -> int:
         from confluent_kafka import TopicPartition
@@ -415,7 +423,7 @@ class Decider:
             before = plan.config_at(ROUTE_KEY, topic, partition, start - 1)
             fixed, was = compile_flag(self._route, before, where)
             if fixed and was == SIDE:  # production is handed over to this version here
-                agent.wait_handover(partition, start)
+                agent.wait_handover(partition, start, before)
         evaluate = _interning(constant, dynamic) if dynamic else None
         segment = (plan, start, end, encode_decisions(constant), evaluate)
         self._segments[partition] = segment

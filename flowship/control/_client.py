@@ -155,7 +155,7 @@ class FlagClient:
     def _cuts(
         self, live: Sequence[Instance], versions: Sequence[str], attempt: int = 1
     ) -> dict[str, dict[int, int]]:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
 
         view = self._log.view
         sources: dict[str, set[str]] = {}
@@ -187,19 +187,7 @@ class FlagClient:
                     }
                     continue
                 # nothing runs: from where the next run starts (the group's committed offsets)
-                starts = dict.fromkeys(parts, 2**62)
-                for group in sorted(groups):
-                    of_group = consumer(self.bootstrap, **{"group.id": group})
-                    try:
-                        committed = of_group.committed(
-                            [TopicPartition(topic, p) for p in parts], timeout=10
-                        )
-                    finally:
-                        of_group.close()
-                    for tp in committed:
-                        at = tp.offset if tp.offset >= 0 else 0
-                        starts[tp.partition] = min(starts[tp.partition], at)
-                cuts[topic] = {p: (o if o < 2**62 else 0) for p, o in starts.items()}
+                cuts[topic] = self.committed(sorted(groups), topic, parts)
             return cuts
         except KafkaException as exc:
             msg = f"Kafka at {self.bootstrap} did not answer ({exc})"

@@ -14,14 +14,18 @@ before is known to be gone; so "cannot tell" is never taken for "gone":
 
 from __future__ import annotations
 
+import time
 import urllib.error
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from flowship._log import get_logger
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import ClusterError
+
+log = get_logger("flowship.deploy")
 
 #: Flink's globally terminal job states: a job in one of them never runs again.
 ENDED = frozenset({"FINISHED", "CANCELED", "FAILED"})
@@ -94,3 +98,42 @@ def deployment_liveness(data: Mapping[str, Any], *, timeout: float = 10.0) -> Li
 def _refused(cause: BaseException | None) -> bool:
     reason = cause.reason if isinstance(cause, urllib.error.URLError) else cause
     return isinstance(reason, ConnectionRefusedError)
+
+
+#: Seconds a cancelled job gets to be reported ended (CANCELED, or gone) by Flink.
+CANCEL_TIMEOUT = 120.0
+
+
+def cancel_confirmed(
+    rest_url: str, job_id: str, *, local: bool = False, timeout: float = CANCEL_TIMEOUT
+) -> str:
+    """Cancel Flink job ``job_id`` and wait until Flink reports it ended; what was seen.
+
+    Done when :func:`~flowship.deploy.alive.liveness` says dead: a terminal state (CANCELED,
+    or FAILED / FINISHED if it ended first), a 404, or on the local target a REST port nothing
+    listens on (the mini-cluster went with its job). Raises ClusterError when that is not seen
+    within ``timeout``: an error answer to the cancel, or no answer at all, is never taken for
+    a cancelled job.
+    """
+    rest = FlinkRest(rest_url, timeout=10.0)
+    deadline = time.monotonic() + timeout
+    error = ""
+    while True:
+        alive = liveness(rest_url, job_id, local=local, timeout=10.0)
+        if alive.dead:
+            log.info("upgrade.cancelled", job_id=job_id, seen=alive.seen)
+            return alive.seen
+        if alive.alive and alive.seen != "CANCELLING":
+            try:
+                rest.cancel(job_id)  # asked again until it is seen ending; never ignored
+            except ClusterError as exc:
+                error = str(exc)
+        elif alive.unknown:
+            error = alive.seen
+        if time.monotonic() > deadline:
+            msg = (
+                f"Flink job {job_id} at {rest_url} is not reported cancelled after "
+                f"{timeout:.0f}s (last seen: {alive.seen}; {error or 'no error'})"
+            )
+            raise ClusterError(msg)
+        time.sleep(0.5)

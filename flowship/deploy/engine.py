@@ -39,7 +39,7 @@ from typing import Any
 
 from flowship._log import get_logger
 from flowship._spawn import spawn_detached, without_flags
-from flowship.deploy.alive import deployment_liveness, liveness
+from flowship.deploy.alive import cancel_confirmed, deployment_liveness
 from flowship.deploy.archive import CodeArchiveError, archive_code, runnable_script
 from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
 from flowship.deploy.health import Flow, HealthThresholds, hand_over, watch
@@ -585,45 +585,6 @@ class Engine:
                 f"back with `flowship rollback {self.release.job}`"
             )
             raise JobFailedError(msg) from exc
-
-
-#: Seconds a cancelled job gets to be reported ended (CANCELED, or gone) by Flink.
-CANCEL_TIMEOUT = 120.0
-
-
-def cancel_confirmed(
-    rest_url: str, job_id: str, *, local: bool = False, timeout: float = CANCEL_TIMEOUT
-) -> str:
-    """Cancel Flink job ``job_id`` and wait until Flink reports it ended; what was seen.
-
-    Done when :func:`~flowship.deploy.alive.liveness` says dead: a terminal state (CANCELED,
-    or FAILED / FINISHED if it ended first), a 404, or on the local target a REST port nothing
-    listens on (the mini-cluster went with its job). Raises ClusterError when that is not seen
-    within ``timeout``: an error answer to the cancel, or no answer at all, is never taken for
-    a cancelled job.
-    """
-    rest = FlinkRest(rest_url, timeout=10.0)
-    deadline = time.monotonic() + timeout
-    error = ""
-    while True:
-        alive = liveness(rest_url, job_id, local=local, timeout=10.0)
-        if alive.dead:
-            log.info("upgrade.cancelled", job_id=job_id, seen=alive.seen)
-            return alive.seen
-        if alive.alive and alive.seen != "CANCELLING":
-            try:
-                rest.cancel(job_id)  # asked again until it is seen ending; never ignored
-            except ClusterError as exc:
-                error = str(exc)
-        elif alive.unknown:
-            error = alive.seen
-        if time.monotonic() > deadline:
-            msg = (
-                f"Flink job {job_id} at {rest_url} is not reported cancelled after "
-                f"{timeout:.0f}s (last seen: {alive.seen}; {error or 'no error'})"
-            )
-            raise ClusterError(msg)
-        time.sleep(0.5)
 
 
 def pre_upgrade_savepoint(deployments: Mapping[str, Sequence[Any]], deployment: str) -> str | None:

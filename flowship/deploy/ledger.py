@@ -293,7 +293,13 @@ class Ledger(ABC):
         """The newest deployment that reached RUNNING (or STABLE), with its merged data."""
         for deployment, entries in reversed(self.deployments(job).items()):
             steps = {e.step for e in entries}
-            if entries[-1].step in (Step.FAILED, Step.ROLLING_BACK, Step.ROLLED_BACK, Step.RETIRED):
+            if entries[-1].step in (
+                Step.FAILED,
+                Step.ROLLING_BACK,
+                Step.ROLLED_BACK,
+                Step.RETIRED,
+                Step.PROMOTED,
+            ):
                 continue  # it ran, then failed or was retired: not the current deployment
             if steps & {Step.RUNNING, Step.STABLE}:
                 return deployment, merged(entries)

@@ -13,7 +13,9 @@ A first deploy skips the checks and the savepoint: PLANNED -> SUBMITTED. A shado
 ``--canary``: a version run beside the current one, from a savepoint taken without stopping it)
 goes PLANNED -> SUBMITTED -> RUNNING; each change of the partitions it serves in production is
 ROUTING (recorded before the change is proposed) then ROUTED (in force, with its cuts); it ends
-RETIRED when it is stopped (``flowship abort``).
+RETIRED when it is stopped (``flowship abort``), or PROMOTED when it serves everything and the
+old version is retired (``flowship retire``): the old one's deployment goes RUNNING or STABLE ->
+RETIRED, and the promoted version is recorded as a new deployment of the job.
 Transitions are checked
 here and nowhere else; the ledger records each one *before* the action it names is taken, so a
 deployer that died can tell, from the last recorded step, what to do next.
@@ -46,11 +48,18 @@ class Step(StrEnum):
     ROUTING = "ROUTING"
     #: that change is in force (its cuts recorded)
     ROUTED = "ROUTED"
+    #: a version beside the running one that serves everything became the job's deployment
+    #: (``flowship retire`` of the old version); recorded under the shadow key
+    PROMOTED = "PROMOTED"
 
     @property
     def terminal(self) -> bool:
-        """Whether nothing follows this step."""
-        return not NEXT[self]
+        """Whether the deployment's own sequence ends here.
+
+        RETIRED may still follow a STABLE deployment: a version promoted beside it took it over
+        later (``flowship retire``), which is not a step of its own deployment.
+        """
+        return not (NEXT[self] - {Step.RETIRED})
 
 
 NEXT: dict[Step, frozenset[Step]] = {
@@ -61,7 +70,8 @@ NEXT: dict[Step, frozenset[Step]] = {
     Step.STOPPED: frozenset({Step.SUBMITTED, Step.FAILED}),
     Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED, Step.RETIRED}),
     Step.RUNNING: frozenset({Step.STABLE, Step.FAILED, Step.RETIRED, Step.ROUTING}),
-    Step.STABLE: frozenset(),
+    # STABLE -> RETIRED: stopped once a version promoted beside it took everything over
+    Step.STABLE: frozenset({Step.RETIRED}),
     Step.REFUSED: frozenset(),
     Step.FAILED: frozenset({Step.ROLLING_BACK}),
     Step.ROLLING_BACK: frozenset({Step.ROLLED_BACK, Step.FAILED}),
@@ -69,7 +79,8 @@ NEXT: dict[Step, frozenset[Step]] = {
     Step.RETIRED: frozenset(),
     # ROUTING -> ROUTING: a deployer that died before the change was agreed, run again
     Step.ROUTING: frozenset({Step.ROUTED, Step.ROUTING, Step.RETIRED, Step.FAILED}),
-    Step.ROUTED: frozenset({Step.ROUTING, Step.RETIRED, Step.FAILED}),
+    Step.ROUTED: frozenset({Step.ROUTING, Step.RETIRED, Step.FAILED, Step.PROMOTED}),
+    Step.PROMOTED: frozenset(),
 }
 
 

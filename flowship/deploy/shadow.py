@@ -21,13 +21,12 @@ This module imports no PyFlink: the start is ``flowship.job``'s (it builds the g
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowship._log import get_logger
-from flowship.deploy.alive import deployment_liveness, liveness
+from flowship.deploy.alive import deployment_liveness
 from flowship.deploy.diff import (
     DiffPolicy,
     OutputDiff,
@@ -45,9 +44,11 @@ from flowship.deploy.engine import cancel_confirmed
 from flowship.deploy.ledger import Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
+from flowship.deploy.side_by_side import ended as _ended
+from flowship.deploy.side_by_side import goodbye as _goodbye
 from flowship.deploy.side_by_side import hand_back, shadow_key
 from flowship.deploy.upgrade import settle_submitted
-from flowship.errors import ClusterError, ConfigError, FlowshipError
+from flowship.errors import ClusterError, ConfigError
 from flowship.kafka._declare import side_topic
 
 log = get_logger("flowship.shadow")
@@ -343,39 +344,3 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
             file=sys.stderr,
         )
         return {"deployment": deployment, "version": data.get("version"), **facts}
-
-
-#: Seconds a shadow stopped with a savepoint gets to be reported ended before it is cancelled.
-STOP_END_TIMEOUT = 60.0
-
-
-def _ended(rest_url: str, job_id: str, local: bool) -> str:
-    """Wait until Flink reports ``job_id`` ended (the savepoint is done before the job is)."""
-    deadline = time.monotonic() + STOP_END_TIMEOUT
-    while True:
-        alive = liveness(rest_url, job_id, local=local, timeout=5.0)
-        if alive.dead:
-            return alive.seen
-        if time.monotonic() > deadline:
-            msg = f"Flink job {job_id} was stopped with a savepoint but still {alive.seen}"
-            raise ClusterError(msg)
-        time.sleep(0.5)
-
-
-def _goodbye(data: Mapping[str, Any]) -> None:
-    """Say goodbye on the control topic for the stopped shadow's instances (best effort).
-
-    A version stopped with a savepoint does not always get to say it itself; a flag setter
-    would wait for its silent instances until their beats aged out. Production's stay.
-    """
-    topic, bootstrap = data.get("control_topic"), data.get("kafka_bootstrap")
-    if not topic or not bootstrap:
-        return
-    from flowship.control import retire_instances
-
-    try:
-        gone = retire_instances(str(bootstrap), str(topic), str(data.get("version")))
-    except FlowshipError as exc:
-        log.warning("shadow.goodbye_failed", topic=topic, error=str(exc))
-        return
-    log.info("shadow.goodbye", topic=topic, instances=len(gone))

@@ -34,11 +34,12 @@ from flowship._log import get_logger
 from flowship.control._client import FlagClient
 from flowship.control._flags import ROUTE_KEY
 from flowship.control._routing import serving_config
-from flowship.deploy.alive import deployment_liveness
-from flowship.deploy.ledger import Ledger
+from flowship.deploy.alive import cancel_confirmed, deployment_liveness, liveness
+from flowship.deploy.ledger import Ledger, fault_point, merged
 from flowship.deploy.machine import Step
+from flowship.deploy.rest import FlinkRest
 from flowship.deploy.upgrade import settle_submitted
-from flowship.errors import ClusterError, ConfigError
+from flowship.errors import ClusterError, ConfigError, FlowshipError
 
 log = get_logger("flowship.side_by_side")
 
@@ -51,6 +52,33 @@ def shadow_key(job: str) -> str:
     return job + KEY_SUFFIX
 
 
+#: The lane other than the default: what a version beside the running one appends to consumer
+#: groups, transactional id prefixes and sink uids when the running one has none.
+SHADOW_LANE = ".shadow"
+
+
+def lane_of(ledger: Ledger, job: str) -> str:
+    """The lane of ``job``'s newest deployment that was started (reached SUBMITTED).
+
+    Two versions side by side never share consumer groups, transactional ids or sink state: the
+    one started beside the other takes the other lane. When it is promoted and the old version
+    retired (``flowship retire``), it is the job's deployment and keeps its lane; an upgrade,
+    a rollback or a dry run continues from its state, so it runs in that lane too.
+    """
+    for entries in reversed(list(ledger.deployments(job).values())):
+        if any(e.step is Step.SUBMITTED for e in entries):
+            return str(merged(entries).get("lane", ""))
+    return ""
+
+
+def other_lane(lane: str) -> str:
+    """The lane of a version started beside one running in ``lane``."""
+    return "" if lane else SHADOW_LANE
+
+
+#: Testing hook (see :func:`~flowship.deploy.ledger.fault_point`): the moment a routing change
+#: is in force on the control topic, before ROUTED is recorded.
+ROUTE_IN_FORCE = "ROUTE_IN_FORCE"
 #: Seconds to wait for the handing-over version to commit up to the cuts before giving up.
 HANDED_OVER_TIMEOUT_S = 180.0
 
@@ -73,6 +101,20 @@ def parse_partitions(text: str, option: str) -> list[int]:
         msg = f"{option} {text!r}: give input partitions as numbers, e.g. {option} 0,3"
         raise ConfigError(msg)
     return parts
+
+
+def check_partitions(
+    job: str, partitions: Sequence[int], inputs: Mapping[str, Sequence[int]], outcome: str
+) -> None:
+    """ConfigError unless each of ``partitions`` exists on one of the job's input topics."""
+    known = sorted({p for parts in inputs.values() for p in parts})
+    unknown = sorted(set(partitions) - set(known))
+    if unknown:
+        msg = (
+            f"job {job!r} has no input partition {', '.join(map(str, unknown))} (input topics: "
+            f"{', '.join(f'{t} with {len(p)}' for t, p in inputs.items())}); {outcome}"
+        )
+        raise ConfigError(msg)
 
 
 def describe_serve(serve: Sequence[int] | None) -> str:
@@ -200,15 +242,7 @@ def _route(
         inputs = client.source_partitions(new) or client.source_partitions(old)
         known = sorted({p for parts in inputs.values() for p in parts})
         if serve is not None:
-            unknown = sorted(set(serve) - set(known))
-            if unknown:
-                msg = (
-                    f"job {job!r} has no input partition {', '.join(map(str, unknown))}: its "
-                    f"input topics have partitions {', '.join(map(str, known))} "
-                    f"({', '.join(f'{t}: {len(p)}' for t, p in inputs.items())}); nothing "
-                    "was changed"
-                )
-                raise ConfigError(msg)
+            check_partitions(job, serve, inputs, "nothing was changed")
             if set(serve) >= set(known):
                 serve = None  # every partition: the shorter rule, and it covers new ones
         text = describe_serve(serve)
@@ -230,6 +264,7 @@ def _route(
         else:
             done = client.set_flag(ROUTE_KEY, config, timeout_s=timeout_s)
             change, cuts = done.proposal.id, done.proposal.cuts
+            fault_point(ROUTE_IN_FORCE)
         cut_json = {t: {str(p): o for p, o in sorted(c.items())} for t, c in cuts.items()}
         ledger.record(
             key,
@@ -413,5 +448,148 @@ def _wait_previous(
         _wait_committed(job, data, version, sorted(moved), cuts, failed)
 
 
+def retire(ledger: Ledger, job: str, version: str) -> dict[str, Any]:
+    """``flowship retire JOB VERSION``: the promoted version takes the job over.
+
+    The running version is stopped once the one beside it serves every partition, and the
+    promoted version becomes the job's deployment.
+
+    Under the job's and the shadow key's leases: the last routing change must give every
+    partition to the version beside it, and its hand-over be complete (the old version
+    committed up to the cuts); then the old version is stopped with a savepoint (cancelled,
+    confirmed, if that fails) and recorded RETIRED, the promoted version is recorded as a new
+    deployment of the job (PLANNED, SUBMITTED, RUNNING, STABLE, with its Flink job, REST URL
+    and lane: an upgrade continues from it), and its shadow deployment PROMOTED.
+    """
+    key = shadow_key(job)
+    with ledger.holding(job), ledger.holding(key):
+        deployment, data = _running_shadow(ledger, job)
+        new, old = str(data["version"]), str(data["running_version"])
+        if version == new:
+            msg = (
+                f"version {new} of {job!r} is the one beside the running version; to stop it "
+                f"and give production back to version {old}, run `flowship abort {job}`"
+            )
+            raise ConfigError(msg)
+        running = ledger.current(job)
+        if version != old or running is None or running[0] != data.get("shadow_of"):
+            msg = (
+                f"version {version} of {job!r} is not the running version beside which version "
+                f"{new} runs (that is version {old}, deployment {data.get('shadow_of')}); "
+                "nothing was changed"
+            )
+            raise ConfigError(msg)
+        history = [
+            e.data for e in ledger.deployments(key).get(deployment, []) if e.step is Step.ROUTED
+        ]
+        last_step = ledger.last_step(key, deployment)
+        if serves(data) is not None or last_step is not Step.ROUTED:
+            msg = (
+                f"version {old} of {job!r} still serves input partitions (version {new} serves "
+                f"{describe_serve(serves(data))}); promote first: `flowship promote {job}`"
+            )
+            raise ConfigError(msg)
+        if not deployment_liveness(data, timeout=5.0).alive:
+            msg = (
+                f"version {new} of {job!r} (deployment {deployment}) is not running: it cannot "
+                f"take the job over; `flowship abort {job}` gives production back to {old}"
+            )
+            raise ClusterError(msg)
+        with _client(job, data) as client:
+            inputs = client.source_partitions(new) or client.source_partitions(old)
+        known = sorted({p for parts in inputs.values() for p in parts})
+        _wait_previous(job, data, history, known)
+        previous, before = running
+        alive = deployment_liveness(before, timeout=5.0)
+        if alive.unknown:
+            msg = (
+                f"cannot tell whether version {old} of {job!r} runs ({alive.seen}); nothing "
+                "was changed; try again when its cluster answers"
+            )
+            raise ClusterError(msg)
+        facts: dict[str, Any] = {"retired_by": deployment}
+        if alive.alive:
+            rest_url, job_id = str(before["rest_url"]), str(before["job_id"])
+            local = bool(before.get("pid"))
+            target = str(data["stop_to"]).rstrip("/").rsplit("/", 1)[0] + "/retired"
+            try:
+                facts["savepoint"] = FlinkRest(rest_url).stop_with_savepoint(job_id, target)
+                facts["ended"] = ended(rest_url, job_id, local)
+            except (ClusterError, KeyError) as exc:
+                log.warning("retire.stop_failed", job=job, version=old, error=str(exc))
+            if "ended" not in facts:
+                facts["cancelled"] = cancel_confirmed(rest_url, job_id, local=local)
+        else:
+            facts["already_ended"] = alive.seen
+        ledger.record(job, previous, Step.RETIRED, **facts)
+        goodbye({**data, "version": old})
+        taken = ledger.new_deployment_id()
+        carried = {
+            k: data[k]
+            for k in ("manifest", "script", "code_archive", "restored_from", "lane")
+            if k in data
+        }
+        where = {k: data[k] for k in ("job_id", "rest_url", "pid", "lane") if k in data}
+        ledger.record(
+            job,
+            taken,
+            Step.PLANNED,
+            version=new,
+            kind="promoted",
+            promoted_from=deployment,
+            # not "previous": that names the version an upgrade stopped (a rollback's target)
+            replaced=previous,
+            **carried,
+        )
+        ledger.record(job, taken, Step.SUBMITTED, **where)
+        ledger.record(job, taken, Step.RUNNING, **where)
+        ledger.record(job, taken, Step.STABLE, serves="all", since=history[-1].get("cuts"))
+        ledger.record(key, deployment, Step.PROMOTED, became=taken)
+        log.info("retire.done", job=job, retired=old, version=new, deployment=taken)
+        print(
+            f"flowship: {job}: version {old} stopped and retired; version {new} is the job's "
+            f"deployment now ({taken})",
+            file=sys.stderr,
+        )
+        return {"retired": previous, "version": new, "deployment": taken, **facts}
+
+
 def _serve_json(serve: Sequence[int] | None) -> list[int] | str:
     return "all" if serve is None else sorted(int(p) for p in serve)
+
+
+#: Seconds a shadow stopped with a savepoint gets to be reported ended before it is cancelled.
+STOP_END_TIMEOUT = 60.0
+
+
+def ended(rest_url: str, job_id: str, local: bool) -> str:
+    """Wait until Flink reports ``job_id`` ended (the savepoint is done before the job is)."""
+    deadline = time.monotonic() + STOP_END_TIMEOUT
+    while True:
+        alive = liveness(rest_url, job_id, local=local, timeout=5.0)
+        if alive.dead:
+            return alive.seen
+        if time.monotonic() > deadline:
+            msg = f"Flink job {job_id} was stopped with a savepoint but still {alive.seen}"
+            raise ClusterError(msg)
+        time.sleep(0.5)
+
+
+def goodbye(data: Mapping[str, Any]) -> None:
+    """Say goodbye on the control topic for a stopped version's instances (best effort).
+
+    ``data``: its deployment's (``control_topic``, ``kafka_bootstrap``, ``version``). A
+    version stopped with a savepoint does not always get to say it itself; a flag setter would
+    wait for its silent instances until their beats aged out. Other versions' stay.
+    """
+    topic, bootstrap = data.get("control_topic"), data.get("kafka_bootstrap")
+    if not topic or not bootstrap:
+        return
+    from flowship.control import retire_instances
+
+    try:
+        gone = retire_instances(str(bootstrap), str(topic), str(data.get("version")))
+    except FlowshipError as exc:
+        log.warning("shadow.goodbye_failed", topic=topic, error=str(exc))
+        return
+    log.info("shadow.goodbye", topic=topic, instances=len(gone))

@@ -89,6 +89,9 @@ class Job:
         #: when it declares flags
         self.control = bool(self.flags) if control is None else bool(control)
         self._topology: Topology | None = None
+        #: the suffix of the consumer groups, transactional id prefixes and sink uids the
+        #: deployment this run continues uses ("" or ".shadow"; see flowship.deploy.side_by_side)
+        self.lane = ""
         caller = inspect.stack()[1]
         self.script = Path(caller.filename).resolve()
         self.module = str(caller.frame.f_globals.get("__name__", "__main__"))
@@ -235,6 +238,7 @@ class Job:
             environment=settings.environment,
             replaces=replaces,
             shadow=shadow,
+            lane=self.lane,
         )
 
     def _sink_map(self, out: Any) -> dict[KafkaSink, Any]:

@@ -150,8 +150,8 @@ class LocalTarget(Target):
         self._client.get_job_execution_result().result()  # raises the job's failure, if it failed
 
     def recorded(self) -> dict[str, Any]:
-        """The job runs in this process: its pid."""
-        return {"pid": os.getpid()}
+        """The job runs in this process: its pid (and its lane when not the default)."""
+        return {"pid": os.getpid(), **({"lane": self._job.lane} if self._job.lane else {})}
 
     def announce(self, job_id: str, deployment: str) -> None:
         """Log ``job.running``."""

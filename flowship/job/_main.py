@@ -18,7 +18,7 @@ from flowship.deploy.engine import Engine, Policy, Release, RulesReader
 from flowship.deploy.exits import EXIT_OK, EXIT_REFUSED, exit_code_for
 from flowship.deploy.rollback import Rollback, run_rollback
 from flowship.deploy.savepoints import restore_path
-from flowship.deploy.side_by_side import parse_partitions
+from flowship.deploy.side_by_side import lane_of, parse_partitions
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import ConfigError, FlowshipError
 from flowship.job import _dry_run
@@ -48,6 +48,12 @@ def run_main(job: Job, argv: list[str]) -> int:
             manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
             print(json.dumps(manifest, indent=2, sort_keys=True))
             return EXIT_OK
+        # the lane of the deployment this run continues (a promoted canary's, say)
+        ledger = settings.open_ledger()
+        try:
+            job.lane = lane_of(ledger, job.name)
+        finally:
+            ledger.close()
         canary = parse_partitions(args.canary, "--canary") if args.canary is not None else None
         beside = args.shadow or canary is not None
         if beside and (args.dry_run or args.flowship_rehearsal is not None):

@@ -150,6 +150,10 @@ class ClusterTarget(Target):
         )
         raise JobFailedError(msg)
 
+    def recorded(self) -> dict[str, Any]:
+        """Its lane when not the default (see :attr:`flowship.job.Job.lane`)."""
+        return {"lane": self._job.lane} if self._job.lane else {}
+
     def announce(self, job_id: str, deployment: str) -> None:
         """Log ``job.submitted`` and say where the job runs."""
         job = self._job

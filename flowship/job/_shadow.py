@@ -34,6 +34,7 @@ from flowship.deploy.rehearse import end_offsets
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri, child, storage_uri
 from flowship.deploy.shadow import offsets_json, shadow_key
+from flowship.deploy.side_by_side import lane_of, other_lane
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 from flowship.kafka._declare import side_topic
 
@@ -92,6 +93,8 @@ def run_shadow(
         )
         raise ClusterError(msg)
     job.check_kafka(settings)
+    # consumer groups, transactional ids and sink uids of its own: the other lane
+    job.lane = other_lane(lane_of(ledger, job.name))
     if canary is not None:
         _check_canary(job, settings, canary)
     if job.control:
@@ -221,16 +224,11 @@ def _check_canary(job: Job, settings: Settings, canary: list[int]) -> None:
             "which version serves a partition is a rule on the control topic"
         )
         raise ConfigError(msg)
+    from flowship.deploy.side_by_side import check_partitions
+
+    where = f"--canary {','.join(map(str, canary))}"
     inputs = _input_partitions(job, settings)
-    known = sorted({p for parts in inputs.values() for p in parts})
-    unknown = sorted(set(canary) - set(known))
-    if unknown:
-        msg = (
-            f"--canary {','.join(map(str, canary))}: job {job.name!r} has no input partition "
-            f"{', '.join(map(str, unknown))} (input topics: "
-            f"{', '.join(f'{t} with {len(p)}' for t, p in inputs.items())}); nothing was started"
-        )
-        raise ConfigError(msg)
+    check_partitions(job.name, canary, inputs, f"{where}: nothing was started")
 
 
 def _check_routing(job: Job, settings: Settings, running: str) -> None:

@@ -78,10 +78,12 @@ class KafkaContext:
     #: deployment, named on every output (header ``flowship.replaces``)
     replaces: str | None = None
     #: started beside the running version (``--shadow``, ``--canary``): its routing sends every
-    #: output to its side topic unless a rule sends it to production (``flowship promote``),
-    #: and consumer groups, transactional id prefixes and sink uids get ``.shadow`` (see
-    #: :meth:`isolated`)
+    #: output to its side topic unless a rule sends it to production (``flowship promote``)
     shadow: bool = False
+    #: what consumer groups, transactional id prefixes and sink uids end with: "" or
+    #: :data:`SHADOW_SUFFIX`. A version started beside another takes the other lane; an upgrade
+    #: keeps the lane of the deployment it continues (see :meth:`isolated`)
+    lane: str = ""
 
     def side_topic(self, topic: str) -> str:
         """Where this version writes the outputs its routing sends aside."""
@@ -95,9 +97,10 @@ class KafkaContext:
         """A consumer group, transactional id prefix or sink uid as this run uses it.
 
         A rehearsal's and a shadow's differ from production's, so neither commits offsets for
-        production's groups nor aborts or claims production's transactions and sink state.
+        production's groups nor aborts or claims production's transactions and sink state:
+        a rehearsal's by its suffix, a version beside another by its lane.
         """
-        return self.named(name) + (SHADOW_SUFFIX if self.shadow else "")
+        return self.named(name) + self.lane
 
 
 #: What a shadow's consumer groups, transactional id prefixes and sink uids end with.

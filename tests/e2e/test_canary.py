@@ -26,7 +26,7 @@ import events
 import pytest
 from helpers import EXAMPLE, produce_clicks, read_outputs, tail
 
-from flowship.deploy.ledger import LocalLedger
+from flowship.deploy.ledger import FAULT_ENV, LocalLedger
 from flowship.testing.jobs import JobProcess, job_command
 from flowship.testing.kafka_io import create_topics
 
@@ -45,13 +45,16 @@ def changed(event_id: str) -> bool:
     return int(event_id[1:]) % 100 == 0
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``flowship ARGS``; with ``fault``, it SIGKILLs itself at that step (FAULT_ENV)."""
+    env = {**os.environ, FAULT_ENV: fault} if fault else None
     return subprocess.run(
         [sys.executable, "-m", "flowship.cli", *args],
         capture_output=True,
         text=True,
         timeout=400,
         check=False,
+        env=env,
     )
 
 
@@ -86,28 +89,43 @@ def check_production(
 ) -> collections.Counter[tuple[str, bool]]:
     """Every input's output exactly once, from the version the cuts say, per user in order.
 
-    Returns how many outputs each version wrote, on partitions 0 and 3 and on the others.
+    Outputs of version 2 (an upgrade of the promoted version 1.2) are those of every partition's
+    last inputs. Returns how many outputs each version wrote, on partitions 0 and 3 and on the
+    others.
     """
-    reference = events.reference(evs)
     by_event: dict[str, list[Any]] = collections.defaultdict(list)
     for m in outputs:
         by_event[m.value["event_id"]].append(m)
-    lost = set(reference) - set(by_event)
+    lost = {e["event_id"] for e in evs} - set(by_event)
     twice = {k: len(v) for k, v in by_event.items() if len(v) > 1}
     assert not lost and not twice, (
         f"lost {len(lost)} {sorted(lost)[:5]}, twice {len(twice)} {list(twice)[:5]}"
     )
+    version_of = {
+        i: 2 if m.headers["flowship.version"] == "2" else 1 for i, (m,) in by_event.items()
+    }
+    reference = events.reference_versioned(evs, version_of)
     served: collections.Counter[tuple[str, bool]] = collections.Counter()
-    for event_id, (m,) in by_event.items():
+    upgraded_from: dict[int, int] = {}
+    def at(m: Any) -> tuple[int, int]:
         source, partition, offset = m.headers["flowship.source"].split("/")
         assert source == "clicks"
-        want = serving_version(changes, int(partition), int(offset))
-        assert m.headers["flowship.version"] == want, (event_id, m.headers, changes)
+        return int(partition), int(offset)
+
+    for event_id, (m,) in sorted(by_event.items(), key=lambda kv: at(kv[1][0])):
+        partition, offset = at(m)
+        got = m.headers["flowship.version"]
+        if got == "2":
+            upgraded_from.setdefault(int(partition), int(offset))
+        else:
+            assert int(partition) not in upgraded_from, (event_id, "version 1 after version 2")
+            want = serving_version(changes, int(partition), int(offset))
+            assert got == want, (event_id, m.headers, changes)
         expected = dict(reference[event_id])
-        if want == "1.2" and changed(event_id):
+        if got == "1.2" and changed(event_id):
             expected["previous_page"] = "/dark"
         assert m.value == expected, (event_id, m.value, expected)
-        served[(want, int(partition) in (0, 3))] += 1
+        served[(got, int(partition) in (0, 3))] += 1
     last: dict[str, int] = {}
     for m in sorted(outputs, key=lambda m: (m.partition, m.offset)):
         user, total = m.value["user_id"], m.value["total_clicks"]
@@ -191,7 +209,18 @@ def test_canary_promote_and_abort_under_continuous_input(
         )
         assert both.returncode == 2 and "at once" in both.stderr, tail(both.stdout + both.stderr)
 
-        time.sleep(8)
+        # a deployer killed in the middle of a promote (before the change was proposed; after
+        # it was in force, before the ledger knew), run again: it converges, nothing twice
+        killed = cli("promote", JOB, *ledger_dir, "--partitions", "1", fault="ROUTING")
+        assert killed.returncode == -signal.SIGKILL, tail(killed.stdout + killed.stderr)
+        again = cli("promote", JOB, *ledger_dir, "--partitions", "1")
+        assert again.returncode == 0, tail(again.stdout + again.stderr)
+        killed = cli("promote", JOB, *ledger_dir, "--partitions", "2", fault="ROUTE_IN_FORCE")
+        assert killed.returncode == -signal.SIGKILL, tail(killed.stdout + killed.stderr)
+        assert ledger.deployments(KEY)[deployment][-1].step.value == "ROUTING"
+        again = cli("promote", JOB, *ledger_dir, "--partitions", "2")
+        assert again.returncode == 0, tail(again.stdout + again.stderr)
+        time.sleep(4)
         promoted = cli("promote", JOB, *ledger_dir, "--json")
         assert promoted.returncode == 0, tail(promoted.stdout + promoted.stderr)
         assert json.loads(promoted.stdout)["serve"] == "all"
@@ -213,11 +242,17 @@ def test_canary_promote_and_abort_under_continuous_input(
         assert canary.wait(timeout=120) == 0, tail(canary.output())
         assert ledger.current(KEY) is None and ledger.current(JOB) == current
         steps = [e.step.value for e in ledger.deployments(KEY)[deployment]]
-        assert steps == ["PLANNED", "SUBMITTED", "RUNNING"] + ["ROUTING", "ROUTED"] * 3 + [
-            "RETIRED"
-        ], steps
+        twice = ["ROUTING", "ROUTING", "ROUTED"]  # the killed deployer's, then its rerun's
+        start = ["PLANNED", "SUBMITTED", "RUNNING", "ROUTING", "ROUTED"]
+        assert steps[:11] == [*start, *twice, *twice], steps
+        assert steps[11:] == ["ROUTING", "ROUTED", "ROUTING", "ROUTED", "RETIRED"], steps
         changes = routed(ledger, deployment)
-        assert [c["serve"] for c in changes] == [[0, 3], "all", []]
+        assert [c["serve"] for c in changes] == [[0, 3], [0, 1, 3], [0, 1, 2, 3], "all", []]
+        # each change was proposed and committed once on the control topic, the ledger's
+        history = cli("flag", "history", JOB, "--json", "--kafka-bootstrap", bootstrap)
+        moves = [p for p in json.loads(history.stdout) if p["flag"] == "flowship.route"]
+        assert [p["decision"] for p in moves] == ["commit"] * 5, moves
+        assert [p["id"] for p in moves] == [c["change"] for c in changes]
         producer.join(timeout=300)
         assert v1.running(), tail(v1.output())
 
@@ -244,7 +279,7 @@ def test_canary_promote_and_abort_under_continuous_input(
 
 
 @pytest.mark.cluster
-def test_canary_on_a_session_cluster(
+def test_canary_promote_retire_and_upgrade_on_a_session_cluster(
     fresh_kafka_broker, flink_session_cluster, tmp_path: Path
 ) -> None:
     from test_cluster_upgrades import cancel_live_jobs
@@ -252,14 +287,16 @@ def test_canary_on_a_session_cluster(
     bootstrap = fresh_kafka_broker.bootstrap
     rest = flink_session_cluster.rest
     create_topics(bootstrap, {"clicks": PARTITIONS, "session-stats": 4, "clicks.dlq": 1})
-    evs = EVENTS[:9000]
+    evs = EVENTS[:12000]
     produce_clicks(bootstrap, evs[:1000])
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     flags = ["--target", flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap]
     flags += ["--state-dir", str(state)]
     ledger_dir = ["--ledger-dir", str(state / "ledger")]
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs[1000:], 300.0))
+    # input flows through the canary's start, its promotion and the retirement; the last
+    # events after the upgrade
+    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs[1000:10000], 300.0))
 
     def run(script: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -287,19 +324,38 @@ def test_canary_on_a_session_cluster(
         assert data["rest_url"] == current[1]["rest_url"] and data["job_id"] != current[1]["job_id"]
         assert [c["serve"] for c in routed(ledger, deployment)] == [[0, 3]]
         time.sleep(5)
+        early = cli("retire", JOB, "1", *ledger_dir)
+        assert early.returncode == 2 and "promote first" in early.stderr, early.stderr
         promoted = cli("promote", JOB, *ledger_dir)
         assert promoted.returncode == 0, tail(promoted.stdout + promoted.stderr)
         time.sleep(5)
-        aborted = cli("abort", JOB, *ledger_dir)
-        assert aborted.returncode == 0, tail(aborted.stdout + aborted.stderr)
-        assert rest.job(data["job_id"])["state"] == "FINISHED"  # stopped with a savepoint
-        assert rest.job(current[1]["job_id"])["state"] == "RUNNING"
+        wrong = cli("retire", JOB, "1.2", *ledger_dir)
+        assert wrong.returncode == 2 and "flowship abort" in wrong.stderr, wrong.stderr
+        # blue-green's last step: version 1 stops, version 1.2 is the job's deployment
+        retired = cli("retire", JOB, "1", *ledger_dir)
+        assert retired.returncode == 0, tail(retired.stdout + retired.stderr)
+        assert rest.job(current[1]["job_id"])["state"] == "FINISHED"  # stopped with a savepoint
+        assert rest.job(data["job_id"])["state"] == "RUNNING"
+        taken = ledger.current(JOB)
+        assert taken is not None and taken[0] != current[0]
+        assert taken[1]["version"] == "1.2" and taken[1]["kind"] == "promoted"
+        assert taken[1]["job_id"] == data["job_id"] and taken[1]["lane"] == ".shadow"
+        assert ledger.current(KEY) is None
+        assert [e.step.value for e in ledger.deployments(JOB)[current[0]]][-1] == "RETIRED"
+        assert ledger.deployments(KEY)[deployment][-1].step.value == "PROMOTED"
+        # an upgrade of the promoted version continues from its state, in its lane
+        upgraded = run(EXAMPLE / "job_v2.py", "--upgrade-from", "savepoint")
+        assert upgraded.returncode == 0, tail(upgraded.stdout + upgraded.stderr)
+        now = ledger.current(JOB)
+        assert now is not None and now[1]["version"] == "2" and now[1]["lane"] == ".shadow"
         changes = routed(ledger, deployment)
-        assert [c["serve"] for c in changes] == [[0, 3], "all", []]
+        assert [c["serve"] for c in changes] == [[0, 3], "all"]
         producer.join(timeout=300)
+        produce_clicks(bootstrap, evs[10000:])
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
         served = check_production(outputs, evs, changes)
         assert served[("1.2", True)] > 0 and served[("1", False)] > 0, served
+        assert served[("2", True)] + served[("2", False)] > 0, served
     finally:
         if producer.is_alive():
             producer.join(timeout=300)

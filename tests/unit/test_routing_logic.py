@@ -114,3 +114,36 @@ def test_a_change_moves_partitions_one_way_only() -> None:
     swap = serving_config("2", "1", [1, 2])
     with pytest.raises(FlagError, match="one way per change"):
         check_routing(swap, [OLD, NEW], INPUTS, canary)
+
+
+def test_a_promoted_versions_lane_is_kept_by_what_continues_from_it(tmp_path: Path) -> None:
+    from flowship.deploy.ledger import LocalLedger
+    from flowship.deploy.side_by_side import SHADOW_LANE, lane_of, other_lane, shadow_key
+
+    ledger = LocalLedger(tmp_path / "ledger")
+    assert lane_of(ledger, "clicks") == "" and other_lane("") == SHADOW_LANE
+    assert other_lane(SHADOW_LANE) == ""
+    ledger.acquire("clicks")
+    first = ledger.new_deployment_id()
+    for step in (Step.PLANNED, Step.SUBMITTED, Step.RUNNING, Step.STABLE):
+        ledger.record("clicks", first, step, version="1")
+    promoted = ledger.new_deployment_id()
+    ledger.record("clicks", first, Step.RETIRED)  # STABLE -> RETIRED: a promotion replaced it
+    ledger.record("clicks", promoted, Step.PLANNED, version="2", kind="promoted")
+    ledger.record("clicks", promoted, Step.SUBMITTED, lane=SHADOW_LANE)
+    ledger.record("clicks", promoted, Step.RUNNING, lane=SHADOW_LANE)
+    assert lane_of(ledger, "clicks") == SHADOW_LANE
+    refused = ledger.new_deployment_id()  # an upgrade refused by the gate started nothing
+    ledger.record("clicks", refused, Step.PLANNED, version="3")
+    ledger.record("clicks", refused, Step.REFUSED)
+    assert lane_of(ledger, "clicks") == SHADOW_LANE
+    assert ledger.current("clicks")[0] == promoted
+    # under the shadow key, a promoted deployment is never current
+    key = shadow_key("clicks")
+    ledger.acquire(key)
+    dark = ledger.new_deployment_id()
+    for step in (Step.PLANNED, Step.SUBMITTED, Step.RUNNING, Step.ROUTING, Step.ROUTED):
+        ledger.record(key, dark, step, version="2")
+    assert ledger.current(key)[0] == dark
+    ledger.record(key, dark, Step.PROMOTED, became=promoted)
+    assert ledger.current(key) is None and Step.PROMOTED.terminal

@@ -26,7 +26,7 @@ def test_a_shadow_writes_every_output_aside_with_groups_and_transactions_of_its_
     from flowship.kafka._record import Record, encode_decisions
 
     prod = KafkaContext(bootstrap="b", job="j", version="1", control_topic="j.control")
-    dark = KafkaContext(bootstrap="b", job="j", version="2", shadow=True)
+    dark = KafkaContext(bootstrap="b", job="j", version="2", shadow=True, lane=".shadow")
     assert prod.isolated("flowship.j.s") == "flowship.j.s"
     assert dark.side_topic("stats") == "stats.side.2"
     assert dark.side_topic("clicks.dlq") == "clicks.dlq.side.2"
@@ -80,14 +80,17 @@ def test_shadows_are_recorded_under_a_key_of_their_own_and_end_retired(tmp_path:
 
 @pytest.mark.parametrize(
     ("current", "new"),
-    [(Step.PLANNED, Step.RETIRED), (Step.RETIRED, Step.RUNNING), (Step.STABLE, Step.RETIRED)],
+    [(Step.PLANNED, Step.RETIRED), (Step.RETIRED, Step.RUNNING), (Step.FAILED, Step.RETIRED)],
 )
 def test_retired_follows_only_a_started_version_and_is_final(current: Step, new: Step) -> None:
     with pytest.raises(TransitionError):
         check_transition(current, new)
     check_transition(Step.RUNNING, Step.RETIRED)
     check_transition(Step.SUBMITTED, Step.RETIRED)
-    assert Step.RETIRED.terminal
+    # a stable version that a promoted one took over (flowship retire); STABLE still ends its
+    # own deployment's sequence
+    check_transition(Step.STABLE, Step.RETIRED)
+    assert Step.RETIRED.terminal and Step.STABLE.terminal
 
 
 def test_offsets_round_trip_through_the_ledgers_json() -> None:
