@@ -194,6 +194,7 @@ class DecodeAvro(ProcessFunction):
         self._key_selector = key_selector
         self._codec: AvroCodec | None = None
         self._ctx = ctx
+        self._aside = ctx.shadow
         self._group = group_id(source, ctx)
         self._agent: Agent | None = None
         self._decider: Decider | None = None
@@ -250,7 +251,9 @@ class DecodeAvro(ProcessFunction):
             # a dead letter is an output of its input record: routed like the others
             decided = None if decider is None else decider.decide(partition, offset, key, {})
             routed = decisions_of(decided)
-            aside = [(H.ROUTE, SIDE)] if routed and routed.get(ROUTE_KEY) == SIDE else []
+            route = None if routed is None else routed.get(ROUTE_KEY)
+            # no decision (no control plane): a version beside another sends it aside
+            aside = [(H.ROUTE, SIDE)] if route == SIDE or (route is None and self._aside) else []
             headers = pack_headers(
                 [
                     (H.ERROR, str(exc)),

@@ -218,3 +218,29 @@ def test_abort_settles_a_shadow_whose_deployer_died_before_running(tmp_path: Pat
             abort_shadow(ledger, "clicks")
     steps = [e.step for e in ledger.deployments(shadow_key("clicks"))[dark]]
     assert steps == [Step.PLANNED, Step.SUBMITTED, Step.FAILED]  # never submitted: closed
+
+
+def test_a_shadow_without_a_control_plane_dead_letters_aside() -> None:
+    import struct
+
+    from pyflink.datastream import OutputTag
+
+    from flowship.kafka._declare import KafkaSource
+    from flowship.kafka._flink import PACKED, DecodeAvro, KafkaContext
+
+    record = {"type": "record", "name": "C", "fields": [{"name": "id", "type": "string"}]}
+    source = KafkaSource("clicks", topic="clicks", schema=record)
+    # ProvenanceDeserializationSchema's layout: partition, offset, timestamp, key and value
+    # lengths (-1: none), then the bytes; b"\xff" is no Avro string
+    poison = struct.pack(">iqqii", 2, 41, 0, -1, 1) + b"\xff"
+
+    def dead_letter(ctx: KafkaContext) -> bytes:
+        decode = DecodeAvro(source, ctx, OutputTag("dlq", PACKED))
+        decode.open(None)
+        ((_, packed),) = list(decode.process_element(poison, None))
+        return packed
+
+    production = KafkaContext(bootstrap="b", job="j", version="1")
+    shadow = KafkaContext(bootstrap="b", job="j", version="2", shadow=True, lane=".shadow")
+    assert b"flowship.route" not in dead_letter(production)
+    assert b"flowship.route" in dead_letter(shadow)
