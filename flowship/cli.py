@@ -11,6 +11,7 @@ Subcommands::
     flowship diff JOB                 a shadow's (``--shadow``) outputs against production's
     flowship promote JOB [--partitions 1,2]   the canary serves these input partitions too (all)
     flowship abort JOB                production back to the running version; stop the shadow
+    flowship demote JOB               flip back: the running version serves everything again
     flowship retire JOB VERSION       stop VERSION once the promoted version serves everything
 
 ``OLD`` and ``NEW`` are each a job file (``.py``: its manifest is computed by running
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
             "promote",
             "the job's canary (--canary) serves more input partitions in production (all "
             "without --partitions), from an agreed cut",
+        ),
+        (
+            "demote",
+            "flip back: the running version serves every input partition again, from an agreed "
+            "cut; the version beside it keeps running dark (promote flips to it again)",
         ),
         (
             "retire",
@@ -498,6 +504,15 @@ def _promote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demote(args: argparse.Namespace) -> int:
+    from flowship.deploy.side_by_side import demote
+
+    done = demote(_ledger(args), args.job)
+    if args.json:
+        print(json.dumps(done, indent=2, default=str))
+    return EXIT_OK
+
+
 def _retire(args: argparse.Namespace) -> int:
     from flowship.deploy.side_by_side import retire
 
@@ -611,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "abort": _abort,
         "promote": _promote,
         "retire": _retire,
+        "demote": _demote,
     }
     try:
         return handlers[args.command](args)

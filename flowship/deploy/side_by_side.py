@@ -224,6 +224,15 @@ def promote(
     return route(ledger, job, serve, why="promote", timeout_s=timeout_s)
 
 
+def demote(ledger: Ledger, job: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
+    """``flowship demote JOB``: the running version serves every partition again (flip back).
+
+    Unlike ``flowship abort`` the version beside it keeps running, dark: ``flowship promote``
+    flips to it again. Blue-green keeps it so until ``flowship retire``.
+    """
+    return route(ledger, job, [], why="demote", timeout_s=timeout_s)
+
+
 def _route(
     ledger: Ledger,
     key: str,

@@ -279,7 +279,7 @@ def test_canary_promote_and_abort_under_continuous_input(
 
 
 @pytest.mark.cluster
-def test_canary_promote_retire_and_upgrade_on_a_session_cluster(
+def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
     fresh_kafka_broker, flink_session_cluster, tmp_path: Path
 ) -> None:
     from test_cluster_upgrades import cancel_live_jobs
@@ -326,9 +326,12 @@ def test_canary_promote_retire_and_upgrade_on_a_session_cluster(
         time.sleep(5)
         early = cli("retire", JOB, "1", *ledger_dir)
         assert early.returncode == 2 and "promote first" in early.stderr, early.stderr
-        promoted = cli("promote", JOB, *ledger_dir)
-        assert promoted.returncode == 0, tail(promoted.stdout + promoted.stderr)
-        time.sleep(5)
+        # blue-green: flip to 1.2, back to 1 (1.2 runs on, dark), and to 1.2 again
+        for move in ("promote", "demote", "promote"):
+            done = cli(move, JOB, *ledger_dir)
+            assert done.returncode == 0, tail(done.stdout + done.stderr)
+            assert rest.job(data["job_id"])["state"] == "RUNNING"
+            time.sleep(3)
         wrong = cli("retire", JOB, "1.2", *ledger_dir)
         assert wrong.returncode == 2 and "flowship abort" in wrong.stderr, wrong.stderr
         # blue-green's last step: version 1 stops, version 1.2 is the job's deployment
@@ -349,7 +352,7 @@ def test_canary_promote_retire_and_upgrade_on_a_session_cluster(
         now = ledger.current(JOB)
         assert now is not None and now[1]["version"] == "2" and now[1]["lane"] == ".shadow"
         changes = routed(ledger, deployment)
-        assert [c["serve"] for c in changes] == [[0, 3], "all"]
+        assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all"]
         producer.join(timeout=300)
         produce_clicks(bootstrap, evs[10000:])
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
