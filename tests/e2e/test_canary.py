@@ -287,16 +287,24 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
     bootstrap = fresh_kafka_broker.bootstrap
     rest = flink_session_cluster.rest
     create_topics(bootstrap, {"clicks": PARTITIONS, "session-stats": 4, "clicks.dlq": 1})
-    evs = EVENTS[:12000]
-    produce_clicks(bootstrap, evs[:1000])
+    produce_clicks(bootstrap, EVENTS[:1000])
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     flags = ["--target", flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap]
     flags += ["--state-dir", str(state)]
     ledger_dir = ["--ledger-dir", str(state / "ledger")]
-    # input flows through the canary's start, its promotion and the retirement; the last
-    # events after the upgrade
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs[1000:10000], 300.0))
+    # input flows until the old version is retired (a cut lies ahead of the input's end: a
+    # hand-over completes once the input reached it); the last events after the upgrade
+    flowing = threading.Event()
+    sent = [1000]
+
+    def feed() -> None:
+        while not flowing.is_set() and sent[0] < len(EVENTS) - 1000:
+            produce_clicks(bootstrap, EVENTS[sent[0] : sent[0] + 50])
+            sent[0] += 50
+            time.sleep(0.2)
+
+    producer = threading.Thread(target=feed)
 
     def run(script: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -337,6 +345,7 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         # blue-green's last step: version 1 stops, version 1.2 is the job's deployment
         retired = cli("retire", JOB, "1", *ledger_dir)
         assert retired.returncode == 0, tail(retired.stdout + retired.stderr)
+        flowing.set()
         assert rest.job(current[1]["job_id"])["state"] == "FINISHED"  # stopped with a savepoint
         assert rest.job(data["job_id"])["state"] == "RUNNING"
         taken = ledger.current(JOB)
@@ -354,12 +363,14 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         changes = routed(ledger, deployment)
         assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all"]
         producer.join(timeout=300)
-        produce_clicks(bootstrap, evs[10000:])
+        evs = EVENTS[: sent[0] + 1000]
+        produce_clicks(bootstrap, evs[sent[0] :])
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
         served = check_production(outputs, evs, changes)
         assert served[("1.2", True)] > 0 and served[("1", False)] > 0, served
         assert served[("2", True)] + served[("2", False)] > 0, served
     finally:
+        flowing.set()
         if producer.is_alive():
             producer.join(timeout=300)
         cancel_live_jobs(rest)
