@@ -195,6 +195,10 @@ class FlagClient:
         finally:
             reader.close()
 
+    def ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The end offset of each of ``topic``'s ``partitions`` now."""
+        return self._ends(topic, partitions)
+
     def _ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """The end offset of each partition, in one request per broker."""
         from confluent_kafka import TopicPartition

@@ -244,6 +244,7 @@ def _route(
     timeout_s: float,
     extra: Mapping[str, Any] | None = None,
     wait_previous: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     job = key[: -len(KEY_SUFFIX)]
     new, old = str(data["version"]), str(data["running_version"])
@@ -266,9 +267,9 @@ def _route(
         )
         log.info("route.proposing", job=job, version=new, serve=text, rules=config.text())
         in_force = client.in_force(ROUTE_KEY)
-        if in_force is not None and in_force.config == config:
+        if in_force is not None and in_force.config == config and not force:
             change, cuts = in_force.id, in_force.cuts  # a rerun after the change was agreed
-        elif in_force is None and not config.rules and config.default is None:
+        elif in_force is None and not config.rules and config.default is None and not force:
             change, cuts = "", {}
         else:
             done = client.set_flag(ROUTE_KEY, config, timeout_s=timeout_s)
@@ -333,7 +334,23 @@ def hand_back(
         change, cuts = str(data.get("change", "")), dict(data.get("cuts") or {})
     facts: dict[str, Any] = {"handed_back": change}
     if alive:
-        facts["handed_over"] = _wait_handed_over(job, data, was, cuts)
+        try:
+            facts["handed_over"] = _wait_handed_over(job, data, was, cuts, idle="raise")
+        except _IdleCut:
+            # the input stopped below the cuts: the same rules again, cut at the idle end
+            done = _route(
+                ledger,
+                key,
+                deployment,
+                data,
+                [],
+                why="re-cut",
+                timeout_s=30.0,
+                extra={"handing_back": _serve_json(was)},
+                force=True,
+            )
+            facts["handed_back"] = done["change"]
+            facts["handed_over"] = _wait_handed_over(job, data, was, done["cuts"])
     else:
         # it did not run up to the cuts: the outputs of its partitions between its last
         # checkpoint and the cuts went to the running version's side topics only
@@ -372,6 +389,7 @@ def _wait_handed_over(
     data: Mapping[str, Any],
     served: list[int] | None,
     cuts: Mapping[str, Mapping[str, int]],
+    idle: str = "wait",
 ) -> dict[str, dict[str, int]]:
     """Wait until the side-by-side version's groups committed up to ``cuts`` where it served."""
     version = str(data["version"])
@@ -387,7 +405,16 @@ def _wait_handed_over(
             "it was not stopped: stopping it now could lose outputs it still owes production. "
             "Check its checkpoints, then run `flowship abort` again"
         ),
+        idle,
     )
+
+
+class _IdleCut(Exception):
+    """The handing-over version committed up to the input's end, which stopped below the cut."""
+
+
+#: Consecutive polls (0.5 s apart) that must see the input idle below a cut before it counts.
+IDLE_POLLS = 4
 
 
 def _wait_committed(
@@ -397,17 +424,26 @@ def _wait_committed(
     partitions: Sequence[int] | None,
     cuts: Mapping[str, Mapping[str, int]],
     failed: Callable[[dict[str, dict[int, tuple[int, int]]]], str],
+    idle: str = "wait",
 ) -> dict[str, dict[str, int]]:
     """Wait until ``version``'s groups committed up to ``cuts`` on ``partitions`` (None: all).
 
-    ClusterError with ``failed(behind)`` past :data:`HANDED_OVER_TIMEOUT_S`.
+    A cut agreed while input flowed lies a little ahead of the input's end; if the input stops
+    below it, the version cannot get there. When it has committed up to the end of every
+    partition it is behind on (and stays so for :data:`IDLE_POLLS` polls), ``idle`` says what
+    that means: ``"done"`` (nothing is held at the cut: no record at or past it exists),
+    ``"raise"`` (:class:`_IdleCut`: the caller agrees the same rules again, with cuts at the
+    idle end), ``"wait"`` (go on waiting). ClusterError with ``failed(behind)`` past
+    :data:`HANDED_OVER_TIMEOUT_S`.
     """
     deadline = time.monotonic() + HANDED_OVER_TIMEOUT_S
+    idle_polls = 0
     with _client(job, data) as c:
         groups = _groups(c, version)
         while True:
             behind: dict[str, dict[int, tuple[int, int]]] = {}
             reached: dict[str, dict[str, int]] = {}
+            at_end = True
             for topic, of_topic in groups.items():
                 want = {int(p): int(o) for p, o in cuts.get(topic, {}).items()}
                 parts = sorted(want if partitions is None else set(partitions) & set(want))
@@ -416,8 +452,16 @@ def _wait_committed(
                 late = {p: (got[p], want[p]) for p in parts if got[p] < want[p]}
                 if late:
                     behind[topic] = late
+                    ends = c.ends(topic, sorted(late))
+                    at_end = at_end and all(got[p] >= ends[p] for p in late)
             if not behind:
                 return reached
+            idle_polls = idle_polls + 1 if at_end else 0
+            if idle != "wait" and idle_polls >= IDLE_POLLS:
+                log.info("route.idle_below_cut", job=job, version=version, behind=str(behind))
+                if idle == "done":
+                    return reached
+                raise _IdleCut(str(behind))
             if time.monotonic() > deadline:
                 raise ClusterError(failed(behind))
             time.sleep(0.5)
@@ -454,7 +498,8 @@ def _wait_previous(
                 "nothing was changed. Check that version's checkpoints and try again"
             )
 
-        _wait_committed(job, data, version, sorted(moved), cuts, failed)
+        # an input that stopped below the cut holds nobody there: no record past it exists
+        _wait_committed(job, data, version, sorted(moved), cuts, failed, idle="done")
 
 
 def retire(ledger: Ledger, job: str, version: str) -> dict[str, Any]:
@@ -504,10 +549,26 @@ def retire(ledger: Ledger, job: str, version: str) -> dict[str, Any]:
                 f"take the job over; `flowship abort {job}` gives production back to {old}"
             )
             raise ClusterError(msg)
-        with _client(job, data) as client:
-            inputs = client.source_partitions(new) or client.source_partitions(old)
-        known = sorted({p for parts in inputs.values() for p in parts})
-        _wait_previous(job, data, history, known)
+        cuts = history[-1].get("cuts") or {}
+
+        def late(behind: dict[str, dict[int, tuple[int, int]]]) -> str:
+            return (
+                f"version {old} of {job!r} has not committed up to the cuts it handed over "
+                f"after {HANDED_OVER_TIMEOUT_S:g} s (topic: partition: (committed, cut)): "
+                f"{behind}; nothing was changed. Check its checkpoints and try again"
+            )
+
+        try:
+            _wait_committed(job, data, old, None, cuts, late, idle="raise")
+        except _IdleCut:
+            # the input stopped below the cuts: the same rules again, cut at the idle end
+            done = _route(
+                ledger, key, deployment, data, None, why="re-cut", timeout_s=30.0, force=True
+            )
+            _wait_committed(job, data, old, None, done["cuts"], late)
+            history = [
+                e.data for e in ledger.deployments(key).get(deployment, []) if e.step is Step.ROUTED
+            ]
         previous, before = running
         alive = deployment_liveness(before, timeout=5.0)
         if alive.unknown:

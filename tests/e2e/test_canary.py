@@ -293,8 +293,8 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
     flags = ["--target", flink_session_cluster.rest_url, "--kafka-bootstrap", bootstrap]
     flags += ["--state-dir", str(state)]
     ledger_dir = ["--ledger-dir", str(state / "ledger")]
-    # input flows until the old version is retired (a cut lies ahead of the input's end: a
-    # hand-over completes once the input reached it); the last events after the upgrade
+    # input flows through the canary's start and the flips, then stops; the last events after
+    # the upgrade
     flowing = threading.Event()
     sent = [1000]
 
@@ -338,6 +338,11 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         for move in ("promote", "demote", "promote"):
             done = cli(move, JOB, *ledger_dir)
             assert done.returncode == 0, tail(done.stdout + done.stderr)
+            if len(routed(ledger, deployment)) == 4:
+                # the input stops now, below the last promotion's cut (agreed about 2 s of
+                # input ahead of the end): retire agrees the same rules again, cut at the end
+                flowing.set()
+                producer.join(timeout=60)
             assert rest.job(data["job_id"])["state"] == "RUNNING"
             time.sleep(3)
         wrong = cli("retire", JOB, "1.2", *ledger_dir)
@@ -345,7 +350,6 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         # blue-green's last step: version 1 stops, version 1.2 is the job's deployment
         retired = cli("retire", JOB, "1", *ledger_dir)
         assert retired.returncode == 0, tail(retired.stdout + retired.stderr)
-        flowing.set()
         assert rest.job(current[1]["job_id"])["state"] == "FINISHED"  # stopped with a savepoint
         assert rest.job(data["job_id"])["state"] == "RUNNING"
         taken = ledger.current(JOB)
@@ -361,7 +365,9 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         now = ledger.current(JOB)
         assert now is not None and now[1]["version"] == "2" and now[1]["lane"] == ".shadow"
         changes = routed(ledger, deployment)
-        assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all"]
+        assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all", "all"]
+        whys = [e.data.get("why") for e in ledger.deployments(KEY)[deployment]]
+        assert whys.count("re-cut") == 1, whys
         producer.join(timeout=300)
         evs = EVENTS[: sent[0] + 1000]
         produce_clicks(bootstrap, evs[sent[0] :])
