@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,24 +162,17 @@ class FlagClient:
         for version in versions:
             for source in view.versions.get(version, {}).get("sources", []):
                 sources.setdefault(source["topic"], set()).add(source["group"])
-        reader = consumer(self.bootstrap, **{"group.id": "flowship.control.cuts"})
+        parts_of = self._partitions(sources)
         try:
             cuts: dict[str, dict[int, int]] = {}
             for topic, groups in sorted(sources.items()):
-                meta = reader.list_topics(topic, timeout=10)
-                info = meta.topics.get(topic)
-                if info is None or info.error is not None:
-                    msg = (
-                        f"input topic {topic!r} of job {self.job!r} is missing on {self.bootstrap}"
-                    )
-                    raise ConfigError(msg)
-                parts = sorted(info.partitions)
-                ends = self._ends(topic, parts)
+                parts = parts_of[topic]
+                ends = self.ends(topic, parts)
                 if live:
                     # a lead: records written while the change is agreed stay under the old
                     # rule, so a running instance has not passed the cut when it reads it
                     time.sleep(RATE_SAMPLE_S)
-                    later = self._ends(topic, parts)
+                    later = self.ends(topic, parts)
                     cuts[topic] = {
                         p: later[p]
                         + math.ceil((later[p] - ends[p]) / RATE_SAMPLE_S * LEAD_S * attempt)
@@ -192,15 +185,31 @@ class FlagClient:
         except KafkaException as exc:
             msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
             raise ClusterError(msg) from exc
+
+    def _partitions(self, topics: Iterable[str]) -> dict[str, list[int]]:
+        """Each of the job's input ``topics`` -> its partitions (ConfigError if one is missing)."""
+        from confluent_kafka import KafkaException
+
+        reader = consumer(self.bootstrap, **{"group.id": "flowship.control.cuts"})
+        try:
+            out: dict[str, list[int]] = {}
+            for topic in sorted(topics):
+                info = reader.list_topics(topic, timeout=10).topics.get(topic)
+                if info is None or info.error is not None:
+                    msg = (
+                        f"input topic {topic!r} of job {self.job!r} is missing on {self.bootstrap}"
+                    )
+                    raise ConfigError(msg)
+                out[topic] = sorted(info.partitions)
+            return out
+        except KafkaException as exc:
+            msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
+            raise ClusterError(msg) from exc
         finally:
             reader.close()
 
     def ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """The end offset of each of ``topic``'s ``partitions`` now."""
-        return self._ends(topic, partitions)
-
-    def _ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """The end offset of each partition, in one request per broker."""
+        """The end offset of each of ``topic``'s ``partitions`` now, one request per broker."""
         from confluent_kafka import TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
@@ -331,25 +340,8 @@ class FlagClient:
 
     def source_partitions(self, version: str) -> dict[str, list[int]]:
         """Input topic -> its partitions, for the sources ``version`` registered."""
-        from confluent_kafka import KafkaException
-
-        view = self.read()
-        topics = sorted({s["topic"] for s in view.versions.get(version, {}).get("sources", [])})
-        reader = consumer(self.bootstrap, **{"group.id": "flowship.control.cuts"})
-        try:
-            out: dict[str, list[int]] = {}
-            for topic in topics:
-                info = reader.list_topics(topic, timeout=10).topics.get(topic)
-                if info is None or info.error is not None:
-                    msg = f"input topic {topic!r} of job {self.job!r} is missing ({self.bootstrap})"
-                    raise ConfigError(msg)
-                out[topic] = sorted(info.partitions)
-            return out
-        except KafkaException as exc:
-            msg = f"Kafka at {self.bootstrap} did not answer ({exc})"
-            raise ClusterError(msg) from exc
-        finally:
-            reader.close()
+        sources = self.read().versions.get(version, {}).get("sources", [])
+        return self._partitions({s["topic"] for s in sources})
 
     def committed(
         self, groups: Sequence[str], topic: str, partitions: Sequence[int]

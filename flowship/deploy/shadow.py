@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowship._log import get_logger
-from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.alive import cancel_confirmed, deployment_liveness
 from flowship.deploy.diff import (
     DiffPolicy,
     OutputDiff,
@@ -40,13 +40,17 @@ from flowship.deploy.diff import (
     read_topics,
     split_address,
 )
-from flowship.deploy.engine import cancel_confirmed
 from flowship.deploy.ledger import Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.side_by_side import ended as _ended
-from flowship.deploy.side_by_side import goodbye as _goodbye
-from flowship.deploy.side_by_side import hand_back, shadow_key
+from flowship.deploy.side_by_side import (
+    describe_serve,
+    ended,
+    goodbye,
+    hand_back,
+    serves,
+    shadow_key,
+)
 from flowship.deploy.upgrade import settle_submitted
 from flowship.errors import ClusterError, ConfigError
 from flowship.kafka._declare import side_topic
@@ -92,9 +96,7 @@ def shadow_status(ledger: Ledger, job: str) -> dict[str, Any] | None:
         "rest_url": data.get("rest_url"),
         "shadow_of": data.get("shadow_of"),
         "kind": data.get("kind"),
-        "serve": "all"
-        if data.get("serve") == "all"
-        else (",".join(str(p) for p in data.get("serve") or []) or "none"),
+        "serve": describe_serve(serves(data)),
     }
 
 
@@ -323,7 +325,7 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
                 facts["savepoint"] = FlinkRest(rest_url).stop_with_savepoint(
                     job_id, str(data["stop_to"])
                 )
-                facts["ended"] = _ended(rest_url, job_id, local)
+                facts["ended"] = ended(rest_url, job_id, local)
             except (ClusterError, KeyError) as exc:
                 log.warning("shadow.stop_failed", job=job, error=str(exc))
             if "ended" not in facts:  # not stopped, or not seen ending: cancel, confirmed
@@ -331,7 +333,7 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
         else:
             facts["already_ended"] = alive.seen
         ledger.record(key, deployment, Step.RETIRED, **facts)
-        _goodbye(data)
+        goodbye(data)
         log.info("shadow.retired", job=job, deployment=deployment, **facts)
         told = (
             "production is served by the running version again"

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from flowship._log import get_logger
-from flowship.deploy.engine import Target, cancel_confirmed
+from flowship.deploy.alive import cancel_confirmed
+from flowship.deploy.engine import Target
 from flowship.deploy.ledger import JOB_SUBMITTED, fault_point
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import JobFailedError
