@@ -72,6 +72,20 @@ def routed(ledger: LocalLedger, deployment: str) -> list[dict[str, Any]]:
     return [e.data for e in ledger.deployments(KEY).get(deployment, []) if e.step.value == "ROUTED"]
 
 
+def end_offsets(bootstrap: str) -> dict[int, int]:
+    """The input's end offset per partition now."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends", "log_level": 3})
+    try:
+        return {
+            p: reader.get_watermark_offsets(TopicPartition("clicks", p), timeout=10)[1]
+            for p in range(PARTITIONS)
+        }
+    finally:
+        reader.close()
+
+
 def serving_version(changes: list[dict[str, Any]], partition: int, offset: int) -> str:
     """Who serves the input at partition/offset: the last change (in order) whose cut is <= it.
 
@@ -348,6 +362,10 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         wrong = cli("retire", JOB, "1.2", *ledger_dir)
         assert wrong.returncode == 2 and "flowship abort" in wrong.stderr, wrong.stderr
         # blue-green's last step: version 1 stops, version 1.2 is the job's deployment
+        # did the input stop below the last promotion's cut? (on a loaded machine the command
+        # can return after the input passed it): then retire must re-cut, else it must not
+        last_cuts = routed(ledger, deployment)[-1]["cuts"]["clicks"]
+        idle_below = any(o < int(last_cuts[str(p)]) for p, o in end_offsets(bootstrap).items())
         retired = cli("retire", JOB, "1", *ledger_dir)
         assert retired.returncode == 0, tail(retired.stdout + retired.stderr)
         assert rest.job(current[1]["job_id"])["state"] == "FINISHED"  # stopped with a savepoint
@@ -365,9 +383,10 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         now = ledger.current(JOB)
         assert now is not None and now[1]["version"] == "2" and now[1]["lane"] == ".shadow"
         changes = routed(ledger, deployment)
-        assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all", "all"]
+        recut = 1 if idle_below else 0
+        assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all", *["all"] * recut]
         whys = [e.data.get("why") for e in ledger.deployments(KEY)[deployment]]
-        assert whys.count("re-cut") == 1, whys
+        assert whys.count("re-cut") == recut, (whys, idle_below)
         producer.join(timeout=300)
         evs = EVENTS[: sent[0] + 1000]
         produce_clicks(bootstrap, evs[sent[0] :])
