@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from flowship._log import get_logger
 from flowship.control._flags import PRODUCTION, ROUTE_KEY, SIDE, Flag, route_flag
 from flowship.control._log import ControlLog
 from flowship.control._rules import FlagConfig, Where, compile_flag
@@ -303,11 +304,23 @@ class Agent:
         """
         if (partition, cut) in self._taken_over:
             return
-        deadline = time.monotonic() + HANDOVER_LIMIT_S
+        started = time.monotonic()
+        deadline = started + HANDOVER_LIMIT_S
         while True:
             groups = self._handing_over(partition, before)
-            behind = [g for g in groups if self._committed(g, partition) < cut]
+            committed = {g: self._committed(g, partition) for g in sorted(groups)}
+            behind = [g for g, offset in committed.items() if offset < cut]
             if not behind:
+                # one line per hand-over (rare): what was waited for, and how long
+                get_logger("flowship.control").info(
+                    "handover",
+                    instance=self.id,
+                    topic=self._topic,
+                    partition=partition,
+                    cut=cut,
+                    committed=committed,
+                    waited_s=round(time.monotonic() - started, 3),
+                )
                 break
             if self.error is not None:
                 msg = f"flowship control agent {self.id} failed: {self.error}"
