@@ -77,11 +77,35 @@ def local_options(settings: Settings) -> dict[str, str]:
     }
 
 
+#: Options flowship gives the JVM that runs a local job (the embedded mini-cluster). PyFlink's
+#: thread mode hands every Python operator's results back through an iterator whose end pemja
+#: signals with a Java exception: two or more per record. The JVM writes each exception it
+#: throws into an event ring buffer (kept for crash reports), formatting a message every time;
+#: without it the example job runs about 5 % faster (see CHANGELOG). Only the crash report's
+#: event lists lose their entries; exceptions, stack traces and logs are unchanged.
+LOCAL_JVM_OPTIONS = ("-XX:+UnlockDiagnosticVMOptions", "-XX:-LogEvents")
+
+
+def local_jvm_args() -> None:
+    """Add :data:`LOCAL_JVM_OPTIONS` to ``JVM_ARGS`` before PyFlink starts its JVM.
+
+    PyFlink's gateway puts ``JVM_ARGS`` on the local JVM's command line. Nothing changes when
+    the JVM runs already, or when ``JVM_ARGS`` decides about the event log itself.
+    """
+    from pyflink import java_gateway
+
+    current = os.environ.get("JVM_ARGS", "")
+    if java_gateway._gateway is not None or "LogEvents" in current:
+        return
+    os.environ["JVM_ARGS"] = " ".join([current, *LOCAL_JVM_OPTIONS]).strip()
+
+
 def make_env(options: dict[str, str]) -> StreamExecutionEnvironment:
     """A StreamExecutionEnvironment configured with ``options`` (jars loaded for py4j too)."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
+    local_jvm_args()
     config = Configuration()
     for key, value in options.items():
         if key != "pipeline.jars":

@@ -58,7 +58,9 @@ class SessionCluster:
         # working directory (a source tree, as often as not)
         java_opts = (
             f"{_default_java_opts(self.conf_dir / 'config.yaml')} "
-            f"-XX:ErrorFile={self.log_dir}/hs_err_pid%p.log"
+            f"-XX:ErrorFile={self.log_dir}/hs_err_pid%p.log "
+            # what the local target gives its JVM (flowship.job._runtime.LOCAL_JVM_OPTIONS)
+            "-XX:+UnlockDiagnosticVMOptions -XX:-LogEvents"
         ).strip()
         conf = {
             "env.java.opts.all": java_opts,
