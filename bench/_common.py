@@ -13,6 +13,12 @@ from _stats import median_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "click_sessions"
+#: The example job's session logic as a flowship job without flags (``bench/flags_job.py`` with
+#: ``BENCH_FLAGS=0``): the flowship side wherever the other side is a job without flags. The
+#: example job itself declares a flag, so it runs a control plane and decides per record, which
+#: a hand-written baseline does not.
+UNFLAGGED_JOB = ROOT / "bench" / "flags_job.py"
+UNFLAGGED_ENV = {"BENCH_FLAGS": "0"}
 sys.path.insert(0, str(EXAMPLE))
 
 import events  # noqa: E402  (the example's event generator, on the path just set)

@@ -1,14 +1,16 @@
 """Throughput of the example job built with flowship against the same job in plain PyFlink.
 
-Both read the same Avro topic (4 partitions) from a real Kafka broker through the same Flink
-Kafka connector, keep per-user session state, and write exactly once; both run on the embedded
-mini-cluster in the same execution mode (flowship's default, thread). One unmeasured run warms
-the broker; then runs alternate, in ABBA order; medians are reported. records/s = records /
-wall time of the job process (start-up included): that is the RESULT. Also printed: each pair's
-ratio (the two runs of a pair share the machine's state, which drifts) with a confidence
-interval for their median, and the steady-state rate, from the broker's append times of the
-outputs (LogAppendTime), between the 10th and the 90th percentile, which leaves start-up and
-shutdown out. Every run must write exactly one output per input.
+The flowship side is the example job's logic without its flag (``bench/flags_job.py`` with
+``BENCH_FLAGS=0``; the example declares one, so it runs a control plane the hand-written job has no
+equivalent of, which ``bench/flags.py`` measures). Both read the same Avro topic (4 partitions)
+from a real Kafka broker through the same Flink Kafka connector, keep per-user session state, and
+write exactly once; both run on the embedded mini-cluster in the same execution mode (flowship's
+default, thread). One unmeasured run warms the broker; then runs alternate, in ABBA order; medians
+are reported. records/s = records / wall time of the job process (start-up included): that is the
+RESULT. Also printed: each pair's ratio (the two runs of a pair share the machine's state, which
+drifts) with a confidence interval for their median, and the steady-state rate, from the broker's
+append times of the outputs (LogAppendTime), between the 10th and the 90th percentile, which leaves
+start-up and shutdown out. Every run must write exactly one output per input.
 
     python bench/throughput.py [--records 200000] [--runs 6] [--defaults-records 20000]
         [--no-warm-up]
@@ -26,6 +28,8 @@ from pathlib import Path
 from _common import (
     EXAMPLE,
     ROOT,
+    UNFLAGGED_ENV,
+    UNFLAGGED_JOB,
     append_times,
     end_offsets,
     events,
@@ -60,7 +64,7 @@ def run_flowship(bootstrap: str, state: Path, mode: str) -> float:
     return timed_run(
         [
             sys.executable,
-            str(EXAMPLE / "job.py"),
+            str(UNFLAGGED_JOB),
             "--bounded",
             "--kafka-bootstrap",
             bootstrap,
@@ -70,7 +74,8 @@ def run_flowship(bootstrap: str, state: Path, mode: str) -> float:
             str(state),
             "--execution-mode",
             mode,
-        ]
+        ],
+        env=UNFLAGGED_ENV,
     )
 
 
