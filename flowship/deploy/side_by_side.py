@@ -316,6 +316,7 @@ def hand_back(
     was = serves({"serve": data["handing_back"]}) if "handing_back" in data else served
     if was is not None and not was:
         return {}  # it never served anything: nothing to hand back
+    handing_back = {"handing_back": _serve_json(was)}
     if served is None or served:
         done = _route(
             ledger,
@@ -325,7 +326,7 @@ def hand_back(
             [],
             why="abort",
             timeout_s=30.0,
-            extra={"handing_back": _serve_json(was)},
+            extra=handing_back,
             # a canary that is gone commits nothing more: hand back at once
             wait_previous=alive,
         )
@@ -337,18 +338,7 @@ def hand_back(
         try:
             facts["handed_over"] = _wait_handed_over(job, data, was, cuts, idle="raise")
         except _IdleCut:
-            # the input stopped below the cuts: the same rules again, cut at the idle end
-            done = _route(
-                ledger,
-                key,
-                deployment,
-                data,
-                [],
-                why="re-cut",
-                timeout_s=30.0,
-                extra={"handing_back": _serve_json(was)},
-                force=True,
-            )
+            done = _recut(ledger, key, deployment, data, [], extra=handing_back)
             facts["handed_back"] = done["change"]
             facts["handed_over"] = _wait_handed_over(job, data, was, done["cuts"])
     else:
@@ -358,6 +348,23 @@ def hand_back(
         facts["gap_to"] = cuts
         log.warning("route.gap", job=job, version=data.get("version"), **facts)
     return facts
+
+
+def _recut(
+    ledger: Ledger,
+    key: str,
+    deployment: str,
+    data: Mapping[str, Any],
+    serve: list[int] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Agree the same rules again, cut at the idle end: the input stopped below the cuts.
+
+    After :class:`_IdleCut`; ``force``: proposed even though they are the rules in force.
+    """
+    return _route(
+        ledger, key, deployment, data, serve, why="re-cut", timeout_s=30.0, extra=extra, force=True
+    )
 
 
 def _groups(client: FlagClient, version: str) -> dict[str, list[str]]:
@@ -561,10 +568,7 @@ def retire(ledger: Ledger, job: str, version: str) -> dict[str, Any]:
         try:
             _wait_committed(job, data, old, None, cuts, late, idle="raise")
         except _IdleCut:
-            # the input stopped below the cuts: the same rules again, cut at the idle end
-            done = _route(
-                ledger, key, deployment, data, None, why="re-cut", timeout_s=30.0, force=True
-            )
+            done = _recut(ledger, key, deployment, data, None)
             _wait_committed(job, data, old, None, done["cuts"], late)
             history = [
                 e.data for e in ledger.deployments(key).get(deployment, []) if e.step is Step.ROUTED

@@ -52,6 +52,8 @@ class SessionCluster:
         return FlinkRest(self.rest_url)
 
     def _write_conf(self) -> None:
+        from flowship.job._runtime import LOCAL_JVM_OPTIONS
+
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         shutil.copytree(FLINK_HOME / "conf", self.conf_dir)
         # a JVM that crashes writes its report with the cluster's logs, not into the caller's
@@ -59,8 +61,8 @@ class SessionCluster:
         java_opts = (
             f"{_default_java_opts(self.conf_dir / 'config.yaml')} "
             f"-XX:ErrorFile={self.log_dir}/hs_err_pid%p.log "
-            # what the local target gives its JVM (flowship.job._runtime.LOCAL_JVM_OPTIONS)
-            "-XX:+UnlockDiagnosticVMOptions -XX:-LogEvents"
+            # what the local target gives its JVM
+            f"{' '.join(LOCAL_JVM_OPTIONS)}"
         ).strip()
         conf = {
             "env.java.opts.all": java_opts,
