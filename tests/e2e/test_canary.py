@@ -24,7 +24,7 @@ from typing import Any
 
 import events
 import pytest
-from helpers import EXAMPLE, produce_clicks, read_outputs, tail
+from helpers import EXAMPLE, produce_clicks, produce_clicks_when, read_outputs, tail
 
 from flowship.deploy.ledger import FAULT_ENV, LocalLedger
 from flowship.testing.jobs import JobProcess, job_command
@@ -377,9 +377,22 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         assert ledger.current(KEY) is None
         assert [e.step.value for e in ledger.deployments(JOB)[current[0]]][-1] == "RETIRED"
         assert ledger.deployments(KEY)[deployment][-1].step.value == "PROMOTED"
-        # an upgrade of the promoted version continues from its state, in its lane
+        # an upgrade of the promoted version continues from its state, in its lane; the last
+        # events once it runs, so its health watch judges them rather than waiting out its
+        # window on idle input
+        producer.join(timeout=300)
+        evs = EVENTS[: sent[0] + 1000]
+        def version_2_runs() -> bool:
+            current = ledger.current(JOB)
+            return current is not None and current[1].get("version") == "2"
+
+        finisher = threading.Thread(target=produce_clicks_when,
+                                    args=(bootstrap, evs[sent[0] :], version_2_runs), daemon=True)
+        finisher.start()
         upgraded = run(EXAMPLE / "job_v2.py", "--upgrade-from", "savepoint")
+        finisher.join(timeout=120)
         assert upgraded.returncode == 0, tail(upgraded.stdout + upgraded.stderr)
+        assert not finisher.is_alive(), "version 2 never ran"
         now = ledger.current(JOB)
         assert now is not None and now[1]["version"] == "2" and now[1]["lane"] == ".shadow"
         changes = routed(ledger, deployment)
@@ -387,9 +400,6 @@ def test_canary_blue_green_flips_retire_and_upgrade_on_a_session_cluster(
         assert [c["serve"] for c in changes] == [[0, 3], "all", [], "all", *["all"] * recut]
         whys = [e.data.get("why") for e in ledger.deployments(KEY)[deployment]]
         assert whys.count("re-cut") == recut, (whys, idle_below)
-        producer.join(timeout=300)
-        evs = EVENTS[: sent[0] + 1000]
-        produce_clicks(bootstrap, evs[sent[0] :])
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
         served = check_production(outputs, evs, changes)
         assert served[("1.2", True)] > 0 and served[("1", False)] > 0, served

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import events
 import pytest
-from helpers import assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from helpers import (
+    assert_exactly_once,
+    produce_clicks,
+    produce_clicks_gated,
+    produce_clicks_when,
+    read_outputs,
+    setup_topics,
+    tail,
+)
 from test_cluster_upgrades import cancel_live_jobs, deploy
 from test_local_upgrades import JOB
 
@@ -112,7 +120,11 @@ def test_flowship_rollback_on_the_session_cluster(
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(9_000, users=150))
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 300.0))  # 30 s
+    # 6,000 over 20 s, the last 3,000 (10 s) once the rollback runs: its health watch then
+    # judges input instead of waiting out its window on an idle topic
+    rolling_back = threading.Event()
+    producer = threading.Thread(target=produce_clicks_gated,
+                                args=(bootstrap, evs, 300.0, 6_000, rolling_back))
     bugfix = Path(__file__).parent / "jobs" / "v1_bugfix.py"
     try:
         first = deploy("job.py", flink_session_cluster, bootstrap, state)
@@ -126,6 +138,7 @@ def test_flowship_rollback_on_the_session_cluster(
         upgraded = ledger.current(JOB)
         assert upgraded is not None and upgraded[1]["version"] == "1.1"
         time.sleep(4)
+        rolling_back.set()
         done = subprocess.run(
             [
                 sys.executable,
@@ -169,6 +182,7 @@ def test_flowship_rollback_on_the_session_cluster(
         producer.join(timeout=120)
         outputs = read_outputs(bootstrap, expect=9_000, timeout=240)
     finally:
+        rolling_back.set()  # never leave the producer waiting
         cancel_live_jobs(rest)
     assert {m.headers["flowship.version"] for m in outputs} == {"1", "1.1"}
     assert_exactly_once(outputs, evs)
@@ -208,6 +222,14 @@ def test_rollback_starts_the_previous_version_only_once_the_new_one_is_cancelled
         assert first.returncode == 0, tail(first.stdout + first.stderr)
         produce_clicks(bootstrap, evs[:1_500])
         poller.start()
+
+        def rolled_back() -> bool:  # version 1 runs again: its watch gets the rest as input
+            current = ledger.current(JOB)
+            return current is not None and bool(current[1].get("rollback_of"))
+
+        feeder = threading.Thread(target=produce_clicks_when,
+                                  args=(bootstrap, evs[1_500:], rolled_back), daemon=True)
+        feeder.start()
         v2 = deploy(
             str(Path(__file__).parent / "jobs" / "slow_open_v2.py"),
             flink_session_cluster,
@@ -219,7 +241,8 @@ def test_rollback_starts_the_previous_version_only_once_the_new_one_is_cancelled
             "15",
         )
         assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
-        produce_clicks(bootstrap, evs[1_500:])
+        feeder.join(timeout=60)
+        assert not feeder.is_alive(), "version 1 never ran again"
         outputs = read_outputs(bootstrap, expect=3_000, timeout=240)
         stop.set()
         poller.join(timeout=30)

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import events
 import pytest
-from helpers import EXAMPLE, assert_exactly_once, produce_clicks, read_outputs, setup_topics, tail
+from helpers import (
+    EXAMPLE,
+    assert_exactly_once,
+    produce_clicks,
+    produce_clicks_gated,
+    read_outputs,
+    setup_topics,
+    tail,
+)
 from test_local_upgrades import JOB, savepoints, stop_recorded_pids, wait_running
 
 from flowship.deploy.ledger import LocalLedger
@@ -278,7 +286,11 @@ def test_rollback_killed_after_a_step_converges_when_run_again(
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(6_000, users=100))
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 200.0))  # 30 s
+    # 4,000 events over 20 s, the last 2,000 (10 s) once the rollback runs again: its health
+    # watch then judges input instead of waiting out its window on an idle topic
+    again = threading.Event()
+    producer = threading.Thread(target=produce_clicks_gated,
+                                args=(bootstrap, evs, 200.0, 4_000, again))
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
     procs = [v1]
     pids: list[int] = []
@@ -296,6 +308,7 @@ def test_rollback_killed_after_a_step_converges_when_run_again(
         first_id, first = list(ledger.deployments(JOB).items())[-1]
         assert first[-1].step.value == step and first[0].data["kind"] == "rollback"
 
+        again.set()
         done, outcome = rollback(bootstrap, state)
         pids += [outcome["pid"]] if outcome.get("pid") else []
         assert done.returncode == 0, tail(done.stdout + done.stderr)
@@ -312,6 +325,7 @@ def test_rollback_killed_after_a_step_converges_when_run_again(
         producer.join(timeout=120)
         outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
     finally:
+        again.set()  # never leave the producer waiting
         for p in procs:
             p.stop()
         for pid in pids:

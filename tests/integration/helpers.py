@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,26 @@ def produce_clicks_gated(bootstrap: str, evs: list[dict[str, Any]], rate: float,
             return
         end = cuts[i + 1] if i + 1 < len(cuts) else len(evs)
         produce_clicks(bootstrap, evs[cuts[i] : end], rate)
+
+
+def produce_clicks_when(bootstrap: str, evs: list[dict[str, Any]], ready: Callable[[], Any],
+                        rate: float = 0.0, timeout: float = 300.0) -> bool:
+    """Produce ``evs`` once ``ready()`` is true (asked every 0.2 s); False if it never was.
+
+    For a thread that feeds a version once it runs: a health watch that sees no input waits
+    out its whole window (an idle topic cannot be judged), which costs the suite time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            go = ready()
+        except Exception:  # e.g. a ledger read while a line is being written: ask again
+            go = False
+        if go:
+            produce_clicks(bootstrap, evs, rate)
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def read_outputs(bootstrap: str, expect: int, timeout: float = 120.0) -> list[Message]:
