@@ -53,7 +53,9 @@ class LocalTarget(Target):
         self._job = job
         self._settings = settings
         self.rest_url = f"http://127.0.0.1:{settings.rest_port}"
-        self._env = make_env({**flink_options(job, settings), **local_options(settings)})
+        self._env = make_env(
+            {**flink_options(job, settings), **local_options(settings)}, runs_job=True
+        )
         job.build(self._env, settings, replaces=replaces, shadow=shadow)
         self._shadow = shadow
         # for the gate: the graph Flink will run, described from a stream graph of its own

@@ -86,31 +86,51 @@ def local_options(settings: Settings) -> dict[str, str]:
 LOCAL_JVM_OPTIONS = ("-XX:+UnlockDiagnosticVMOptions", "-XX:-LogEvents")
 
 
-def local_jvm_args() -> None:
-    """Add :data:`LOCAL_JVM_OPTIONS` to ``JVM_ARGS`` before PyFlink starts its JVM.
+def local_jvm_args(*, runs_job: bool = False) -> str | None:
+    """Set ``JVM_ARGS`` for the JVM PyFlink is about to start; return its previous value.
 
-    PyFlink's gateway puts ``JVM_ARGS`` on the local JVM's command line. Nothing changes when
-    the JVM runs already, or when ``JVM_ARGS`` decides about the event log itself.
+    PyFlink's gateway puts ``JVM_ARGS`` on the local JVM's command line. Added to what the
+    caller set: :data:`LOCAL_JVM_OPTIONS` (unless ``JVM_ARGS`` decides about the event log
+    itself) and the class-data archive's options (:mod:`flowship.job._class_cache`; a JVM that
+    ``runs_job`` may write it). Nothing changes when the JVM runs already. The caller puts
+    the previous value back once the JVM started (:func:`make_env`), so processes it starts
+    choose their own.
     """
     from pyflink import java_gateway
 
-    current = os.environ.get("JVM_ARGS", "")
-    if java_gateway._gateway is not None or "LogEvents" in current:
-        return
-    os.environ["JVM_ARGS"] = " ".join([current, *LOCAL_JVM_OPTIONS]).strip()
+    from flowship.job._class_cache import class_cache_args
+
+    previous = os.environ.get("JVM_ARGS")
+    if java_gateway._gateway is not None:
+        return previous
+    current = previous or ""
+    added = [] if "LogEvents" in current else list(LOCAL_JVM_OPTIONS)
+    added += class_cache_args(" ".join([current, *added]).strip(), write=runs_job)
+    if added:
+        os.environ["JVM_ARGS"] = " ".join([current, *added]).strip()
+    return previous
 
 
-def make_env(options: dict[str, str]) -> StreamExecutionEnvironment:
-    """A StreamExecutionEnvironment configured with ``options`` (jars loaded for py4j too)."""
+def make_env(options: dict[str, str], *, runs_job: bool = False) -> StreamExecutionEnvironment:
+    """A StreamExecutionEnvironment configured with ``options`` (jars loaded for py4j too).
+
+    ``runs_job``: the job runs in this JVM (the local target), see :func:`local_jvm_args`.
+    """
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
-    local_jvm_args()
+    previous = local_jvm_args(runs_job=runs_job)
     config = Configuration()
     for key, value in options.items():
         if key != "pipeline.jars":
             config.set_string(key, value)
-    env = StreamExecutionEnvironment.get_execution_environment(config)
+    try:
+        env = StreamExecutionEnvironment.get_execution_environment(config)
+    finally:  # the JVM runs: what it was started with is not for the processes this one starts
+        if previous is None:
+            os.environ.pop("JVM_ARGS", None)
+        else:
+            os.environ["JVM_ARGS"] = previous
     # add_jars also puts the jars on the client class loader, so the builders can load them
     env.add_jars(*options["pipeline.jars"].split(";"))
     return env

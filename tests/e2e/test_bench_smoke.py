@@ -91,6 +91,13 @@ def test_throughput() -> None:
 
 
 @pytest.mark.kafka
+@pytest.mark.timeout(420)
+def test_startup() -> None:
+    out = run_bench("startup.py", "--runs", "1", timeout=360)
+    assert "the archive saves" in out, tail(out)
+
+
+@pytest.mark.kafka
 @pytest.mark.timeout(360)
 def test_state_overhead() -> None:
     out = run_bench(
