@@ -112,6 +112,7 @@ def test_every_env_var_in_the_docs_is_a_setting() -> None:
     known = {"FLOWSHIP_" + name.upper() for name in Settings.model_fields} | {
         "FLOWSHIP_JARS_DIR",
         "FLOWSHIP_TRACEBACK",
+        "FLOWSHIP_JVM_CLASS_CACHE",  # read where PyFlink's JVM starts (flowship/job/_class_cache)
     }
     found = {(var, page.name) for page in PAGES for var in ENV_VAR.findall(_text(page))}
     unknown = sorted(pair for pair in found if pair[0] not in known)
