@@ -21,6 +21,13 @@ from pathlib import Path
 
 from flowship.errors import MissingJarError
 
+
+def cache_root() -> Path:
+    """The per-user cache folder of flowship (``$XDG_CACHE_HOME/flowship``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "flowship"
+
+
 _PACKAGE_JVM = Path(__file__).resolve().parent / "_jvm"
 _REPO_JVM = Path(__file__).resolve().parent.parent / "jvm"
 _FIX = (

@@ -32,6 +32,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from flowship._jars import cache_root
 from flowship._log import get_logger
 
 #: ``off`` turns the archive off; a folder keeps it there instead of the per-user cache.
@@ -63,7 +64,7 @@ def class_cache_args(jvm_args: str, *, write: bool = False) -> list[str]:
         return []
     try:
         java, classpath = _gateway_command()
-        folder = Path(setting) if setting else _default_folder()
+        folder = Path(setting) if setting else cache_root() / "jvm-classes"
         folder.mkdir(parents=True, exist_ok=True)
         key = _key(java, classpath, jvm_args)
         return _args(folder, key, java, classpath, jvm_args, write)
@@ -180,8 +181,3 @@ def _key(java: str, classpath: str, jvm_args: str) -> str:
             stat = os.stat(entry)
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
-
-
-def _default_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "flowship" / "jvm-classes"

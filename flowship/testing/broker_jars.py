@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from flowship._jars import broker_locations, find_broker_classpath
+from flowship._jars import broker_locations, cache_root, find_broker_classpath
 from flowship.errors import MissingJarError
 
 BROKER = Path(__file__).resolve().parent / "broker"
@@ -46,12 +45,6 @@ def read_lock(lock: Path = LOCK) -> dict[str, str]:
             digest, name = line.split(maxsplit=1)
             entries[name.strip().lstrip("*")] = digest.lower()
     return entries
-
-
-def cache_root() -> Path:
-    """The per-user cache folder of flowship (``$XDG_CACHE_HOME/flowship``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "flowship"
 
 
 def cache_dir(lock: Path = LOCK) -> Path:
