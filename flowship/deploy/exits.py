@@ -14,7 +14,8 @@ meaning.
     version's state; nothing was stopped (the ledger records REFUSED with the report)
 6   the upgraded version did not start, or was not healthy within the window: it was cancelled
     (confirmed), and the version before it was started again from the pre-upgrade savepoint
-    (the ledger records ROLLED_BACK with the reason)
+    (the ledger records ROLLED_BACK with the reason); ``--strategy blue-green``: it was not
+    healthy while it ran dark and was stopped; the running version was never stopped
 7   another deployment of this job is in progress (it holds the job's lease), or this
     deployer lost the lease (it expired, or another deployer took it over): it stopped
     without changing anything more

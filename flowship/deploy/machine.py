@@ -11,7 +11,8 @@
 
 A first deploy skips the checks and the savepoint: PLANNED -> SUBMITTED. A shadow (``--shadow``,
 ``--canary``: a version run beside the current one, from a savepoint taken without stopping it)
-goes PLANNED -> SUBMITTED -> RUNNING; each change of the partitions it serves in production is
+goes PLANNED -> SUBMITTED -> RUNNING (-> STABLE: a blue-green upgrade's, judged healthy while
+it runs dark); each change of the partitions it serves in production is
 ROUTING (recorded before the change is proposed) then ROUTED (in force, with its cuts); it ends
 RETIRED when it is stopped (``flowship abort``), or PROMOTED when it serves everything and the
 old version is retired (``flowship retire``): the old one's deployment goes RUNNING or STABLE ->
@@ -57,9 +58,10 @@ class Step(StrEnum):
         """Whether the deployment's own sequence ends here.
 
         RETIRED may still follow a STABLE deployment: a version promoted beside it took it over
-        later (``flowship retire``), which is not a step of its own deployment.
+        later (``flowship retire``), which is not a step of its own deployment; and ROUTING a
+        blue-green version's STABLE (its promotion, a step beside the job's own sequence).
         """
-        return not (NEXT[self] - {Step.RETIRED})
+        return not (NEXT[self] - {Step.RETIRED, Step.ROUTING})
 
 
 NEXT: dict[Step, frozenset[Step]] = {
@@ -70,8 +72,9 @@ NEXT: dict[Step, frozenset[Step]] = {
     Step.STOPPED: frozenset({Step.SUBMITTED, Step.FAILED}),
     Step.SUBMITTED: frozenset({Step.RUNNING, Step.FAILED, Step.RETIRED}),
     Step.RUNNING: frozenset({Step.STABLE, Step.FAILED, Step.RETIRED, Step.ROUTING}),
-    # STABLE -> RETIRED: stopped once a version promoted beside it took everything over
-    Step.STABLE: frozenset({Step.RETIRED}),
+    # STABLE -> RETIRED: stopped once a version promoted beside it took everything over;
+    # STABLE -> ROUTING: a blue-green version judged healthy while dark is promoted
+    Step.STABLE: frozenset({Step.RETIRED, Step.ROUTING}),
     Step.REFUSED: frozenset(),
     Step.FAILED: frozenset({Step.ROLLING_BACK}),
     Step.ROLLING_BACK: frozenset({Step.ROLLED_BACK, Step.FAILED}),

@@ -290,8 +290,11 @@ def clip_to_production(production: list[Any], shadow: list[Any]) -> tuple[list[A
 # abort --------------------------------------------------------------------------------------
 
 
-def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
+def abort_shadow(ledger: Ledger, job: str, reason: str | None = None) -> dict[str, Any]:
     """Stop ``job``'s running shadow (with a savepoint, else cancelled); record RETIRED.
+
+    ``reason``: why, recorded with RETIRED (a blue-green upgrade's version not healthy while
+    dark); ``flowship abort`` gives none.
 
     Production is not touched: a shadow never wrote to it. Raises ConfigError when no shadow
     runs, ClusterError (recording nothing) when whether it runs cannot be told.
@@ -332,6 +335,8 @@ def abort_shadow(ledger: Ledger, job: str) -> dict[str, Any]:
                 facts["cancelled"] = cancel_confirmed(rest_url, job_id, local=local)
         else:
             facts["already_ended"] = alive.seen
+        if reason is not None:
+            facts["reason"] = reason
         ledger.record(key, deployment, Step.RETIRED, **facts)
         goodbye(data)
         log.info("shadow.retired", job=job, deployment=deployment, **facts)

@@ -22,6 +22,7 @@ from flowship.deploy.side_by_side import lane_of, parse_partitions
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import ConfigError, FlowshipError
 from flowship.job import _dry_run
+from flowship.job._blue_green import run_blue_green
 from flowship.job._graph import graph_of
 from flowship.job._local import LocalTarget
 from flowship.job._remote import ClusterTarget
@@ -54,6 +55,9 @@ def run_main(job: Job, argv: list[str]) -> int:
             job.lane = lane_of(ledger, job.name)
         finally:
             ledger.close()
+        if args.strategy == "blue-green":
+            _check_blue_green(args)
+            return run_blue_green(job, settings, argv)
         canary = parse_partitions(args.canary, "--canary") if args.canary is not None else None
         beside = args.shadow or canary is not None
         if beside and (args.dry_run or args.flowship_rehearsal is not None):
@@ -103,6 +107,31 @@ def run_main(job: Job, argv: list[str]) -> int:
         )
         print(f"flowship: {exc}", file=sys.stderr)
         return exit_code_for(exc)
+
+
+def _check_blue_green(args: Any) -> None:
+    """ConfigError unless ``--strategy blue-green`` comes with ``--upgrade-from savepoint`` only."""
+    if args.upgrade_from != "savepoint":
+        given = "none" if args.upgrade_from is None else repr(args.upgrade_from)
+        msg = (
+            "--strategy blue-green upgrades the running version: give --upgrade-from savepoint "
+            f"(given: {given}; a savepoint of the running version is taken without stopping it)"
+        )
+        raise ConfigError(msg)
+    clashing = [
+        flag
+        for flag, given in (
+            ("--shadow", args.shadow),
+            ("--canary", args.canary is not None),
+            ("--dry-run", args.dry_run),
+            ("--rollback", args.rollback),
+            ("--bounded", args.bounded),
+        )
+        if given
+    ]
+    if clashing:
+        msg = f"--strategy blue-green does not go with {', '.join(clashing)}"
+        raise ConfigError(msg)
 
 
 def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:

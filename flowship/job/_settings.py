@@ -270,6 +270,17 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "`flowship abort JOB`",
     )
     parser.add_argument(
+        "--strategy",
+        choices=("in-place", "blue-green"),
+        default="in-place",
+        help="with --upgrade-from savepoint: 'in-place' (the default) stops the running version "
+        "with a savepoint and starts this one from it; 'blue-green' starts this one beside it "
+        "from a savepoint taken without stopping it, writing aside (as --shadow), judges its "
+        "health while it runs dark, then promotes it at agreed cuts (it serves every input "
+        "partition) and retires the running version; a version not healthy in the dark is "
+        "stopped and production never sees its outputs (exit 6)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="with --dry-run: print the report as JSON"
     )
     parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)

@@ -21,6 +21,7 @@ nothing else; the rerun takes a new one.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -46,12 +47,21 @@ log = get_logger("flowship.shadow")
 
 
 def run_shadow(
-    job: Job, settings: Settings, argv: list[str], canary: list[int] | None = None
+    job: Job,
+    settings: Settings,
+    argv: list[str],
+    canary: list[int] | None = None,
+    *,
+    kind: str | None = None,
+    then: Callable[[], int] | None = None,
 ) -> int:
     """Gate, savepoint without a stop, start this version dark; the exit code.
 
     With ``canary`` (``--canary 0,3``), once it runs it serves those input partitions in
-    production (:func:`flowship.deploy.side_by_side.route`).
+    production (:func:`flowship.deploy.side_by_side.route`). ``kind``: what the ledger records
+    (default ``shadow`` or ``canary``); ``then``: run once it runs (the lease given back), its
+    exit code is the run's (a blue-green upgrade's watch, promotion and retirement; on the local
+    target the new version runs on in this process afterwards).
     """
     from flowship.job._local import LocalTarget
     from flowship.job._remote import ClusterTarget
@@ -158,6 +168,18 @@ def run_shadow(
                 flush=True,
             )
 
+    followed: list[int] = []
+
+    def after_start() -> None:
+        serve_canary()
+        if then is not None:
+            try:
+                followed.append(then())
+            except FlowshipError as exc:
+                log.error("shadow.then_failed", job=job.name, error=str(exc))
+                print(f"flowship: {exc}", file=sys.stderr, flush=True)
+                followed.append(exit_code_for(exc))
+
     engine = Engine(
         ledger,
         Release(key, job.version, manifest, str(job.script)),
@@ -169,7 +191,7 @@ def run_shadow(
             argv=argv,
             state_storage=settings.state_storage,
         ),
-        after_start=serve_canary,
+        after_start=after_start,
     )
     served = (
         f"then it serves input partitions {','.join(map(str, canary))} in production, the "
@@ -179,28 +201,37 @@ def run_shadow(
     )
     print(
         f"flowship: {job.name} version {job.version} starts as a "
-        f"{'canary' if canary is not None else 'shadow'} beside version "
+        f"{'canary' if canary is not None else (f'{kind} deployment, dark,' if kind else 'shadow')}"
+        f" beside version "
         f"{old.get('version')}: {served} to its side topics ({', '.join(side_topics)})",
         file=sys.stderr,
         flush=True,
     )
-    code = engine.deploy(
-        as_uri(savepoint),
-        facts={
-            "kind": "shadow" if canary is None else "canary",
-            **({"canary": canary} if canary is not None else {}),
-            "shadow_of": running,
-            "running_version": str(old.get("version")),
-            "outputs_from": offsets_json(outputs_from),
-            "side_from": offsets_json(side_from),
-            "stop_to": storage_uri(child(shadows, "stop")),
-            # for `flowship diff` and `flowship abort`: where the outputs and instances are
-            "kafka_bootstrap": settings.kafka_bootstrap,
-            "control_topic": job.control_topic if job.control else None,
-        },
-    )
+    try:
+        code = engine.deploy(
+            as_uri(savepoint),
+            facts={
+                "kind": kind or ("shadow" if canary is None else "canary"),
+                **({"canary": canary} if canary is not None else {}),
+                "shadow_of": running,
+                "running_version": str(old.get("version")),
+                "outputs_from": offsets_json(outputs_from),
+                "side_from": offsets_json(side_from),
+                "stop_to": storage_uri(child(shadows, "stop")),
+                # for `flowship diff` and `flowship abort`: where the outputs and instances are
+                "kafka_bootstrap": settings.kafka_bootstrap,
+                "control_topic": job.control_topic if job.control else None,
+            },
+        )
+    except FlowshipError:
+        if followed and followed[0] != EXIT_OK:
+            # a version judged not healthy, stopped by then: the verdict is the outcome
+            return followed[0]
+        raise
     if code == EXIT_OK and failed:
         return exit_code_for(failed[0])
+    if code == EXIT_OK and followed:
+        return followed[0]
     return code
 
 

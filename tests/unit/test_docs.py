@@ -44,7 +44,7 @@ EXAMPLE_FLAGS = {
     "--expect": "examples/click_sessions/read.py",
 }
 # Planned flags the docs mention as not built yet; remove from here once they exist.
-PLANNED: set[str] = {"--strategy", "--input-subset"}  # canary.md: "Not built yet"
+PLANNED: set[str] = {"--input-subset"}  # canary.md: "Not built yet"
 # Real but hidden from --help (argparse.SUPPRESS).
 HIDDEN: set[str] = set()
 # Build output of `make jars` and of the wheel build (flowship/_jvm/): absent from a checkout.

@@ -90,6 +90,8 @@ def test_retired_follows_only_a_started_version_and_is_final(current: Step, new:
     # a stable version that a promoted one took over (flowship retire); STABLE still ends its
     # own deployment's sequence
     check_transition(Step.STABLE, Step.RETIRED)
+    # a blue-green version judged healthy while dark is promoted
+    check_transition(Step.STABLE, Step.ROUTING)
     assert Step.RETIRED.terminal and Step.STABLE.terminal
 
 

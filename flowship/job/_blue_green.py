@@ -1,0 +1,198 @@
+"""``python job_v2.py --upgrade-from savepoint --strategy blue-green``: an upgrade side by side.
+
+The steps, each recorded in the ledger before the next (the shadow key ``<job>.shadow`` holds
+the new version's deployment, the job's key the running one's):
+
+1. **dark start**: this version starts beside the running one as ``--shadow`` does (gate,
+   savepoint taken *without stopping* the running version, consumer groups and transactional
+   ids of its own, every output to its side topics): PLANNED, SUBMITTED, RUNNING;
+2. **dark health watch**: the health watch an in-place upgrade runs (window, checkpoints,
+   failures, dead-letter rate and output ratio against the running version's), while production
+   is still served by the running version. Not healthy: the new version is stopped and recorded
+   RETIRED with the reason; the running version was never stopped and production never saw one
+   of the new version's outputs (exit 6). Healthy: STABLE;
+3. **promote**: at agreed cuts the new version serves every input partition (ROUTING, ROUTED);
+   the version taking a partition over holds its first record at the cut until the running one
+   committed up to it, so each input record's output reaches production exactly once, per key
+   in input order;
+4. **retire**: the old version is stopped with a savepoint once it committed every output below
+   the cuts; the new version becomes the job's deployment (the old one RETIRED, the shadow
+   PROMOTED).
+
+A deployer that dies anywhere is simply run again with the same command: it finds the new
+version's deployment in the ledger and carries on from its last step (a watch taken up again
+counts the window from RUNNING, as an in-place upgrade's does). On the local target the new
+version's mini-cluster runs in the deployer's process, so it dies with it: the rerun then starts
+a new dark version, unless the dead one already served production (``flowship abort JOB`` gives
+production back to the running version first; the error says so).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flowship._log import get_logger
+from flowship.deploy.alive import deployment_liveness
+from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
+from flowship.deploy.health import Flow, baseline_flow, watch
+from flowship.deploy.ledger import Ledger, merged
+from flowship.deploy.machine import Step
+from flowship.deploy.rest import FlinkRest
+from flowship.deploy.shadow import abort_shadow, shadow_key
+from flowship.deploy.side_by_side import describe_serve, retire, route, serves
+from flowship.deploy.upgrade import AlreadyDeployed, settle_submitted
+from flowship.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flowship.job._job import Job
+    from flowship.job._settings import Settings
+
+log = get_logger("flowship.blue_green")
+
+#: The ``kind`` a blue-green deployment's shadow records (``--shadow``: shadow, ``--canary``:
+#: canary): a rerun of the same command carries on with a deployment of this kind only.
+KIND = "blue-green"
+
+
+def run_blue_green(job: Job, settings: Settings, argv: list[str]) -> int:
+    """Dark start, dark health watch, promote, retire; the exit code (see the module doc)."""
+    from flowship.job._shadow import run_shadow
+
+    if not job.control:
+        msg = (
+            f"--strategy blue-green: job {job.name!r} has no control plane (fs.Job(..., "
+            "control=False)); which version serves production is a rule on its control topic. "
+            "Turn the control plane on, or upgrade in place (--strategy in-place)"
+        )
+        raise ConfigError(msg)
+    ledger = settings.open_ledger()
+    key = shadow_key(job.name)
+    with ledger.holding(key):
+        settle_submitted(ledger, key)  # a deployer that died mid-start: adopt or close it
+    beside = ledger.current(key)
+    if beside is not None and str(beside[1].get("version")) == job.version:
+        deployment, data = beside
+        alive = deployment_liveness(data, timeout=5.0)
+        if data.get("kind") == KIND and alive.alive:
+            print(
+                f"flowship: {job.name} {job.version} runs beside version "
+                f"{data.get('running_version')} as blue-green deployment {deployment} (its "
+                f"deployer stopped at {ledger.last_step(key, deployment)}); carrying on",
+                file=sys.stderr,
+                flush=True,
+            )
+            return carry_on(job, settings, ledger, deployment, resumed=True)
+        if serves(data) != [] and not alive.alive:
+            msg = (
+                f"version {job.version} of {job.name!r} (deployment {deployment}) served input "
+                f"partitions {describe_serve(serves(data))} in production and is not running "
+                f"({alive.seen}); run `flowship abort {job.name}` to give production back to "
+                f"version {data.get('running_version')} first, then this command again"
+            )
+            raise ConfigError(msg)
+    current = ledger.current(job.name)
+    if current is not None and str(current[1].get("version")) == job.version:
+        alive = deployment_liveness(current[1], timeout=5.0)
+        if alive.alive:
+            raise AlreadyDeployed(current[0], current[1])
+        msg = (
+            f"version {job.version} of {job.name!r} is the job's deployment ({current[0]}) but "
+            f"is not running ({alive.seen}); bring it back with --upgrade-from "
+            "latest-checkpoint (see `flowship status`)"
+        )
+        raise ConfigError(msg)
+
+    def steps() -> int:
+        found = ledger.current(key)
+        assert found is not None  # the engine recorded RUNNING under this key
+        return carry_on(job, settings, ledger, found[0], resumed=False)
+
+    return run_shadow(job, settings, argv, kind=KIND, then=steps)
+
+
+def carry_on(
+    job: Job, settings: Settings, ledger: Ledger, deployment: str, *, resumed: bool
+) -> int:
+    """From the new version's last recorded step to the end: watch, promote, retire.
+
+    ``resumed``: a deployer run again carries on (the watch counts from RUNNING).
+    """
+    key = shadow_key(job.name)
+    entries = ledger.deployments(key)[deployment]
+    data = merged(entries)
+    old = str(data["running_version"])
+    if not any(e.step is Step.STABLE for e in entries):
+        running_at = next(e.at for e in entries if e.step is Step.RUNNING)
+        healthy, facts = _watch_dark(settings, ledger, job.name, data, running_at, resumed)
+        if not healthy:
+            reason = str(facts["reason"])
+            abort_shadow(ledger, job.name, reason=f"not healthy while dark: {reason}")
+            print(
+                f"flowship: {job.name} {job.version} was not healthy while it ran dark "
+                f"({reason}); it was stopped; version {old} serves production as before and "
+                "production never saw an output of the new version",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_ROLLED_BACK
+        with ledger.holding(key):
+            ledger.record(key, deployment, Step.STABLE, **facts)
+        print(
+            f"flowship: {job.name} {job.version} is healthy while dark ({facts['reason']}); "
+            f"promoting it",
+            file=sys.stderr,
+            flush=True,
+        )
+    if serves(merged(ledger.deployments(key)[deployment])) is not None:
+        route(ledger, job.name, None, why=KIND)
+    retire(ledger, job.name, old)
+    return EXIT_OK
+
+
+def _watch_dark(
+    settings: Settings,
+    ledger: Ledger,
+    job: str,
+    data: Mapping[str, Any],
+    running_at: float,
+    resumed: bool,
+) -> tuple[bool, dict[str, Any]]:
+    """The health watch of the dark version: (healthy, what the ledger records about it).
+
+    ``resumed`` (a deployer run again after it died during the watch): the window counts from
+    RUNNING, the rerun gets what was left of it, and every checkpoint completed meanwhile
+    counts. The running
+    version's flow so far is the baseline its output ratio and dead-letter rate are held to.
+    """
+    window = settings.health_window_s
+    if resumed:
+        window = max(window - max(time.time() - running_at, 0.0), 0.0)
+    current = ledger.current(job)
+    running = current[1] if current is not None else None
+    baseline: Flow | None = None
+    if running is not None and running.get("rest_url") and running.get("job_id"):
+        baseline = baseline_flow(str(running["rest_url"]), str(running["job_id"]))
+    health = watch(
+        FlinkRest(str(data["rest_url"])),
+        str(data["job_id"]),
+        window,
+        settings.health_checkpoints,
+        count_from_start=resumed,
+        baseline=baseline,
+        thresholds=settings.health,
+    )
+    facts: dict[str, Any] = {
+        "reason": health.reason,
+        "checkpoints": health.checkpoints,
+        "waited_s": round(health.waited_s, 1),
+        "dark": True,
+        **({"resumed": True} if resumed else {}),
+    }
+    if health.flow is not None:
+        facts["flow"] = health.flow.to_json()
+    if health.platform_failures:
+        facts["platform_failures"] = list(health.platform_failures)
+    return health.stable, facts
