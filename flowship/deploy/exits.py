@@ -22,8 +22,10 @@ meaning.
 8   ``--dry-run``: the rehearsal failed; nothing production uses was changed
 9   ``flowship flag set``: the change was not agreed by every running instance (in force
     nowhere)
-10  ``flowship diff`` with a policy: the shadow's outputs differ beyond it (verdict ``fail``)
-11  ``flowship diff`` with a policy: too few inputs compared yet to judge (``undecided``)
+10  ``flowship diff`` with a policy: the shadow's outputs differ beyond it (verdict ``fail``);
+    ``--strategy blue-green --max-diff-rate``: so, and the new version was stopped while dark
+11  ``flowship diff`` with a policy: too few inputs compared yet to judge (``undecided``);
+    ``--strategy blue-green``: still so after ``--verdict-timeout-s``, the new version stopped
 ==  ===========================================================================================
 """
 

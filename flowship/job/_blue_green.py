@@ -32,16 +32,23 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowship._log import get_logger
 from flowship.deploy.alive import deployment_liveness
-from flowship.deploy.exits import EXIT_OK, EXIT_ROLLED_BACK
+from flowship.deploy.diff import DiffPolicy, Verdict
+from flowship.deploy.exits import (
+    EXIT_DIFF_FAILED,
+    EXIT_DIFF_UNDECIDED,
+    EXIT_OK,
+    EXIT_ROLLED_BACK,
+)
 from flowship.deploy.health import Flow, baseline_flow, watch
 from flowship.deploy.ledger import Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest
-from flowship.deploy.shadow import abort_shadow, shadow_key
+from flowship.deploy.shadow import abort_shadow, diff_shadow, shadow_key
 from flowship.deploy.side_by_side import describe_serve, retire, route, serves
 from flowship.deploy.upgrade import AlreadyDeployed, settle_submitted
 from flowship.errors import ConfigError
@@ -57,7 +64,22 @@ log = get_logger("flowship.blue_green")
 KIND = "blue-green"
 
 
-def run_blue_green(job: Job, settings: Settings, argv: list[str]) -> int:
+#: Seconds between two diffs while the verdict is undecided (too few inputs compared yet).
+VERDICT_POLL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What judges the dark version besides its health: the diff policy (None: no diff)."""
+
+    policy: DiffPolicy | None = None
+    #: how long an undecided diff (too few inputs compared) is given before the version stops
+    timeout_s: float = 300.0
+
+
+def run_blue_green(
+    job: Job, settings: Settings, argv: list[str], verdicts: Verdicts | None = None
+) -> int:
     """Dark start, dark health watch, promote, retire; the exit code (see the module doc)."""
     from flowship.job._shadow import run_shadow
 
@@ -84,7 +106,7 @@ def run_blue_green(job: Job, settings: Settings, argv: list[str]) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            return carry_on(job, settings, ledger, deployment, resumed=True)
+            return carry_on(job, settings, ledger, deployment, verdicts, resumed=True)
         if serves(data) != [] and not alive.alive:
             msg = (
                 f"version {job.version} of {job.name!r} (deployment {deployment}) served input "
@@ -108,18 +130,26 @@ def run_blue_green(job: Job, settings: Settings, argv: list[str]) -> int:
     def steps() -> int:
         found = ledger.current(key)
         assert found is not None  # the engine recorded RUNNING under this key
-        return carry_on(job, settings, ledger, found[0], resumed=False)
+        return carry_on(job, settings, ledger, found[0], verdicts, resumed=False)
 
     return run_shadow(job, settings, argv, kind=KIND, then=steps)
 
 
 def carry_on(
-    job: Job, settings: Settings, ledger: Ledger, deployment: str, *, resumed: bool
+    job: Job,
+    settings: Settings,
+    ledger: Ledger,
+    deployment: str,
+    verdicts: Verdicts | None = None,
+    *,
+    resumed: bool,
 ) -> int:
-    """From the new version's last recorded step to the end: watch, promote, retire.
+    """From the new version's last recorded step to the end: judge, promote, retire.
 
-    ``resumed``: a deployer run again carries on (the watch counts from RUNNING).
+    Judged by its health watch and, with a diff policy, by its outputs against the running
+    version's. ``resumed``: a deployer run again carries on (the watch counts from RUNNING).
     """
+    verdicts = verdicts or Verdicts()
     key = shadow_key(job.name)
     entries = ledger.deployments(key)[deployment]
     data = merged(entries)
@@ -138,6 +168,22 @@ def carry_on(
                 flush=True,
             )
             return EXIT_ROLLED_BACK
+        if verdicts.policy is not None:
+            verdict = _judge_outputs(job.name, settings, ledger, verdicts)
+            facts["verdict"] = verdict.to_json()
+            if verdict.outcome != "pass":
+                abort_shadow(
+                    ledger, job.name, reason=f"diff verdict {verdict.outcome}: {verdict.reason}"
+                )
+                print(
+                    f"flowship: {job.name} {job.version}: the diff verdict is "
+                    f"{verdict.outcome} ({verdict.reason}); it was stopped while dark; "
+                    f"version {old} serves production as before and production never saw an "
+                    "output of the new version (`flowship diff` shows the differences)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return EXIT_DIFF_FAILED if verdict.outcome == "fail" else EXIT_DIFF_UNDECIDED
         with ledger.holding(key):
             ledger.record(key, deployment, Step.STABLE, **facts)
         print(
@@ -196,3 +242,26 @@ def _watch_dark(
     if health.platform_failures:
         facts["platform_failures"] = list(health.platform_failures)
     return health.stable, facts
+
+
+def _judge_outputs(job: str, settings: Settings, ledger: Ledger, verdicts: Verdicts) -> Verdict:
+    """The diff policy's verdict on the dark version's outputs; undecided ones are diffed again.
+
+    Every :data:`VERDICT_POLL_S` while too few inputs were compared, until ``timeout_s``.
+    """
+    assert verdicts.policy is not None
+    deadline = time.monotonic() + verdicts.timeout_s
+    while True:
+        result = diff_shadow(ledger, job, settings.kafka_bootstrap, policy=verdicts.policy)
+        verdict = result.verdict
+        assert verdict is not None  # a policy was given
+        log.info(
+            "blue_green.verdict",
+            job=job,
+            outcome=verdict.outcome,
+            pairs=verdict.pairs,
+            differing=verdict.differing,
+        )
+        if verdict.outcome != "undecided" or time.monotonic() + VERDICT_POLL_S > deadline:
+            return verdict
+        time.sleep(VERDICT_POLL_S)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowship._log import configure_for_cli, get_logger
 from flowship.control import retire_instances, rules_in_force
+from flowship.deploy.diff import DiffPolicy
 from flowship.deploy.engine import Engine, Policy, Release, RulesReader
 from flowship.deploy.exits import EXIT_OK, EXIT_REFUSED, exit_code_for
 from flowship.deploy.rollback import Rollback, run_rollback
@@ -22,7 +23,7 @@ from flowship.deploy.side_by_side import lane_of, parse_partitions
 from flowship.deploy.upgrade import AlreadyDeployed, UpgradeRefused
 from flowship.errors import ConfigError, FlowshipError
 from flowship.job import _dry_run
-from flowship.job._blue_green import run_blue_green
+from flowship.job._blue_green import Verdicts, run_blue_green
 from flowship.job._graph import graph_of
 from flowship.job._local import LocalTarget
 from flowship.job._remote import ClusterTarget
@@ -56,8 +57,10 @@ def run_main(job: Job, argv: list[str]) -> int:
         finally:
             ledger.close()
         if args.strategy == "blue-green":
-            _check_blue_green(args)
-            return run_blue_green(job, settings, argv)
+            return run_blue_green(job, settings, argv, _check_blue_green(args))
+        if args.max_diff_rate is not None:
+            msg = "--max-diff-rate judges a --strategy blue-green upgrade; give that too"
+            raise ConfigError(msg)
         canary = parse_partitions(args.canary, "--canary") if args.canary is not None else None
         beside = args.shadow or canary is not None
         if beside and (args.dry_run or args.flowship_rehearsal is not None):
@@ -109,8 +112,17 @@ def run_main(job: Job, argv: list[str]) -> int:
         return exit_code_for(exc)
 
 
-def _check_blue_green(args: Any) -> None:
-    """ConfigError unless ``--strategy blue-green`` comes with ``--upgrade-from savepoint`` only."""
+def _check_blue_green(args: Any) -> Verdicts:
+    """What ``--strategy blue-green`` judges (its diff policy, from the verdict flags).
+
+    ConfigError unless it comes with ``--upgrade-from savepoint`` only and the flags make sense.
+    """
+    if args.max_diff_rate is not None and not 0 <= args.max_diff_rate <= 1:
+        msg = f"--max-diff-rate {args.max_diff_rate:g} is not a fraction between 0 and 1"
+        raise ConfigError(msg)
+    if args.min_pairs < 0 or args.verdict_timeout_s <= 0:
+        msg = "--min-pairs cannot be negative and --verdict-timeout-s must be positive"
+        raise ConfigError(msg)
     if args.upgrade_from != "savepoint":
         given = "none" if args.upgrade_from is None else repr(args.upgrade_from)
         msg = (
@@ -132,6 +144,12 @@ def _check_blue_green(args: Any) -> None:
     if clashing:
         msg = f"--strategy blue-green does not go with {', '.join(clashing)}"
         raise ConfigError(msg)
+    policy = (
+        None
+        if args.max_diff_rate is None
+        else DiffPolicy(min_pairs=args.min_pairs, max_diff_rate=args.max_diff_rate)
+    )
+    return Verdicts(policy, args.verdict_timeout_s)
 
 
 def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:

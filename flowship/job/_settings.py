@@ -281,6 +281,30 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
         "stopped and production never sees its outputs (exit 6)",
     )
     parser.add_argument(
+        "--max-diff-rate",
+        type=float,
+        default=None,
+        help="with --strategy blue-green: after the health watch, also judge the new version's "
+        "outputs against the running version's (as `flowship diff` does, paired by input "
+        "record): promote only when at most this fraction of the compared inputs differ; "
+        "otherwise it is stopped while dark (exit 10, or 11 when too few inputs were compared "
+        "within --verdict-timeout-s)",
+    )
+    parser.add_argument(
+        "--min-pairs",
+        type=int,
+        default=1000,
+        help="with --max-diff-rate: the inputs that must have been compared before the diff "
+        "verdict (default 1000)",
+    )
+    parser.add_argument(
+        "--verdict-timeout-s",
+        type=float,
+        default=300.0,
+        help="with --max-diff-rate: how long to wait for --min-pairs compared inputs before "
+        "the new version is stopped as undecided (default 300)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="with --dry-run: print the report as JSON"
     )
     parser.add_argument("--flowship-rehearsal", default=None, help=argparse.SUPPRESS)

@@ -47,8 +47,18 @@ def test_blue_green_upgrade_promotes_and_retires_under_continuous_input(
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    # judged by its health and by its outputs: 1 % of them differ, the policy allows 5 %
     v2 = JobProcess(
-        JOBS / "one_percent_v2.py", bootstrap, state, *BLUE_GREEN, "--health-window-s", "20"
+        JOBS / "one_percent_v2.py",
+        bootstrap,
+        state,
+        *BLUE_GREEN,
+        "--health-window-s",
+        "20",
+        "--max-diff-rate",
+        "0.05",
+        "--min-pairs",
+        "500",
     )
     v2.log = state / "blue-green.log"
     # the rest at 400 events/s (about 65 s): input flows through every step of the upgrade
@@ -78,6 +88,9 @@ def test_blue_green_upgrade_promotes_and_retires_under_continuous_input(
         facts = merged(beside)
         assert facts["kind"] == "blue-green" and facts["dark"] is True, facts
         assert facts["checkpoints"] >= 2, facts
+        verdict = facts["verdict"]
+        assert verdict["outcome"] == "pass" and verdict["pairs"] >= 500, verdict
+        assert 0 < verdict["differing"] < 0.05 * verdict["pairs"], verdict
         changes = routed(ledger, beside[0].deployment)
         assert [c["serve"] for c in changes] == ["all"], changes
         assert deployment == facts["became"]
@@ -106,16 +119,17 @@ def test_blue_green_upgrade_promotes_and_retires_under_continuous_input(
         v1.stop()
 
 
-def test_blue_green_version_not_healthy_while_dark_never_reaches_production(
+def test_blue_green_version_judged_bad_while_dark_never_reaches_production(
     fresh_kafka_broker, tmp_path: Path
 ) -> None:
     bootstrap = fresh_kafka_broker.bootstrap
     create_topics(bootstrap, {"clicks": PARTITIONS, "session-stats": 4, "clicks.dlq": 1})
-    evs = EVENTS[:12_000]
+    evs = EVENTS[:24_000]
     produce_clicks(bootstrap, evs[:FIRST])
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     v1 = JobProcess(EXAMPLE / "job.py", bootstrap, state).start()
+    # about 67 s of input at 300 events/s: it flows while both versions run dark
     producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs[FIRST:], 300.0))
     try:
         first = wait_for("version 1 RUNNING", lambda: ledger.current(JOB), 180, v1.output)
@@ -160,10 +174,38 @@ def test_blue_green_version_not_healthy_while_dark_never_reaches_production(
         assert "not healthy while it ran dark" in broken.stderr, tail(broken.stderr)
         assert "production never saw an output" in broken.stderr
         (beside,) = ledger.deployments(KEY).values()
-        assert [e.step for e in beside] == [Step.PLANNED, Step.SUBMITTED, Step.RUNNING,
-                                            Step.RETIRED]
+        assert [e.step for e in beside] == [
+            Step.PLANNED, Step.SUBMITTED, Step.RUNNING, Step.RETIRED
+        ]
         assert "not healthy while dark" in beside[-1].data["reason"], beside[-1].data
         # version 1 was never stopped: still the job's deployment, still running
+        assert ledger.current(JOB) == first and v1.running(), tail(v1.output())
+
+        # healthy, but its outputs differ on 1 % of the inputs and the policy allows 0.2 %:
+        # stopped while dark as well
+        differs = subprocess.run(
+            job_command(
+                JOBS / "one_percent_v2.py",
+                bootstrap,
+                state,
+                *BLUE_GREEN,
+                "--health-window-s",
+                "15",
+                "--max-diff-rate",
+                "0.002",
+                "--min-pairs",
+                "1000",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert differs.returncode == 10, tail(differs.stdout + differs.stderr)
+        assert "the diff verdict is fail" in differs.stderr, tail(differs.stderr)
+        judged = list(ledger.deployments(KEY).values())[-1]
+        assert [e.step for e in judged][-1] is Step.RETIRED, judged
+        assert "diff verdict fail" in judged[-1].data["reason"], judged[-1].data
         assert ledger.current(JOB) == first and v1.running(), tail(v1.output())
         producer.join(timeout=300)
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
