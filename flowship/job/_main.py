@@ -46,16 +46,18 @@ def run_main(job: Job, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
-        if args.manifest:
-            manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
-            print(json.dumps(manifest, indent=2, sort_keys=True))
-            return EXIT_OK
-        # the lane of the deployment this run continues (a promoted canary's, say)
+        # the lane of the deployment this run continues (a promoted canary's, say); the
+        # manifest too is that lane's: its sink uids are what a rollback's or `flowship
+        # check`'s gate holds against the running version's
         ledger = settings.open_ledger()
         try:
             job.lane = lane_of(ledger, job.name)
         finally:
             ledger.close()
+        if args.manifest:
+            manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
+            print(json.dumps(manifest, indent=2, sort_keys=True))
+            return EXIT_OK
         if args.strategy == "blue-green":
             return run_blue_green(job, settings, argv, _check_blue_green(args))
         if args.max_diff_rate is not None:

@@ -291,15 +291,17 @@ def test_blue_green_deployer_killed_twice_carries_on_on_a_session_cluster(
         assert taken is not None and taken[1]["version"] == "1.2"
         assert taken[1]["job_id"] == facts["job_id"]
         assert rest.job(facts["job_id"])["state"] == "RUNNING"
+        changes = routed(ledger, beside[0].deployment)
+        # one promotion (and a re-cut at the retirement if the input had gone idle below it)
+        assert {c["serve"] for c in changes} == {"all"}, changes
+
         flowing.set()
         producer.join(timeout=120)
         evs = EVENTS[: sent[0]]
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
-        changes = routed(ledger, beside[0].deployment)
-        # one promotion (and a re-cut at the retirement if the input had gone idle below it)
-        assert {c["serve"] for c in changes} == {"all"}, changes
         served = check_production(outputs, evs, changes)
         assert served[("1", True)] + served[("1", False)] > 0, served
+        assert served[("1.2", True)] + served[("1.2", False)] > 0, served
     finally:
         flowing.set()
         if producer.is_alive():
