@@ -15,6 +15,7 @@ Both on one real standalone session cluster and a real broker; runs alternate; m
 reported. Each run also checks that no event has two outputs.
 
     python bench/handover_gap.py [--runs 3] [--rate 200] [--warm-up-s 12] [--target URL]
+                                 [--checkpoint-interval-ms MS]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import subprocess
 import sys
 import tempfile
@@ -130,10 +132,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="input events per second")
     parser.add_argument("--target", help="REST URL of a running session cluster to use (it "
                         "must run no other job); default: start one")
+    parser.add_argument("--checkpoint-interval-ms", type=int, default=None,
+                        help="both sides' checkpoint interval (FLOWSHIP_CHECKPOINT_INTERVAL_MS "
+                        "for every job started; default: the jobs' own, 2000 ms). Outputs "
+                        "become visible when a checkpoint commits them: the steady-state pause "
+                        "is about this interval, and so is the longest pause around a promote")
     parser.add_argument("--warm-up-s", type=float, default=WARMUP_S,
                         help="seconds each version runs under input before a change and after "
                         "it (smoke runs use a few)")
     args = parser.parse_args()
+    if args.checkpoint_interval_ms is not None:
+        # the jobs read it from the environment: the same setting on both sides
+        os.environ["FLOWSHIP_CHECKPOINT_INTERVAL_MS"] = str(args.checkpoint_interval_ms)
     print(f"v1 -> v2 of the example job under {args.rate:.0f} events/s; {args.runs} alternating "
           "runs each on one standalone session cluster; pause = the longest time between two "
           "production outputs around the change, as a read_committed consumer sees them",
