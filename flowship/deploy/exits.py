@@ -23,9 +23,9 @@ meaning.
 9   ``flowship flag set``: the change was not agreed by every running instance (in force
     nowhere)
 10  ``flowship diff`` with a policy: the shadow's outputs differ beyond it (verdict ``fail``);
-    ``--strategy blue-green --max-diff-rate``: so, and the new version was stopped while dark
+    ``--strategy blue-green|canary --max-diff-rate``: so, and the new version was stopped
 11  ``flowship diff`` with a policy: too few inputs compared yet to judge (``undecided``);
-    ``--strategy blue-green``: still so after ``--verdict-timeout-s``, the new version stopped
+    ``--strategy blue-green|canary``: still so after ``--verdict-timeout-s``, it was stopped
 ==  ===========================================================================================
 """
 

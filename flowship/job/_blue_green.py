@@ -19,6 +19,10 @@ the new version's deployment, the job's key the running one's):
    the cuts; the new version becomes the job's deployment (the old one RETIRED, the shadow
    PROMOTED).
 
+``--strategy canary --canary 0,3`` is the same with a canary phase: once it runs, the new
+version serves input partitions 0 and 3 in production (agreed cuts), and it is judged while it
+does; judged bad, it gives them back (``flowship abort``: cuts again, then it stops).
+
 A deployer that dies anywhere is simply run again with the same command: it finds the new
 version's deployment in the ledger and carries on from its last step (a watch taken up again
 counts the window from RUNNING, as an in-place upgrade's does). On the local target the new
@@ -62,6 +66,8 @@ log = get_logger("flowship.blue_green")
 #: The ``kind`` a blue-green deployment's shadow records (``--shadow``: shadow, ``--canary``:
 #: canary): a rerun of the same command carries on with a deployment of this kind only.
 KIND = "blue-green"
+#: The same for ``--strategy canary --canary PARTITIONS``.
+CANARY_KIND = "canary-upgrade"
 
 
 #: Seconds between two diffs while the verdict is undecided (too few inputs compared yet).
@@ -70,24 +76,30 @@ VERDICT_POLL_S = 5.0
 
 @dataclass(frozen=True)
 class Verdicts:
-    """What judges the dark version besides its health: the diff policy (None: no diff)."""
+    """How the new version is judged: while dark, or as a canary; its diff policy (or None)."""
 
     policy: DiffPolicy | None = None
     #: how long an undecided diff (too few inputs compared) is given before the version stops
     timeout_s: float = 300.0
+    #: ``--strategy canary --canary 0,3``: judged while it serves these partitions (not dark)
+    canary: list[int] | None = None
 
 
 def run_blue_green(
     job: Job, settings: Settings, argv: list[str], verdicts: Verdicts | None = None
 ) -> int:
-    """Dark start, dark health watch, promote, retire; the exit code (see the module doc)."""
+    """Dark start (or canary), health watch and verdict, promote, retire; the exit code."""
     from flowship.job._shadow import run_shadow
+
+    verdicts = verdicts or Verdicts()
+    kind = CANARY_KIND if verdicts.canary else KIND
 
     if not job.control:
         msg = (
-            f"--strategy blue-green: job {job.name!r} has no control plane (fs.Job(..., "
-            "control=False)); which version serves production is a rule on its control topic. "
-            "Turn the control plane on, or upgrade in place (--strategy in-place)"
+            f"--strategy {'canary' if verdicts.canary else 'blue-green'}: job {job.name!r} has "
+            "no control plane (fs.Job(..., control=False)); which version serves production is "
+            "a rule on its control topic. Turn the control plane on, or upgrade in place "
+            "(--strategy in-place)"
         )
         raise ConfigError(msg)
     ledger = settings.open_ledger()
@@ -98,10 +110,10 @@ def run_blue_green(
     if beside is not None and str(beside[1].get("version")) == job.version:
         deployment, data = beside
         alive = deployment_liveness(data, timeout=5.0)
-        if data.get("kind") == KIND and alive.alive:
+        if data.get("kind") == kind and alive.alive:
             print(
                 f"flowship: {job.name} {job.version} runs beside version "
-                f"{data.get('running_version')} as blue-green deployment {deployment} (its "
+                f"{data.get('running_version')} as {kind} deployment {deployment} (its "
                 f"deployer stopped at {ledger.last_step(key, deployment)}); carrying on",
                 file=sys.stderr,
                 flush=True,
@@ -132,7 +144,7 @@ def run_blue_green(
         assert found is not None  # the engine recorded RUNNING under this key
         return carry_on(job, settings, ledger, found[0], verdicts, resumed=False)
 
-    return run_shadow(job, settings, argv, kind=KIND, then=steps)
+    return run_shadow(job, settings, argv, canary=verdicts.canary, kind=kind, then=steps)
 
 
 def carry_on(
@@ -154,48 +166,60 @@ def carry_on(
     entries = ledger.deployments(key)[deployment]
     data = merged(entries)
     old = str(data["running_version"])
+    canary = [int(p) for p in data.get("canary") or []]
+    if canary and not any(e.step in (Step.ROUTED, Step.STABLE) for e in entries):
+        # a deployer that died before its canary served: the canary phase first
+        route(ledger, job.name, canary, why="canary")
     if not any(e.step is Step.STABLE for e in entries):
         running_at = next(e.at for e in entries if e.step is Step.RUNNING)
         healthy, facts = _watch_dark(settings, ledger, job.name, data, running_at, resumed)
+        facts["dark"] = not canary
+        if canary:
+            facts["canary"] = canary
+        outcome = EXIT_OK
         if not healthy:
-            reason = str(facts["reason"])
-            abort_shadow(ledger, job.name, reason=f"not healthy while dark: {reason}")
-            print(
-                f"flowship: {job.name} {job.version} was not healthy while it ran dark "
-                f"({reason}); it was stopped; version {old} serves production as before and "
-                "production never saw an output of the new version",
-                file=sys.stderr,
-                flush=True,
-            )
-            return EXIT_ROLLED_BACK
-        if verdicts.policy is not None:
+            outcome, why = EXIT_ROLLED_BACK, f"not healthy: {facts['reason']}"
+        elif verdicts.policy is not None:
             verdict = _judge_outputs(job.name, settings, ledger, verdicts)
             facts["verdict"] = verdict.to_json()
             if verdict.outcome != "pass":
-                abort_shadow(
-                    ledger, job.name, reason=f"diff verdict {verdict.outcome}: {verdict.reason}"
-                )
-                print(
-                    f"flowship: {job.name} {job.version}: the diff verdict is "
-                    f"{verdict.outcome} ({verdict.reason}); it was stopped while dark; "
-                    f"version {old} serves production as before and production never saw an "
-                    "output of the new version (`flowship diff` shows the differences)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return EXIT_DIFF_FAILED if verdict.outcome == "fail" else EXIT_DIFF_UNDECIDED
+                why = f"diff verdict {verdict.outcome}: {verdict.reason}"
+                outcome = EXIT_DIFF_FAILED if verdict.outcome == "fail" else EXIT_DIFF_UNDECIDED
+        if outcome != EXIT_OK:
+            # a canary gives its partitions back first (at agreed cuts), then stops
+            abort_shadow(ledger, job.name, reason=f"{why} ({_phase(canary)})")
+            seen = (
+                f"production got its outputs for input partitions {describe_serve(canary)} "
+                "between the cuts in the ledger (ROUTED), and from version "
+                f"{old} again from the hand-back's cuts"
+                if canary
+                else "production never saw an output of the new version"
+            )
+            print(
+                f"flowship: {job.name} {job.version} was judged {why} ({_phase(canary)}); it "
+                f"was stopped; version {old} serves production as before and {seen}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return outcome
         with ledger.holding(key):
             ledger.record(key, deployment, Step.STABLE, **facts)
         print(
-            f"flowship: {job.name} {job.version} is healthy while dark ({facts['reason']}); "
-            f"promoting it",
+            f"flowship: {job.name} {job.version} is judged good ({_phase(canary)}: "
+            f"{facts['reason']}); promoting it",
             file=sys.stderr,
             flush=True,
         )
     if serves(merged(ledger.deployments(key)[deployment])) is not None:
-        route(ledger, job.name, None, why=KIND)
+        route(ledger, job.name, None, why=str(data.get("kind") or KIND))
     retire(ledger, job.name, old)
     return EXIT_OK
+
+
+def _phase(canary: list[int]) -> str:
+    if canary:
+        return f"while it served input partitions {describe_serve(canary)} as a canary"
+    return "while it ran dark"
 
 
 def _watch_dark(
@@ -206,7 +230,7 @@ def _watch_dark(
     running_at: float,
     resumed: bool,
 ) -> tuple[bool, dict[str, Any]]:
-    """The health watch of the dark version: (healthy, what the ledger records about it).
+    """The health watch of the new version: (healthy, what the ledger records about it).
 
     ``resumed`` (a deployer run again after it died during the watch): the window counts from
     RUNNING, the rerun gets what was left of it, and every checkpoint completed meanwhile
@@ -234,7 +258,6 @@ def _watch_dark(
         "reason": health.reason,
         "checkpoints": health.checkpoints,
         "waited_s": round(health.waited_s, 1),
-        "dark": True,
         **({"resumed": True} if resumed else {}),
     }
     if health.flow is not None:

@@ -58,10 +58,10 @@ def run_main(job: Job, argv: list[str]) -> int:
             manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
             print(json.dumps(manifest, indent=2, sort_keys=True))
             return EXIT_OK
-        if args.strategy == "blue-green":
+        if args.strategy != "in-place":
             return run_blue_green(job, settings, argv, _check_blue_green(args))
         if args.max_diff_rate is not None:
-            msg = "--max-diff-rate judges a --strategy blue-green upgrade; give that too"
+            msg = "--max-diff-rate judges a --strategy blue-green or canary upgrade; give one"
             raise ConfigError(msg)
         canary = parse_partitions(args.canary, "--canary") if args.canary is not None else None
         beside = args.shadow or canary is not None
@@ -125,18 +125,25 @@ def _check_blue_green(args: Any) -> Verdicts:
     if args.min_pairs < 0 or args.verdict_timeout_s <= 0:
         msg = "--min-pairs cannot be negative and --verdict-timeout-s must be positive"
         raise ConfigError(msg)
+    strategy = args.strategy
     if args.upgrade_from != "savepoint":
         given = "none" if args.upgrade_from is None else repr(args.upgrade_from)
         msg = (
-            "--strategy blue-green upgrades the running version: give --upgrade-from savepoint "
+            f"--strategy {strategy} upgrades the running version: give --upgrade-from savepoint "
             f"(given: {given}; a savepoint of the running version is taken without stopping it)"
         )
         raise ConfigError(msg)
+    canary = None
+    if strategy == "canary":
+        if args.canary is None:
+            msg = "--strategy canary needs the partitions it serves first, e.g. --canary 0,3"
+            raise ConfigError(msg)
+        canary = parse_partitions(args.canary, "--canary")
     clashing = [
         flag
         for flag, given in (
             ("--shadow", args.shadow),
-            ("--canary", args.canary is not None),
+            ("--canary", args.canary is not None and strategy != "canary"),
             ("--dry-run", args.dry_run),
             ("--rollback", args.rollback),
             ("--bounded", args.bounded),
@@ -144,14 +151,14 @@ def _check_blue_green(args: Any) -> Verdicts:
         if given
     ]
     if clashing:
-        msg = f"--strategy blue-green does not go with {', '.join(clashing)}"
+        msg = f"--strategy {strategy} does not go with {', '.join(clashing)}"
         raise ConfigError(msg)
     policy = (
         None
         if args.max_diff_rate is None
         else DiffPolicy(min_pairs=args.min_pairs, max_diff_rate=args.max_diff_rate)
     )
-    return Verdicts(policy, args.verdict_timeout_s)
+    return Verdicts(policy, args.verdict_timeout_s, canary)
 
 
 def _rollback(job: Job, settings: Settings, args: Any, argv: list[str]) -> int:

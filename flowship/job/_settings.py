@@ -271,23 +271,25 @@ def build_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--strategy",
-        choices=("in-place", "blue-green"),
+        choices=("in-place", "blue-green", "canary"),
         default="in-place",
         help="with --upgrade-from savepoint: 'in-place' (the default) stops the running version "
         "with a savepoint and starts this one from it; 'blue-green' starts this one beside it "
         "from a savepoint taken without stopping it, writing aside (as --shadow), judges its "
         "health while it runs dark, then promotes it at agreed cuts (it serves every input "
         "partition) and retires the running version; a version not healthy in the dark is "
-        "stopped and production never sees its outputs (exit 6)",
+        "stopped and production never sees its outputs (exit 6); 'canary' (with --canary "
+        "PARTITIONS) is the same, judged while it serves those partitions in production, and "
+        "a version judged bad gives them back at agreed cuts before it stops",
     )
     parser.add_argument(
         "--max-diff-rate",
         type=float,
         default=None,
-        help="with --strategy blue-green: after the health watch, also judge the new version's "
-        "outputs against the running version's (as `flowship diff` does, paired by input "
+        help="with --strategy blue-green or canary: after the health watch, also judge the new "
+        "version's outputs against the running version's (as `flowship diff` does, paired by input "
         "record): promote only when at most this fraction of the compared inputs differ; "
-        "otherwise it is stopped while dark (exit 10, or 11 when too few inputs were compared "
+        "otherwise it is stopped (exit 10, or 11 when too few inputs were compared "
         "within --verdict-timeout-s)",
     )
     parser.add_argument(

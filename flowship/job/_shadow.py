@@ -172,7 +172,7 @@ def run_shadow(
 
     def after_start() -> None:
         serve_canary()
-        if then is not None:
+        if then is not None and not failed:  # a canary not serving is not judged
             try:
                 followed.append(then())
             except FlowshipError as exc:

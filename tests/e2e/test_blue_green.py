@@ -6,7 +6,8 @@ records, one field) starts dark beside it, is judged healthy while dark, is prom
 cuts and version 1 is retired. Checked with an independent read_committed consumer: every
 input's output appears in production exactly once, from the version the recorded cut says, and
 per user in input order. A broken version is stopped while still dark: production never sees
-one of its outputs and version 1 was never stopped.
+one of its outputs and version 1 was never stopped; `--strategy canary` with a version whose
+outputs differ beyond the diff policy gives its partitions back at agreed cuts, then stops.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def test_blue_green_upgrade_promotes_and_retires_under_continuous_input(
         v1.stop()
 
 
-def test_blue_green_version_judged_bad_while_dark_never_reaches_production(
+def test_versions_judged_bad_dark_or_as_a_canary_are_stopped_and_production_holds(
     fresh_kafka_broker, tmp_path: Path
 ) -> None:
     bootstrap = fresh_kafka_broker.bootstrap
@@ -171,24 +172,30 @@ def test_blue_green_version_judged_bad_while_dark_never_reaches_production(
             check=False,
         )
         assert broken.returncode == 6, tail(broken.stdout + broken.stderr)
-        assert "not healthy while it ran dark" in broken.stderr, tail(broken.stderr)
+        assert "was judged not healthy" in broken.stderr, tail(broken.stderr)
         assert "production never saw an output" in broken.stderr
         (beside,) = ledger.deployments(KEY).values()
         assert [e.step for e in beside] == [
             Step.PLANNED, Step.SUBMITTED, Step.RUNNING, Step.RETIRED
         ]
-        assert "not healthy while dark" in beside[-1].data["reason"], beside[-1].data
+        reason = beside[-1].data["reason"]
+        assert "not healthy" in reason and "while it ran dark" in reason, reason
         # version 1 was never stopped: still the job's deployment, still running
         assert ledger.current(JOB) == first and v1.running(), tail(v1.output())
 
-        # healthy, but its outputs differ on 1 % of the inputs and the policy allows 0.2 %:
-        # stopped while dark as well
+        # as a canary on partitions 0 and 3: healthy, but its outputs differ on 1 % of the
+        # inputs and the policy allows 0.2 %: it gives the partitions back, then stops
         differs = subprocess.run(
             job_command(
                 JOBS / "one_percent_v2.py",
                 bootstrap,
                 state,
-                *BLUE_GREEN,
+                "--upgrade-from",
+                "savepoint",
+                "--strategy",
+                "canary",
+                "--canary",
+                "0,3",
                 "--health-window-s",
                 "15",
                 "--max-diff-rate",
@@ -202,10 +209,16 @@ def test_blue_green_version_judged_bad_while_dark_never_reaches_production(
             check=False,
         )
         assert differs.returncode == 10, tail(differs.stdout + differs.stderr)
-        assert "the diff verdict is fail" in differs.stderr, tail(differs.stderr)
-        judged = list(ledger.deployments(KEY).values())[-1]
-        assert [e.step for e in judged][-1] is Step.RETIRED, judged
-        assert "diff verdict fail" in judged[-1].data["reason"], judged[-1].data
+        assert "was judged diff verdict fail" in differs.stderr, tail(differs.stderr)
+        deployment, judged = list(ledger.deployments(KEY).items())[-1]
+        assert [e.step.value for e in judged] == [
+            "PLANNED", "SUBMITTED", "RUNNING", "ROUTING", "ROUTED", "ROUTING", "ROUTED", "RETIRED"
+        ], judged
+        assert judged[0].data["kind"] == "canary-upgrade"
+        reason = judged[-1].data["reason"]
+        assert "diff verdict fail" in reason and "as a canary" in reason, reason
+        changes = routed(ledger, deployment)
+        assert [c["serve"] for c in changes] == [[0, 3], []], changes
         assert ledger.current(JOB) == first and v1.running(), tail(v1.output())
         producer.join(timeout=300)
         outputs = read_outputs(bootstrap, expect=len(evs), timeout=300)
@@ -213,8 +226,9 @@ def test_blue_green_version_judged_bad_while_dark_never_reaches_production(
         if producer.is_alive():
             producer.join(timeout=300)
         v1.stop()
-    assert {m.headers["flowship.version"] for m in outputs} == {"1"}
-    check_production(outputs, evs, [])
+    # every input once, from the version the cuts say: the canary's for 0 and 3 in between
+    served = check_production(outputs, evs, changes)
+    assert served[("1.2", True)] > 0 and served[("1.2", False)] == 0, served
 
 
 @pytest.mark.cluster
