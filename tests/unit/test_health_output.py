@@ -16,6 +16,7 @@ from flowship.deploy.health import (
     output_problems,
     platform_fault,
     read_flow,
+    settled_flow,
     watch,
 )
 from flowship.errors import ClusterError
@@ -114,6 +115,29 @@ def test_read_flow_sums_flowships_own_operators() -> None:
     assert read_flow(StubRest([Flow(300, 290, 10, 42)]), "j") == Flow(300, 290, 10, 42)  # type: ignore[arg-type]
     # a reader that does not know its lag yet reports -1: the lag is unknown, not 0
     assert read_flow(StubRest([Flow(300, 290, 10, None)]), "j").lag is None  # type: ignore[arg-type]
+
+
+class AgedRest(StubRest):
+    """A running job ``duration_ms`` old."""
+
+    def __init__(self, flows: list[Flow], duration_ms: int) -> None:
+        super().__init__(flows)
+        self.duration_ms = duration_ms
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return {**super().job(job_id), "duration": self.duration_ms}
+
+
+def test_a_young_versions_empty_counts_are_read_again_an_idle_old_ones_are_not() -> None:
+    # started seconds ago (restarted by a rollback, say): its metrics are not reported yet
+    young = AgedRest([Flow(0, 0, 0)] * 4 + [Flow(300, 290, 0, 5)], duration_ms=5_000)
+    assert settled_flow(young, "j", wait_s=5.0, poll_s=0.01) == Flow(300, 290, 0, 5)  # type: ignore[arg-type]
+    # no input for long: idle, taken at once
+    idle = AgedRest([Flow(0, 0, 0)] * 4 + [Flow(300, 290, 0, 5)], duration_ms=600_000)
+    assert settled_flow(idle, "j", wait_s=5.0, poll_s=0.01) == Flow(0, 0, 0)  # type: ignore[arg-type]
+    # young but never counting: given up after the wait
+    never = AgedRest([Flow(0, 0, 0)], duration_ms=5_000)
+    assert settled_flow(never, "j", wait_s=0.1, poll_s=0.01) == Flow(0, 0, 0)  # type: ignore[arg-type]
 
 
 def _watch(rest: StubRest, **kw: Any) -> Any:
