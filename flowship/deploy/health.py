@@ -151,17 +151,22 @@ def read_flow(
 #: A version that started less than this long ago and has counted no input yet may simply not
 #: have reported its metrics yet (Flink's REST API caches them, 10 s by default): read again.
 BASELINE_YOUNG_MS = 60_000
-#: How long a young version's empty counts are read again before they are taken as they are.
+#: How long a young version's counts are read again before they are taken as they are.
 BASELINE_WAIT_S = 12.0
+#: A young version's counts are taken at once when it wrote at least this many outputs per
+#: input (one that writes fewer by design is read until BASELINE_WAIT_S)
+BASELINE_SETTLED_RATIO = 0.9
 
 
 def baseline_flow(rest_url: str, job_id: str, wait_s: float = BASELINE_WAIT_S) -> Flow | None:
     """The running version's flow just before it is stopped; None when it cannot be read.
 
     A version that started less than a minute ago (one an automatic rollback just started
-    again, say) and has counted no input yet is read again for up to ``wait_s``: Flink reports
-    metrics late, and a baseline of zero counts would leave the new version's output ratio
-    and dead-letter rate unjudged. A long-running version with no input (idle) is not waited
+    again, say) and has counted no input, or outputs for few of its inputs, is read again for up
+    to ``wait_s``:
+    Flink reports metrics late and a cold pipeline's first records are still in flight, and a
+    baseline of zero counts would leave the new version's output ratio and dead-letter rate
+    unjudged. A long-running version with no input (idle) is not waited
     for.
     """
     try:
@@ -171,11 +176,17 @@ def baseline_flow(rest_url: str, job_id: str, wait_s: float = BASELINE_WAIT_S) -
 
 
 def settled_flow(rest: FlinkRest, job_id: str, wait_s: float, poll_s: float = 1.0) -> Flow:
-    """:func:`read_flow`, read again for up to ``wait_s`` while a young job counted no input."""
+    """:func:`read_flow`, read again for up to ``wait_s`` while a young job counts nothing yet.
+
+    Nothing: no input, or fewer outputs than ``BASELINE_SETTLED_RATIO`` per input (its first
+    records are still in flight).
+    """
     deadline = time.monotonic() + wait_s
     while True:
         flow = read_flow(rest, job_id)
-        if flow.inputs > 0 or time.monotonic() >= deadline:
+        # outputs lag inputs in a job just started (its first records are still in flight)
+        settled = flow.inputs > 0 and flow.output_ratio >= BASELINE_SETTLED_RATIO
+        if settled or time.monotonic() >= deadline:
             return flow
         if int(rest.job(job_id).get("duration", BASELINE_YOUNG_MS)) >= BASELINE_YOUNG_MS:
             return flow  # running long with no input: idle, not late

@@ -132,6 +132,11 @@ def test_a_young_versions_empty_counts_are_read_again_an_idle_old_ones_are_not()
     # started seconds ago (restarted by a rollback, say): its metrics are not reported yet
     young = AgedRest([Flow(0, 0, 0)] * 4 + [Flow(300, 290, 0, 5)], duration_ms=5_000)
     assert settled_flow(young, "j", wait_s=5.0, poll_s=0.01) == Flow(300, 290, 0, 5)  # type: ignore[arg-type]
+    # inputs counted, outputs not yet (its first records in flight): read again as well
+    warming = AgedRest(
+        [Flow(600, 0, 0)] * 4 + [Flow(650, 340, 0)] * 4 + [Flow(700, 650, 0, 5)], duration_ms=5_000
+    )
+    assert settled_flow(warming, "j", wait_s=5.0, poll_s=0.01) == Flow(700, 650, 0, 5)  # type: ignore[arg-type]
     # no input for long: idle, taken at once
     idle = AgedRest([Flow(0, 0, 0)] * 4 + [Flow(300, 290, 0, 5)], duration_ms=600_000)
     assert settled_flow(idle, "j", wait_s=5.0, poll_s=0.01) == Flow(0, 0, 0)  # type: ignore[arg-type]
