@@ -381,9 +381,7 @@ class Engine:
             baseline=Flow.from_json(recorded.get("baseline")),
             thresholds=self.policy.health,
         )
-        flow: dict[str, Any] = {} if health.flow is None else {"flow": health.flow.to_json()}
-        if health.platform_failures:  # what Flink recovered the job from, not held against it
-            flow["platform_failures"] = list(health.platform_failures)
+        flow = health.observed()
         if not health.stable:
             return self._roll_back(deployment, lease, job_id, health.reason, **flow)
         self.ledger.record(

@@ -48,6 +48,13 @@ class Health:
     #: the platform's failures Flink recovered the job from during the watch (root causes)
     platform_failures: tuple[str, ...] = ()
 
+    def observed(self) -> dict[str, Any]:
+        """What the ledger records of the watch with any verdict: its flow, platform failures."""
+        facts: dict[str, Any] = {} if self.flow is None else {"flow": self.flow.to_json()}
+        if self.platform_failures:  # what Flink recovered the job from, not held against it
+            facts["platform_failures"] = list(self.platform_failures)
+        return facts
+
 
 #: Flink metric ids (summed over subtasks) of flowship's operators, by what they count. The
 #: operators' names are flowship's (``Source: kafka:<uid>``, ``kafka:<topic>: Writer``,
@@ -148,8 +155,8 @@ def read_flow(
     )
 
 
-#: A version that started less than this long ago and has counted no input yet may simply not
-#: have reported its metrics yet (Flink's REST API caches them, 10 s by default): read again.
+#: A version that started less than this long ago may simply not have reported its metrics yet
+#: (Flink's REST API caches them, 10 s by default), or still have its first records in flight.
 BASELINE_YOUNG_MS = 60_000
 #: How long a young version's counts are read again before they are taken as they are.
 BASELINE_WAIT_S = 12.0
@@ -163,11 +170,9 @@ def baseline_flow(rest_url: str, job_id: str, wait_s: float = BASELINE_WAIT_S) -
 
     A version that started less than a minute ago (one an automatic rollback just started
     again, say) and has counted no input, or outputs for few of its inputs, is read again for up
-    to ``wait_s``:
-    Flink reports metrics late and a cold pipeline's first records are still in flight, and a
-    baseline of zero counts would leave the new version's output ratio and dead-letter rate
-    unjudged. A long-running version with no input (idle) is not waited
-    for.
+    to ``wait_s`` (:func:`settled_flow`): Flink reports metrics late and a cold pipeline's first
+    records are still in flight, and a baseline of zero counts would leave the new version's
+    output ratio and dead-letter rate unjudged. A long-running idle version is not waited for.
     """
     try:
         return settled_flow(FlinkRest(rest_url), job_id, wait_s)

@@ -172,7 +172,7 @@ def carry_on(
         route(ledger, job.name, canary, why="canary")
     if not any(e.step is Step.STABLE for e in entries):
         running_at = next(e.at for e in entries if e.step is Step.RUNNING)
-        healthy, facts = _watch_dark(settings, ledger, job.name, data, running_at, resumed)
+        healthy, facts = _watch(settings, ledger, job.name, data, running_at, resumed)
         facts["dark"] = not canary
         if canary:
             facts["canary"] = canary
@@ -222,7 +222,7 @@ def _phase(canary: list[int]) -> str:
     return "while it ran dark"
 
 
-def _watch_dark(
+def _watch(
     settings: Settings,
     ledger: Ledger,
     job: str,
@@ -232,10 +232,10 @@ def _watch_dark(
 ) -> tuple[bool, dict[str, Any]]:
     """The health watch of the new version: (healthy, what the ledger records about it).
 
-    ``resumed`` (a deployer run again after it died during the watch): the window counts from
-    RUNNING, the rerun gets what was left of it, and every checkpoint completed meanwhile
-    counts. The running
-    version's flow so far is the baseline its output ratio and dead-letter rate are held to.
+    Dark, or serving a canary's partitions. ``resumed`` (a deployer run again after it died
+    during the watch): the window counts from RUNNING, the rerun gets what was left of it, and
+    every checkpoint completed meanwhile counts. The running version's flow so far is the
+    baseline its output ratio and dead-letter rate are held to.
     """
     window = settings.health_window_s
     if resumed:
@@ -258,12 +258,9 @@ def _watch_dark(
         "reason": health.reason,
         "checkpoints": health.checkpoints,
         "waited_s": round(health.waited_s, 1),
+        **health.observed(),
         **({"resumed": True} if resumed else {}),
     }
-    if health.flow is not None:
-        facts["flow"] = health.flow.to_json()
-    if health.platform_failures:
-        facts["platform_failures"] = list(health.platform_failures)
     return health.stable, facts
 
 

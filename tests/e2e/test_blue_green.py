@@ -27,7 +27,7 @@ from test_canary import KEY, PARTITIONS, check_production, routed, wait_for
 
 from flowship.deploy.ledger import FAULT_ENV, LocalLedger, merged
 from flowship.deploy.machine import Step
-from flowship.testing.jobs import JobProcess, job_command
+from flowship.testing.jobs import JobProcess, run_job
 from flowship.testing.kafka_io import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.jvm, pytest.mark.timeout(900)]
@@ -96,13 +96,7 @@ def test_blue_green_upgrade_promotes_and_retires_under_continuous_input(
         assert [c["serve"] for c in changes] == ["all"], changes
         assert deployment == facts["became"]
         # the same command again: the version runs, nothing to do
-        again = subprocess.run(
-            job_command(JOBS / "one_percent_v2.py", bootstrap, state, *BLUE_GREEN),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        again = run_job(JOBS / "one_percent_v2.py", bootstrap, state, *BLUE_GREEN, timeout=300)
         assert again.returncode == 0, tail(again.stdout + again.stderr)
         assert "nothing to do" in again.stderr, again.stderr
         producer.join(timeout=300)
@@ -142,34 +136,23 @@ def test_versions_judged_bad_dark_or_as_a_canary_are_stopped_and_production_hold
             (("--strategy", "blue-green"), "give --upgrade-from savepoint"),
             ((*BLUE_GREEN, "--shadow"), "does not go with --shadow"),
         ):
-            bad = subprocess.run(
-                job_command(JOBS / "one_percent_v2.py", bootstrap, state, *extra),
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            bad = run_job(JOBS / "one_percent_v2.py", bootstrap, state, *extra, timeout=300)
             assert bad.returncode == 2, tail(bad.stdout + bad.stderr)
             assert says in bad.stderr, bad.stderr
         assert (ledger.root / f"{JOB}.jsonl").read_bytes() == before
         assert not (ledger.root / f"{KEY}.jsonl").exists()
 
         producer.start()
-        broken = subprocess.run(
-            job_command(
-                JOBS / "broken_v2.py",
-                bootstrap,
-                state,
-                *BLUE_GREEN,
-                "--health-window-s",
-                "45",
-                "--restart-attempts",
-                "0",
-            ),
-            capture_output=True,
-            text=True,
+        broken = run_job(
+            JOBS / "broken_v2.py",
+            bootstrap,
+            state,
+            *BLUE_GREEN,
+            "--health-window-s",
+            "45",
+            "--restart-attempts",
+            "0",
             timeout=600,
-            check=False,
         )
         assert broken.returncode == 6, tail(broken.stdout + broken.stderr)
         assert "was judged not healthy" in broken.stderr, tail(broken.stderr)
@@ -185,28 +168,23 @@ def test_versions_judged_bad_dark_or_as_a_canary_are_stopped_and_production_hold
 
         # as a canary on partitions 0 and 3: healthy, but its outputs differ on 1 % of the
         # inputs and the policy allows 0.2 %: it gives the partitions back, then stops
-        differs = subprocess.run(
-            job_command(
-                JOBS / "one_percent_v2.py",
-                bootstrap,
-                state,
-                "--upgrade-from",
-                "savepoint",
-                "--strategy",
-                "canary",
-                "--canary",
-                "0,3",
-                "--health-window-s",
-                "15",
-                "--max-diff-rate",
-                "0.002",
-                "--min-pairs",
-                "1000",
-            ),
-            capture_output=True,
-            text=True,
+        differs = run_job(
+            JOBS / "one_percent_v2.py",
+            bootstrap,
+            state,
+            "--upgrade-from",
+            "savepoint",
+            "--strategy",
+            "canary",
+            "--canary",
+            "0,3",
+            "--health-window-s",
+            "15",
+            "--max-diff-rate",
+            "0.002",
+            "--min-pairs",
+            "1000",
             timeout=600,
-            check=False,
         )
         assert differs.returncode == 10, tail(differs.stdout + differs.stderr)
         assert "was judged diff verdict fail" in differs.stderr, tail(differs.stderr)
