@@ -2,7 +2,9 @@
 
 ``GET /jobs/ID`` answers the job's state (500 for the ``broken`` id, 404 for an unknown one);
 ``GET /jobs/ID/checkpoints`` answers its checkpoint history, whose latest completed checkpoint is
-``checkpoints[ID]`` (none for a known job not in it).
+``checkpoints[ID]`` (none for a known job not in it). ``PATCH /jobs/ID?mode=cancel`` is
+accepted (202) for a known job and appended to ``cancels``, but changes nothing: a cancel Flink
+never carries out (404 for an unknown job).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 @contextmanager
 def serve(
-    states: Mapping[str, str], broken: str, checkpoints: Mapping[str, str] | None = None
+    states: Mapping[str, str],
+    broken: str,
+    checkpoints: Mapping[str, str] | None = None,
+    cancels: list[str] | None = None,
 ) -> Iterator[str]:
     """Serve ``states`` (job id -> Flink state) on loopback; yields the REST URL."""
     completed = dict(checkpoints or {})
@@ -39,6 +44,18 @@ def serve(
                 code, body = 200, {"jid": job_id, "state": states[job_id], "vertices": []}
             else:
                 code, body = 404, {"errors": ["Job could not be found."]}
+            self._answer(code, body)
+
+        def do_PATCH(self) -> None:
+            job_id = self.path.split("?")[0].strip("/").split("/")[-1]
+            if job_id not in states:
+                self._answer(404, {"errors": ["Job could not be found."]})
+                return
+            if cancels is not None:
+                cancels.append(job_id)
+            self._answer(202, {})
+
+        def _answer(self, code: int, body: Any) -> None:
             raw = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
