@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -142,8 +143,9 @@ def check_kafka(
 
     ``topics`` maps each topic to what reads it (``"source 'clicks'"``), for the message.
     One metadata request; raises :class:`~flowship.errors.ClusterError` naming the address and
-    ``flag`` (where it was set) when Kafka does not answer within ``timeout`` seconds, and
-    :class:`~flowship.errors.ConfigError` naming each missing topic.
+    ``flag`` (where it was set) when Kafka does not answer within ``timeout`` seconds (saying
+    so when something accepts connections there but never answers: a wrong port, a hung
+    broker), and :class:`~flowship.errors.ConfigError` naming each missing topic.
     """
     from confluent_kafka import KafkaError, KafkaException
 
@@ -159,7 +161,16 @@ def check_kafka(
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         serve_logs(admin)
-        reason = errors[0] if errors else str(exc)
+        reason = errors[0] if errors else _error_text(exc)
+        if not errors or "timed out" in reason.lower():
+            # connected, but no answer to any request: librdkafka says "Broker transport
+            # failure", which reads as a network problem; say what it is
+            silent = _accepting(bootstrap)
+            if silent:
+                reason = (
+                    f"{', '.join(silent)} accepts connections but sent no answer to Kafka's "
+                    "requests: not a Kafka broker's port, or a broker that hangs"
+                )
         msg = (
             f"Kafka at {bootstrap} did not answer within {timeout:g} s ({reason}); nothing was "
             f"started or recorded. Check the address given by {flag} (or "
@@ -192,6 +203,28 @@ def check_kafka(
         brokers=len(meta.brokers),
         duration_ms=int((time.monotonic() - started) * 1000),
     )
+
+
+def _error_text(exc: Exception) -> str:
+    """A KafkaException's own words (``Failed to get metadata: ...``), not the error's repr."""
+    describe = getattr(exc.args[0], "str", None) if exc.args else None
+    return str(describe()) if callable(describe) else str(exc)
+
+
+def _accepting(bootstrap: str, timeout: float = 1.0) -> list[str]:
+    """The addresses of ``bootstrap`` (``host:port,...``) that accept a TCP connection now."""
+    accepting = []
+    for address in bootstrap.split(","):
+        address = address.strip().split("://")[-1]
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            continue
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                accepting.append(address)
+        except OSError:
+            continue
+    return accepting
 
 
 def _topic_error(meta: Any, topic: str) -> str:

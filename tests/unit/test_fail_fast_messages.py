@@ -1,15 +1,21 @@
 """What new users get wrong first fails fast and says so: a schema file with a syntax error, a
-Kafka address nothing listens on; librdkafka's own log lines go through flowship's logging,
-de-duplicated (no JVM here; the job-level tests are tests/integration/test_fail_fast_kafka.py)."""
+Kafka address nothing listens on, or one where something listens but never answers (a wrong
+port, a hung broker); librdkafka's own log lines go through flowship's logging, de-duplicated
+(no JVM here; the job-level tests are tests/integration/test_fail_fast_kafka.py)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -17,6 +23,7 @@ import structlog
 import flowship as fs
 from flowship import _kafka
 from flowship.cli import EXIT_BAD_INPUT, main
+from flowship.deploy.engine import Target
 from flowship.errors import ClusterError, SchemaError
 from flowship.testing._proc import free_port
 
@@ -233,3 +240,161 @@ def test_upgrade_checks_before_a_resumed_deployment_records_anything(tmp_path: P
         prepare_upgrade(ledger, "jobx", "2", {}, "v2.py", tmp_path / "sp", prepare=kafka_check)
     assert ledger.entries("jobx") == before
     assert not (tmp_path / "ledger" / "jobx.lease").exists()
+
+
+# -- Kafka where something listens but never answers ---------------------------------------
+
+
+@contextmanager
+def silent_listener() -> Iterator[str]:
+    """A loopback port that accepts every connection and never writes a byte; yields its address.
+
+    What a wrong port (another service's) or a hung broker looks like to a client: the TCP
+    connection is made, no answer comes. Closed, with every connection it accepted, on exit.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        closing.set()
+        thread.join(timeout=5)
+        server.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_the_silent_listener_never_answers_and_is_closed_also_when_a_test_fails() -> None:
+    with pytest.raises(RuntimeError) as failed, silent_listener() as address:
+        host, port = address.split(":")
+        conn = socket.create_connection((host, int(port)), timeout=2)
+        conn.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            conn.recv(1)  # accepted, and nothing is ever written
+        raise RuntimeError("the test failed")
+    # the failure's traceback keeps the listener's frame alive: closed all the same
+    assert failed.traceback
+    with conn:
+        conn.settimeout(2)
+        assert conn.recv(1) == b""  # the connection it accepted is closed
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=2).close()
+
+
+def test_check_kafka_says_something_listens_there_but_does_not_answer() -> None:
+    with silent_listener() as bootstrap:
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as caught:
+            _kafka.check_kafka(bootstrap, {"clicks": "source 'clicks'"}, timeout=2.0)
+        took = time.monotonic() - started
+    assert took < 6, f"took {took:.1f} s"
+    text = str(caught.value)
+    assert f"Kafka at {bootstrap} did not answer within 2 s" in text
+    assert f"{bootstrap} accepts connections but sent no answer to Kafka's requests" in text
+    assert "KafkaError{" not in text and "transport failure" not in text  # librdkafka's words
+    assert "--kafka-bootstrap" in text and "nothing was started or recorded" in text
+
+
+def _running_v1(state: Path) -> list[Any]:
+    """The ledger of a running click-sessions version 1 (its Flink job is never asked)."""
+    from flowship.deploy.ledger import LocalLedger
+    from flowship.deploy.machine import Step
+
+    ledger = LocalLedger(state / "ledger")
+    with ledger.holding("click-sessions"):
+        ledger.record(
+            "click-sessions", "d1", Step.PLANNED, version="1", manifest={}, script=str(EXAMPLE_JOB)
+        )
+        ledger.record("click-sessions", "d1", Step.SUBMITTED, rest_url="http://127.0.0.1:1")
+        ledger.record(
+            "click-sessions", "d1", Step.RUNNING, job_id="a" * 32, rest_url="http://127.0.0.1:1"
+        )
+    return ledger.entries("click-sessions")
+
+
+def test_dry_run_against_a_silent_broker_fails_in_seconds_recording_nothing(
+    tmp_path: Path,
+) -> None:
+    """``python job.py --dry-run``: exit 4 naming the address; no ledger entry, no lease."""
+    from flowship.deploy.exits import EXIT_UNREACHABLE
+    from flowship.deploy.ledger import LocalLedger
+
+    state = tmp_path / "state"
+    before = _running_v1(state)
+    with silent_listener() as bootstrap:
+        started = time.monotonic()
+        done = run(
+            str(EXAMPLE_JOB), "--dry-run", "--kafka-bootstrap", bootstrap, "--state-dir", str(state)
+        )
+        took = time.monotonic() - started
+    assert done.returncode == EXIT_UNREACHABLE == 4, done.stderr
+    assert took < 30, f"took {took:.0f} s"  # the check's 10 s, and Python's start-up
+    assert (
+        f"flowship: Kafka at {bootstrap} did not answer within 10 s ({bootstrap} accepts "
+        "connections but sent no answer to Kafka's requests"
+    ) in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "dry_run.checked" not in done.stderr  # the gate was never reached
+    assert LocalLedger(state / "ledger").entries("click-sessions") == before
+    assert not (state / "ledger" / "click-sessions.lease").exists()
+    assert not list(state.glob("click-sessions/dry-runs/*")), "the dry run went on"
+
+
+class CheckedTarget(Target):
+    """A target whose prepare is the local target's first step: the Kafka check (2 s here)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.rest_url = "http://127.0.0.1:1"
+        self.bootstrap = bootstrap
+        self.started = False
+
+    def prepare(self) -> None:
+        _kafka.check_kafka(self.bootstrap, {"clicks": "source 'clicks-source'"}, timeout=2.0)
+
+    def start(self, restore: str | None, deployment: str) -> str:
+        self.started = True
+        return "b" * 32
+
+
+def test_upgrade_from_savepoint_against_a_silent_broker_stops_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    """``--upgrade-from savepoint``'s engine: the check fails before the gate or the stop."""
+    from flowship.deploy.engine import Engine, Policy, Release
+    from flowship.deploy.exits import EXIT_UNREACHABLE, exit_code_for
+    from flowship.deploy.ledger import LocalLedger
+
+    state = tmp_path / "state"
+    before = _running_v1(state)
+    ledger = LocalLedger(state / "ledger")
+    with silent_listener() as bootstrap:
+        target = CheckedTarget(bootstrap)
+        release = Release("click-sessions", "2", {"version": "2"}, str(EXAMPLE_JOB))
+        engine = Engine(ledger, release, target, Policy(state))
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as caught:
+            engine.upgrade()
+        took = time.monotonic() - started
+    assert took < 6, f"took {took:.1f} s"
+    assert exit_code_for(caught.value) == EXIT_UNREACHABLE == 4
+    assert f"Kafka at {bootstrap} did not answer" in str(caught.value)
+    assert f"{bootstrap} accepts connections but sent no answer" in str(caught.value)
+    assert not target.started
+    assert ledger.entries("click-sessions") == before
+    assert ledger.held("click-sessions") is None
+    assert not (state / "ledger" / "click-sessions.lease").exists()
+    assert not list(state.glob("click-sessions/savepoints/*")), "a savepoint was taken"
