@@ -5,7 +5,8 @@ completed while it was watched, no failure is in its exception history (a failur
 under a restart strategy), it was watched for at least the soak time, and its output holds up
 against the previous version's: the share of its input that goes to dead letters, the outputs it
 writes per input record (both compared with the previous version's, measured just before it
-was stopped), and its consumer lag, which must not keep growing. Those come from the Flink
+was stopped), its consumer lag, which must not keep growing, and its sources' backpressure,
+which must not stay high where the previous version's was not. Those come from the Flink
 metrics of flowship's own operators (:class:`Flow`); the thresholds are settings
 (:class:`HealthThresholds`, docs/concepts/deployments.md). An input that stays idle, or too
 small to judge, is said so in the verdict. The first failure seen ends the watch early with the
@@ -65,6 +66,8 @@ _FLOW_METRICS = {
     "dead_letters": re.compile(r"^dead-letter_.+__Writer\.numRecordsIn$"),
     "lag": re.compile(r"^Source__kafka_.+\.pendingRecords$"),
 }
+#: the task metric (per subtask, ms a second) read of a Kafka source's vertex for its backpressure
+_BACKPRESSURE = "backPressuredTimeMsPerSecond"
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,16 @@ class Flow:
     """What a version's flowship operators counted since its tasks started (Flink's metrics).
 
     ``lag`` is what its Kafka sources have yet to read (None: not reported yet).
+    ``backpressure`` is the share of time its most back-pressured Kafka source subtask waited
+    for buffers downstream (Flink's ``backPressuredTimeMsPerSecond``, an average over its last
+    minute; None: not reported).
     """
 
     inputs: int = 0
     outputs: int = 0
     dead_letters: int = 0
     lag: int | None = None
+    backpressure: float | None = None
 
     @property
     def dead_letter_rate(self) -> float:
@@ -96,6 +103,7 @@ class Flow:
             "outputs": self.outputs,
             "dead_letters": self.dead_letters,
             "lag": self.lag,
+            "backpressure": self.backpressure,
             "dead_letter_rate": round(self.dead_letter_rate, 4),
             "output_ratio": round(self.output_ratio, 4),
         }
@@ -106,12 +114,13 @@ class Flow:
         if not isinstance(data, Mapping):
             return None
         try:
-            lag = data.get("lag")
+            lag, pressure = data.get("lag"), data.get("backpressure")
             return cls(
                 int(data["inputs"]),
                 int(data["outputs"]),
                 int(data["dead_letters"]),
                 None if lag is None else int(lag),
+                None if pressure is None else float(pressure),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -128,6 +137,7 @@ def read_flow(
         vertices = rest.job(job_id).get("vertices", [])
     totals = dict.fromkeys(_FLOW_METRICS, 0.0)
     lag_seen = False
+    pressure: float | None = None
     # downstream first: the counts only grow, so a source read last has counted at least what
     # its outputs and dead letters were made of (Flink lists the vertices sources first)
     for vertex in reversed(vertices):
@@ -135,7 +145,15 @@ def read_flow(
         wanted = [i for i in ids if any(p.match(i) for p in _FLOW_METRICS.values())]
         if not wanted:
             continue
+        if _BACKPRESSURE in ids and any(_FLOW_METRICS["inputs"].match(i) for i in wanted):
+            wanted.append(_BACKPRESSURE)  # a Kafka source's vertex
         for metric in rest.subtask_metrics(job_id, vertex["id"], wanted):
+            if metric["id"] == _BACKPRESSURE:
+                most = metric.get("max")
+                if most is not None:
+                    share = min(max(float(most) / 1000.0, 0.0), 1.0)
+                    pressure = share if pressure is None else max(pressure, share)
+                continue
             value, least = metric.get("sum"), metric.get("min")
             if value is None:
                 continue
@@ -152,6 +170,7 @@ def read_flow(
         int(totals["outputs"]),
         int(totals["dead_letters"]),
         int(totals["lag"]) if lag_seen else None,
+        pressure,
     )
 
 
@@ -213,11 +232,71 @@ class HealthThresholds:
     min_output_ratio: float = 0.5
     #: how many records the consumer lag may grow by over ``soak_s`` (0: not judged)
     max_lag_growth: int = 10_000
+    #: the share of time a Kafka source subtask may wait for buffers downstream (Flink's
+    #: backpressure, averaged over its last minute) while the previous version's stayed below
+    max_backpressure: float = 0.8
+    #: how long backpressure above ``max_backpressure``, not falling and with a lag that does
+    #: not shrink, means the version does not keep up (0: not judged); above the longest the
+    #: job takes to catch up after a hand-over
+    backpressure_s: float = 30.0
     #: how long the watch waits, paused, for Flink to recover the job from a platform failure
     platform_grace_s: float = 300.0
     #: platform failures tolerated in one watch: one more is the version's (it may be what takes
     #: its TaskManagers down, e.g. by their memory)
     max_platform_failures: int = 2
+
+
+def back_pressured(policy: HealthThresholds, baseline: Flow | None, flow: Flow) -> bool:
+    """Whether ``flow``'s sources are back-pressured beyond the limit, where that is judged."""
+    if policy.backpressure_s <= 0 or flow.backpressure is None:
+        return False
+    if baseline is not None and (baseline.backpressure or 0.0) >= policy.max_backpressure:
+        return False  # the input outran the previous version as well
+    return flow.backpressure >= policy.max_backpressure
+
+
+def backpressure_problem(
+    policy: HealthThresholds,
+    baseline: Flow | None,
+    readings: Sequence[tuple[float, Flow]],
+    waited: float,
+) -> str | None:
+    """Whether the version's sources stayed back-pressured for ``backpressure_s`` (or None).
+
+    ``readings``: (seconds into the watch, :class:`Flow`) of the watch so far. Back-pressured
+    means above ``max_backpressure`` in every reading of the last ``backpressure_s`` (one at
+    or before its start included, so the whole span was seen), not falling over it, and its
+    lag not shrinking: a version catching up after the hand-over is back-pressured too, until
+    it has caught up, while its backpressure falls (Flink averages it over a minute) or its lag
+    shrinks. Not judged when the previous version's sources were back-pressured as much: the
+    input outran it too, and nothing says the new version is the slower one.
+    """
+    if not readings or not back_pressured(policy, baseline, readings[-1][1]):
+        return None
+    start = waited - policy.backpressure_s
+    earlier = [(when, flow) for when, flow in readings if when <= start]
+    if not earlier:
+        return None
+    span = [earlier[-1][1]] + [flow for when, flow in readings if when > start]
+    pressures = [flow.backpressure for flow in span]
+    if any(p is None or p < policy.max_backpressure for p in pressures):
+        return None
+    first, last = span[0], span[-1]
+    assert first.backpressure is not None and last.backpressure is not None
+    if last.backpressure < first.backpressure - 0.05:
+        return None  # falling: it caught up
+    if first.lag is not None and last.lag is not None and last.lag < first.lag:
+        return None  # its lag shrinks: it catches up
+    before = (
+        ""
+        if baseline is None or baseline.backpressure is None
+        else f"; the previous version's: {baseline.backpressure:.0%}"
+    )
+    return (
+        f"its Kafka sources waited for its operators {last.backpressure:.0%} of the time, "
+        f"back-pressured above {policy.max_backpressure:.0%} for {policy.backpressure_s:.0f}s "
+        f"with a lag that did not shrink{before}: it does not keep up with its input"
+    )
 
 
 def output_problems(
@@ -382,6 +461,7 @@ def watch(
     before: int | None = 0 if count_from_start else None
     flow: Flow | None = None
     lags: list[tuple[float, int]] = []
+    readings: list[tuple[float, Flow]] = []  # for backpressure, which must last a while
     troubled_since: float | None = None
     troubled_flow: Flow | None = None  # the reading the problem was first seen in
     seen = 0  # exception-history entries judged so far
@@ -421,6 +501,7 @@ def watch(
             recovering = now if recovering is None else recovering
             before, troubled_since = None, None
             lags.clear()
+            readings.clear()
         seen = len(history)
         state = str(job.get("state"))
         if state in _JOB_ENDED:
@@ -458,6 +539,10 @@ def watch(
             problems = output_problems(
                 limits, baseline, flow, _lag_at(lags, waited - limits.soak_s)
             )
+            readings.append((waited, flow))
+            slow = backpressure_problem(limits, baseline, readings, waited)
+            if slow is not None:
+                problems.append(slow)
         if problems:
             if troubled_since is None:
                 troubled_since, troubled_flow = waited, flow
@@ -469,8 +554,21 @@ def watch(
                 return verdict(False, "its output is not healthy: " + "; ".join(problems))
         else:
             troubled_since = None
+            # back-pressured, not for long enough yet to judge: not stable either, until it
+            # falls below the limit or has lasted (a version catching up falls within seconds)
+            pressed = flow is not None and back_pressured(limits, baseline, flow)
+            if pressed and waited >= window_s:
+                assert flow is not None and flow.backpressure is not None
+                return verdict(
+                    False,
+                    "its output is not healthy: its Kafka sources still waited for its "
+                    f"operators {flow.backpressure:.0%} of the time at the end of the "
+                    f"{window_s:.0f}s window (limit {limits.max_backpressure:.0%}): it did not "
+                    "keep up with its input",
+                )
             if (
-                checkpoints >= min_checkpoints
+                not pressed
+                and checkpoints >= min_checkpoints
                 and waited >= limits.soak_s
                 and records >= max(limits.min_inputs, 1)
             ):

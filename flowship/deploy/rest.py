@@ -179,11 +179,11 @@ class FlinkRest:
     ) -> list[dict[str, Any]]:
         """``GET /jobs/:id/vertices/:vid/subtasks/metrics``: the metric ids its subtasks report.
 
-        Given ``ids``: their values over all subtasks (``sum`` and ``min`` of each).
+        Given ``ids``: their values over all subtasks (``sum``, ``min`` and ``max`` of each).
         """
         path = f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics"
         if ids:
-            path += "?" + urllib.parse.urlencode({"get": ",".join(ids), "agg": "sum,min"})
+            path += "?" + urllib.parse.urlencode({"get": ",".join(ids), "agg": "sum,min,max"})
         result: list[dict[str, Any]] = self._call("GET", path) or []
         return result
 

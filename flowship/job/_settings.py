@@ -101,6 +101,20 @@ class Settings(BaseSettings):
         description="by how many records a new version's consumer lag may grow within the "
         "soak time (0: not judged)",
     )
+    health_max_backpressure: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="the share of time a new version's Kafka sources may wait for its "
+        "operators (Flink's backpressure) while the previous version's stayed below it",
+    )
+    health_backpressure_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long a new version's sources must stay back-pressured above "
+        "health_max_backpressure, with a lag that does not shrink, to count as not keeping up "
+        "(0: not judged); above the time the job takes to catch up after a hand-over",
+    )
     health_platform_grace_s: float = Field(
         300.0,
         ge=0,
@@ -179,6 +193,8 @@ class Settings(BaseSettings):
             max_dead_letter_increase=self.health_max_dead_letter_increase,
             min_output_ratio=self.health_min_output_ratio,
             max_lag_growth=self.health_max_lag_growth,
+            max_backpressure=self.health_max_backpressure,
+            backpressure_s=self.health_backpressure_s,
             platform_grace_s=self.health_platform_grace_s,
         )
 

@@ -2,7 +2,8 @@
 
 Each bad version 2 runs, checkpoints and never fails, so a watch of liveness alone records it
 STABLE. One dead-letters every record, one writes nothing, one never keeps up (its lag grows):
-each is rolled back (exit 6), its ledger entry naming what was wrong and its counts. Then the
+each is rolled back (exit 6), its ledger entry naming what was wrong and its counts; the slow one
+also with only its sources' backpressure judged. Then the
 example's healthy version 2, under the same load and settings, is recorded STABLE.
 """
 
@@ -58,16 +59,21 @@ def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
     try:
         wait_running(ledger, "1")
         producer.start()
-        for script, problem in (
-            ("dead_letters_v2.py", "of its input went to dead-letter topics"),
-            ("silent_v2.py", "0.00 outputs per input record"),
+        for script, problem, extra in (
+            ("dead_letters_v2.py", "of its input went to dead-letter topics", ()),
+            ("silent_v2.py", "0.00 outputs per input record", ()),
             # never keeps up: its lag grows, or (its input buffered in flight) its outputs fall
             # behind its inputs, whichever shows first
-            ("slow_v2.py", "consumer lag grew from|outputs per input record"),
+            ("slow_v2.py", "consumer lag grew from|outputs per input record", ()),
+            # the same, judged by its sources' backpressure alone (the other signals off)
+            # (above 80 % from about 10 s in; a window longer than that, the span and the soak)
+            ("slow_v2.py", "its Kafka sources (still )?waited for its operators", (
+                "--health-min-output-ratio", "0", "--health-max-lag-growth", "0",
+                "--health-backpressure-s", "8", "--health-window-s", "45")),
         ):
             done = subprocess.run(
                 job_command(BAD / script, bootstrap, state, "--upgrade-from", "savepoint", *WATCH,
-                            "--health-window-s", "30"),
+                            "--health-window-s", "30", *extra),
                 capture_output=True, text=True, timeout=400, check=False)
             assert done.returncode == 6, (script, tail(done.stdout + done.stderr))
             assert "rolled back to version 1" in done.stderr, tail(done.stderr)
@@ -80,6 +86,10 @@ def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
             # (0.80 seen on a slow CI machine), well above what the watch calls silent
             assert failed["baseline"]["output_ratio"] > 0.5
             assert failed["flow"]["inputs"] > 0
+            if "backpressure" in " ".join(extra):
+                # v1 kept up: its sources were not back-pressured; the slow v2's were
+                assert failed["baseline"]["backpressure"] < 0.8, failed["baseline"]
+                assert failed["flow"]["backpressure"] >= 0.8, failed["flow"]
             wait_running(ledger, "1")
             time.sleep(5)  # v1, started again, reads input before the next upgrade counts it
         good = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from", "savepoint",
@@ -101,9 +111,10 @@ def test_versions_with_bad_output_are_rolled_back_and_a_good_one_is_stable(
     assert data["flow"]["output_ratio"] > 0.5 * data["baseline"]["output_ratio"]
     assert data["flow"]["dead_letter_rate"] <= 0.05
     assert "outputs per input" in data["reason"]
-    # the three rolled back, each followed by the previous version started again
+    assert data["flow"]["backpressure"] < 0.8  # judged, and below the limit
+    # the four rolled back, each followed by the previous version started again
     failed = [merged(d) for d in deployments if d[-1].step is Step.ROLLED_BACK]
-    assert len(failed) == 3
+    assert len(failed) == 4
 
 
 def test_a_rollbacks_replay_marks_the_outputs_that_follow_a_failed_versions(

@@ -13,6 +13,7 @@ import pytest
 from flowship.deploy.health import (
     Flow,
     HealthThresholds,
+    backpressure_problem,
     output_problems,
     platform_fault,
     read_flow,
@@ -59,6 +60,7 @@ def test_output_is_not_judged_on_too_little_input_but_lag_is() -> None:
 
 def test_flow_round_trips_through_the_ledger_form() -> None:
     assert Flow.from_json(V1.to_json()) == V1
+    assert Flow.from_json(Flow(5, 4, 1, 3, 0.5).to_json()) == Flow(5, 4, 1, 3, 0.5)
     assert Flow.from_json(Flow(5, 4, 1, None).to_json()) == Flow(5, 4, 1, None)
     assert V1.to_json()["output_ratio"] == 1.0
     for bad in (None, "x", {"inputs": 1}, {"inputs": "a", "outputs": 1, "dead_letters": 0}):
@@ -97,22 +99,32 @@ class StubRest:
                 "Source__kafka_clicks-source.pendingRecords": (flow.lag, -1 if flow.lag is None
                                                                else 0),
                 "decode_clicks-source.numRecordsOut": (flow.inputs, 0),
+                # a task metric, on every vertex; Flink reports ms a second, max over subtasks
+                "backPressuredTimeMsPerSecond": (
+                    None if flow.backpressure is None else flow.backpressure * 1000, 0),
             },
             "out": {
                 "kafka_session-stats__Writer.numRecordsIn": (flow.outputs, 0),
                 "dead-letter_clicks_dlq__Writer.numRecordsIn": (flow.dead_letters, 0),
                 "kafka_session-stats__Committer.numRecordsIn": (99, 0),
+                "backPressuredTimeMsPerSecond": (1000, 1000),  # not a source's: not read
             },
         }[vertex_id]
         if not ids:
             return [{"id": name} for name in metrics]
+        if flow.backpressure is None and vertex_id == "src":
+            metrics.pop("backPressuredTimeMsPerSecond")
         return [
-            {"id": name, "sum": metrics[name][0] or 0, "min": metrics[name][1]} for name in ids
+            {"id": name, "sum": metrics[name][0] or 0, "min": metrics[name][1],
+             "max": metrics[name][0]} for name in ids if name in metrics
         ]
 
 
 def test_read_flow_sums_flowships_own_operators() -> None:
     assert read_flow(StubRest([Flow(300, 290, 10, 42)]), "j") == Flow(300, 290, 10, 42)  # type: ignore[arg-type]
+    # the sources' backpressure: the most back-pressured subtask's share of the time
+    pressed = read_flow(StubRest([Flow(300, 290, 10, 42, 0.93)]), "j")  # type: ignore[arg-type]
+    assert pressed.backpressure == pytest.approx(0.93)
     # a reader that does not know its lag yet reports -1: the lag is unknown, not 0
     assert read_flow(StubRest([Flow(300, 290, 10, None)]), "j").lag is None  # type: ignore[arg-type]
 
@@ -352,3 +364,79 @@ def test_a_job_that_ends_after_a_platform_failure_says_so() -> None:
 ])
 def test_platform_faults_are_told_by_flinks_words(entry: dict[str, Any], platform: bool) -> None:
     assert platform_fault(entry) is platform
+
+
+PRESSED = HealthThresholds(max_backpressure=0.8, backpressure_s=10.0)
+
+
+def _span(*readings: tuple[float, float, int | None]) -> list[tuple[float, Flow]]:
+    """(seconds into the watch, backpressure, lag) as the watch's readings."""
+    return [(at, Flow(1000, 1000, 0, lag, pressure)) for at, pressure, lag in readings]
+
+
+def test_backpressure_that_lasts_without_catching_up_is_a_problem() -> None:
+    readings = _span((2, 0.55, 0), (6, 0.82, 0), (10, 0.9, 0), (14, 0.93, 0), (16, 0.95, 0))
+    problem = backpressure_problem(PRESSED, V1, readings, waited=16)
+    assert problem is not None
+    assert "its Kafka sources waited for its operators 95% of the time" in problem
+    assert "above 80% for 10s with a lag that did not shrink" in problem
+    # with the previous version's figure when it is known
+    base = Flow(10_000, 10_000, 0, 0, 0.02)
+    assert "the previous version's: 2%" in str(backpressure_problem(PRESSED, base, readings, 16))
+
+
+def test_backpressure_not_seen_for_the_whole_span_is_not_judged_yet() -> None:
+    readings = _span((6, 0.82, 0), (10, 0.9, 0), (14, 0.93, 0))
+    assert backpressure_problem(PRESSED, V1, readings, waited=14) is None  # first seen at 6 s
+    dipped = _span((2, 0.85, 0), (6, 0.7, 0), (10, 0.9, 0), (14, 0.93, 0))
+    assert backpressure_problem(PRESSED, V1, dipped, waited=14) is None
+    unknown = _span((2, 0.85, 0), (6, 0.9, 0), (14, 0.93, 0))
+    unknown[1] = (6, Flow(1000, 1000, 0, 0, None))
+    assert backpressure_problem(PRESSED, V1, unknown, waited=14) is None
+
+
+def test_a_version_catching_up_after_the_hand_over_is_not_held_to_its_backpressure() -> None:
+    # back-pressured while it drains what piled up during the hand-over, then falling
+    falling = _span((2, 1.0, 0), (8, 1.0, 0), (12, 0.9, 0))
+    assert backpressure_problem(PRESSED, V1, falling, waited=12) is None
+    # or its lag shrinks
+    draining = _span((2, 1.0, 5000), (8, 1.0, 3000), (12, 1.0, 1200))
+    assert backpressure_problem(PRESSED, V1, draining, waited=12) is None
+
+
+def test_backpressure_is_not_judged_when_the_previous_version_was_as_pressed_or_off() -> None:
+    readings = _span((2, 0.95, 0), (8, 0.97, 0), (12, 0.98, 0))
+    saturated = Flow(10_000, 10_000, 0, 0, 0.9)
+    assert backpressure_problem(PRESSED, saturated, readings, waited=12) is None
+    off = HealthThresholds(backpressure_s=0)
+    assert backpressure_problem(off, V1, readings, waited=12) is None
+    assert backpressure_problem(PRESSED, V1, readings, waited=12) is not None
+
+
+def test_a_version_that_stays_back_pressured_is_not_stable() -> None:
+    pressed = [Flow(1000 + i, 1000 + i, 0, 0, 0.97) for i in range(400)]
+    limits = HealthThresholds(soak_s=0.05, min_inputs=100, backpressure_s=0.1)
+    health = watch(StubRest(pressed), "j", 5.0, 2, poll_s=0.01, baseline=V1,  # type: ignore[arg-type]
+                   thresholds=limits)
+    assert not health.stable
+    assert "its output is not healthy: its Kafka sources waited for its operators 97%" in (
+        health.reason)
+    assert health.flow is not None and health.flow.backpressure == pytest.approx(0.97)
+
+
+def test_a_back_pressured_version_is_stable_only_once_its_backpressure_falls() -> None:
+    limits = HealthThresholds(soak_s=0.05, min_inputs=100, backpressure_s=5.0)
+    # catching up for a few polls, then below the limit: stable, after the pressure fell
+    catching_up = [Flow(1000 + i, 1000 + i, 0, 0, 0.95) for i in range(20)] + [
+        Flow(1100, 1100, 0, 0, 0.4)]
+    rest = StubRest(catching_up)
+    health = watch(rest, "j", 5.0, 2, poll_s=0.01, baseline=V1, thresholds=limits)  # type: ignore[arg-type]
+    assert health.stable, health.reason
+    assert rest.polls >= 20 and health.flow == Flow(1100, 1100, 0, 0, 0.4)
+    # still above the limit when the window ends (shorter than the span): not stable
+    pressed = [Flow(1000 + i, 1000 + i, 0, 0, 0.95) for i in range(400)]
+    health = watch(StubRest(pressed), "j", 0.3, 2, poll_s=0.01, baseline=V1,  # type: ignore[arg-type]
+                   thresholds=limits)
+    assert not health.stable
+    assert "still waited for its operators 95% of the time at the end of the 0s window" in (
+        health.reason)
