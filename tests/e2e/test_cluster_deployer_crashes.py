@@ -6,8 +6,9 @@ shows the verdict open. The moment of the kill comes from a seeded random
 (``FLOWSHIP_TEST_SEED`` repeats a run; the seed is printed). Killed the moment the cluster
 accepted the new version's job, before RUNNING was recorded: the same command again finds the
 job by the id recorded at SUBMITTED and adopts it; no second copy is started. Killed right
-after SAVEPOINTING or STOPPED under continuous input: the rerun converges to one v2 job,
-exactly once (the crash matrix of tests/e2e/test_deployer_crashes.py, on the cluster).
+after PLANNED, CHECKED, SAVEPOINTING or STOPPED under continuous input: the rerun converges to
+one v2 job, exactly once (the crash matrix of tests/e2e/test_deployer_crashes.py, on the
+cluster).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from test_cluster_upgrades import cancel_live_jobs, deploy
 from test_local_upgrades import JOB
 
 from flowship.cli import main as flowship
-from flowship.deploy.ledger import FAULT_ENV, JOB_SUBMITTED, LocalLedger
+from flowship.deploy.ledger import FAULT_ENV, JOB_SUBMITTED, LedgerError, LocalLedger
 from flowship.deploy.machine import Step
 from flowship.testing._proc import spawn, stop_pid
 
@@ -192,46 +193,101 @@ def test_rerun_adopts_the_job_its_deployer_submitted_before_dying(
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
 
 
-@pytest.mark.parametrize("step", ["SAVEPOINTING", "STOPPED"])
+def _feed(bootstrap: str, evs: list[dict], ledger: LocalLedger, done: threading.Event) -> None:
+    """The first 4,500 events at 300/s (15 s, across the kills), the rest once an upgrade
+    recorded SAVEPOINTING: input flows across the stop, and version 2's watch judges input
+    instead of waiting out its window on a topic version 1 had read to the end (PLANNED and
+    CHECKED touch nothing: the stop comes long after the kills)."""
+    produce_clicks(bootstrap, evs[:4_500], 300.0)
+    while not done.wait(0.2):
+        try:
+            stopping = any(e.step is Step.SAVEPOINTING for e in ledger.entries(JOB))
+        except LedgerError:  # a line read while it is written: read again
+            continue
+        if stopping:
+            produce_clicks(bootstrap, evs[4_500:], 300.0)
+            return
+
+
+@pytest.mark.parametrize("steps", ["PLANNED,CHECKED", "SAVEPOINTING", "STOPPED"])
 def test_rerun_after_deployer_killed_at_a_step_converges_on_the_cluster(
-    step: str, fresh_kafka_broker, flink_session_cluster, tmp_path: Path
+    steps: str, fresh_kafka_broker, flink_session_cluster, tmp_path: Path
 ) -> None:
-    """The steps whose resume differs on a cluster (the old job lives on without its deployer,
-    and outlives a stop the deployer never saw end); PLANNED and CHECKED touch nothing, SUBMITTED
-    and RUNNING are the tests above. Killed right after recording ``step`` under continuous
-    input; the same command again converges: one v2 job on the cluster, exactly once."""
+    """Killed right after recording a step under continuous input; the same command again
+    converges: one v2 job on the cluster, exactly once. SAVEPOINTING and STOPPED: the old job
+    lives on without its deployer, and outlives a stop the deployer never saw end. PLANNED and
+    CHECKED touch nothing, so one v1 job serves both: killed at PLANNED, the same command again
+    closes that deployment and carries on, to be killed at CHECKED; the v1 job runs on alone
+    through both. SUBMITTED and RUNNING are the tests above."""
     bootstrap = fresh_kafka_broker.bootstrap
     rest = flink_session_cluster.rest
     setup_topics(bootstrap)
     state = tmp_path / "state"
     ledger = LocalLedger(state / "ledger")
     evs = list(events.clicks(6_000, users=100))
-    producer = threading.Thread(target=produce_clicks, args=(bootstrap, evs, 300.0))  # 20 s
+    done = threading.Event()
+    producer = threading.Thread(
+        target=_feed, args=(bootstrap, evs, LocalLedger(state / "ledger"), done)
+    )
     ended = ("FINISHED", "CANCELED", "FAILED")
+    upgrade = ["--upgrade-from", "savepoint"]
+    killed: list[str] = []  # the deployments the kills left
     try:
         first = deploy("job.py", flink_session_cluster, bootstrap, state)
         assert first.returncode == 0, tail(first.stdout + first.stderr)
+        v1_job = ledger.current(JOB)[1]["job_id"]
         producer.start()
         time.sleep(4)
-        crashed = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
-                         "--upgrade-from", "savepoint", env={**os.environ, FAULT_ENV: step})
-        assert crashed.returncode == -signal.SIGKILL, tail(crashed.stdout + crashed.stderr)
-        assert ledger.entries(JOB)[-1].step.value == step  # it died right after recording it
+        for step in steps.split(","):
+            env = {**os.environ, FAULT_ENV: step}
+            crashed = deploy(
+                "job_v2.py", flink_session_cluster, bootstrap, state, *upgrade, env=env
+            )
+            assert crashed.returncode == -signal.SIGKILL, tail(crashed.stdout + crashed.stderr)
+            last = ledger.entries(JOB)[-1]
+            assert last.step.value == step  # it died right after recording it
+            killed.append(last.deployment)
+            if step in ("PLANNED", "CHECKED"):  # nothing touched: v1 alone runs on
+                alive = [j["jid"] for j in rest.jobs() if j["state"] not in ended]
+                assert alive == [v1_job]
 
-        again = deploy("job_v2.py", flink_session_cluster, bootstrap, state,
-                       "--upgrade-from", "savepoint")
+        again = deploy("job_v2.py", flink_session_cluster, bootstrap, state, *upgrade)
         assert again.returncode == 0, tail(again.stdout + again.stderr)
         producer.join(timeout=120)
+        assert not producer.is_alive(), "no upgrade recorded SAVEPOINTING"
         outputs = read_outputs(bootstrap, expect=6_000, timeout=240)
         current = ledger.current(JOB)
         assert current is not None and current[1]["version"] == "2"
         alive = [j["jid"] for j in rest.jobs() if j["state"] not in ended]
         assert alive == [current[1]["job_id"]]  # one copy of the job: v2's
-        upgrade = ledger.deployments(JOB)[current[0]]
-        assert [e.step for e in upgrade][-3:] == [Step.SUBMITTED, Step.RUNNING, Step.STABLE]
+        assert rest.job(v1_job)["state"] == "FINISHED"  # stopped with a savepoint
+        deployments = ledger.deployments(JOB)
+        upgraded = deployments[current[0]]
+        assert [e.step for e in upgraded][-3:] == [Step.SUBMITTED, Step.RUNNING, Step.STABLE]
         assert len([e for e in ledger.entries(JOB) if e.step is Step.STOPPED]) == 1
+        if steps == "PLANNED,CHECKED":
+            # each rerun closed the deployment it found unfinished and planned a new one
+            planned, checked = (deployments[d] for d in killed)
+            assert [e.step for e in planned] == [Step.PLANNED, Step.FAILED]
+            assert [e.step for e in checked] == [Step.PLANNED, Step.CHECKED, Step.FAILED]
+            for closed in (planned, checked):
+                assert "died before stopping the old version" in closed[-1].data["reason"]
+            assert [e.step for e in upgraded] == [
+                Step.PLANNED,
+                Step.CHECKED,
+                Step.SAVEPOINTING,
+                Step.STOPPED,
+                Step.SUBMITTED,
+                Step.RUNNING,
+                Step.STABLE,
+            ]
+            assert list(deployments)[1:] == [*killed, current[0]]  # and nothing else
+        else:  # the deployment it died in is the one resumed to the end
+            assert killed == [current[0]]
     finally:
+        done.set()  # never leave the producer waiting
         cancel_live_jobs(rest)
-    version_of = {m.value["event_id"]: int(m.headers["flowship.version"])
-                  for m in outputs if m.value}
+    version_of = {
+        m.value["event_id"]: int(m.headers["flowship.version"]) for m in outputs if m.value
+    }
     assert_exactly_once(outputs, evs, expected=events.reference_versioned(evs, version_of))
