@@ -30,8 +30,13 @@ PyFlink's DataStream API nor :mod:`flowship.job` (which builds the graph and han
 ``rehearse``       what ``--dry-run`` reads and reports (state reader, rehearsal topics)
 ``diff``           :func:`compare`: two versions' outputs paired by input address and compared
                    field by field (the dry run's and ``flowship diff``'s)
+``report``         ``flowship diff --html``: where in the input two versions' outputs differ,
+                   as a chart
 ``shadow``         dark launches (``--shadow``): their ledger key, ``flowship diff`` and
                    ``flowship abort``
+``side_by_side``   canaries and promotion (``--canary``, ``flowship promote``, ``abort``'s
+                   hand-back, ``retire``): which version serves production, moved at agreed
+                   cuts
 ``archive``        the deployed code archived at deploy time, for an exact rollback
 ``exits``          the exit codes of a job and of ``flowship``, defined once
 =================  =========================================================================
