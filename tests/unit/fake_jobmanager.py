@@ -4,7 +4,9 @@
 ``GET /jobs/ID/checkpoints`` answers its checkpoint history, whose latest completed checkpoint is
 ``checkpoints[ID]`` (none for a known job not in it). ``PATCH /jobs/ID?mode=cancel`` is
 accepted (202) for a known job and appended to ``cancels``, but changes nothing: a cancel Flink
-never carries out (404 for an unknown job).
+never carries out (404 for an unknown job). Nothing else is served (a ``POST``: a submission,
+a savepoint, a stop, is answered 501). Every request, served or not, is appended to
+``requests`` (``"METHOD /path"``): a test can tell that nothing was submitted or stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def serve(
     broken: str,
     checkpoints: Mapping[str, str] | None = None,
     cancels: list[str] | None = None,
+    requests: list[str] | None = None,
 ) -> Iterator[str]:
     """Serve ``states`` (job id -> Flink state) on loopback; yields the REST URL."""
     completed = dict(checkpoints or {})
@@ -30,6 +33,12 @@ def serve(
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
+
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            if parsed and requests is not None:
+                requests.append(f"{self.command} {self.path}")
+            return parsed
 
         def do_GET(self) -> None:
             parts = self.path.strip("/").split("/")
