@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import subprocess
 import sys
@@ -120,6 +121,39 @@ def test_every_env_var_in_the_docs_is_a_setting() -> None:
     configuration = _text(DOCS / "reference" / "configuration.md")
     missing = sorted(var for var in known if var not in configuration)
     assert not missing, f"settings missing from docs/reference/configuration.md: {missing}"
+
+
+def _settings_table() -> dict[str, dict[str, str]]:
+    """docs/reference/configuration.md's settings table: {field: {column: cell}}."""
+    lines = _text(DOCS / "reference" / "configuration.md").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Field |"))
+    header = [cell.strip() for cell in lines[start].strip().strip("|").split("|")]
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break  # the table ends
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0].strip("`")] = dict(zip(header, cells, strict=False))
+    return rows
+
+
+def test_documented_health_defaults_are_the_settings_defaults() -> None:
+    table = _settings_table()
+    documented = {name: row["Default"] for name, row in table.items() if name.startswith("health_")}
+    fields = {
+        name: field.default
+        for name, field in Settings.model_fields.items()
+        if name.startswith("health_")
+    }
+    assert len(fields) >= 10  # not vacuous: window, checkpoints, soak, min inputs, ...
+    assert sorted(documented) == sorted(fields), "health_* settings and their docs differ"
+    wrong = {}
+    for name, default in fields.items():
+        cell = documented[name]
+        value = ast.literal_eval(cell.strip("`")) if re.fullmatch(r"`[^`]+`", cell) else cell
+        if value != default or type(value) is not type(default):
+            wrong[name] = f"docs say {cell}, flowship/job/_settings.py has {default!r}"
+    assert not wrong, f"docs/reference/configuration.md's defaults are wrong: {wrong}"
 
 
 def _repo_paths(text: str) -> set[str]:

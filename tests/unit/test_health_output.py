@@ -171,6 +171,24 @@ def test_a_healthy_version_is_stable_once_soaked_with_its_rates_in_the_reason() 
     assert health.flow == Flow(400, 395, 0, 100)
 
 
+def test_a_healthy_version_is_not_stable_before_its_soak_time() -> None:
+    """Checkpoints complete, its input is enough and its output good from the first reading:
+    only the soak time holds the verdict back (without one it is stable within a few polls)."""
+    healthy = [Flow(1000, 1000, 0, 0)]  # 1.00 outputs per input, like V1, no dead letters
+    unsoaked = StubRest(healthy)
+    health = _watch(unsoaked, soak_s=0)
+    assert health.stable, health.reason
+    assert unsoaked.polls <= 4  # the first reading, then two checkpoints completed
+    assert health.waited_s < 0.5
+    soaked = StubRest(healthy)
+    health = _watch(soaked, soak_s=0.5)
+    assert health.stable, health.reason
+    assert health.waited_s >= 0.5
+    assert soaked.polls > 10  # watched on, poll after poll, until the soak time was up
+    assert health.waited_s < 5.0 and "1000 records" in health.reason  # not the window's end
+    assert health.checkpoints >= 2
+
+
 def _growing(inputs: int, outputs: float, dead: float, polls: int = 400) -> list[Flow]:
     """A stream's readings: ``outputs``/``dead`` per input, inputs growing poll by poll."""
     return [Flow(inputs + i, int((inputs + i) * outputs), int((inputs + i) * dead), 0)
