@@ -18,7 +18,6 @@ recorded step:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from flowship._log import get_logger
-from flowship.deploy.alive import Liveness, Verdict, deployment_liveness, liveness
+from flowship.deploy.alive import (
+    Liveness,
+    Verdict,
+    deployment_liveness,
+    liveness,
+    process_alive,
+)
 from flowship.deploy.check import UpgradeReport, check_upgrade
 from flowship.deploy.health import baseline_flow, verdict_open_since
 from flowship.deploy.ledger import Lease, Ledger, merged
@@ -563,13 +568,7 @@ def _process_gone(data: Mapping[str, Any]) -> bool:
     pid = data.get("pid")
     if not pid:
         return False  # a session cluster's job: it outlives the deployer
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_alive(int(pid), data.get("pid_start"))
 
 
 def restore_point(data: Mapping[str, Any], checkpoint_root: Storage, since: float) -> str | None:
@@ -578,9 +577,10 @@ def restore_point(data: Mapping[str, Any], checkpoint_root: Storage, since: floa
     Asked of the job's REST API first: its checkpoint history names the checkpoint's location
     on any storage (``file:``, ``s3://``, ``hdfs://``). When that does not answer or names none
     (the local target's job went with its process), the highest-numbered checkpoint under
-    ``checkpoint_root/JOB_ID``. No clocks are compared. Only a deployment that recorded no job
-    id (its deployer died at SUBMITTED on the local target) falls back to the newest checkpoint
-    written after ``since``. None: the job completed no checkpoint.
+    ``checkpoint_root/JOB_ID``. No clocks are compared: every target records the job id at
+    SUBMITTED, before it starts the job. Only a deployment recorded by a flowship that did not
+    (on the local target) falls back to the newest checkpoint written after ``since``. None:
+    the job completed no checkpoint.
     """
     job_id, rest_url = data.get("job_id"), data.get("rest_url")
     if not job_id:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,17 @@ from flowship.deploy.ledger import LocalLedger
 from flowship.deploy.machine import Step
 from flowship.deploy.rollback import plan_rollback, version_before
 from flowship.errors import ConfigError
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended (and been reaped): a local job that is dead."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+#: a local deployment's recorded process, gone: its REST port refused means dead
+GONE = _gone_pid()
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +70,7 @@ def _deploy(
         if step is Step.SUBMITTED:
             data = {"rest_url": "http://127.0.0.1:1"}
         if step is Step.RUNNING:
-            data = {"job_id": d * 4, "pid": 1}
+            data = {"job_id": d * 4, "pid": GONE}
         with ledger.holding("jobx"):
             ledger.record("jobx", d, step, **data)
 
