@@ -134,7 +134,8 @@ class Target(ABC):
 
         The engine records it at SUBMITTED, before the submission: when the deployer dies after
         the cluster accepted the job, the next run finds the job by that id and adopts it
-        instead of starting a second copy. A job in the deployer's own process needs none.
+        instead of starting a second copy, or, when the job died with it (the local target),
+        finds the checkpoints that job completed by their directory, never by file times.
         """
         return None
 

@@ -12,9 +12,11 @@ import os
 import signal
 import socket
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from flowship._log import get_logger
+from flowship.deploy.alive import process_start
 from flowship.deploy.engine import Target
 from flowship.deploy.rest import FlinkRest
 from flowship.errors import ClusterError, JobFailedError
@@ -65,6 +67,7 @@ class LocalTarget(Target):
             clear_transformations=True, job_name=f"{job.name}@{job.version}"
         )
         self._client: Any = None
+        self._job_id: str | None = None
         self._started = time.monotonic()
         from pyflink.java_gateway import get_gateway
 
@@ -78,6 +81,15 @@ class LocalTarget(Target):
         """
         self._job.check_kafka(self._settings)
         self._job.create_topics(self._settings, shadow=self._shadow)
+
+    def new_job_id(self) -> str:
+        """A fresh Flink job id for the next :meth:`start`, recorded at SUBMITTED first.
+
+        The job dies with this process, so there is nothing to adopt; the id tells a rerun
+        which checkpoints are this job's (``<checkpoints>/<job id>/chk-N``) with no clocks.
+        """
+        self._job_id = uuid.uuid4().hex
+        return self._job_id
 
     def old_version_stopped(self) -> None:
         """The old local version exits once stopped: wait for its REST port before reusing it."""
@@ -128,6 +140,12 @@ class LocalTarget(Target):
             from pyflink.common.job_client import JobClient
 
             j_env = self._env._j_stream_execution_environment
+            if self._job_id is not None:
+                from pyflink.java_gateway import get_gateway
+
+                job_ids = get_gateway().jvm.org.apache.flink.api.common.JobID
+                self.stream_graph.setJobId(job_ids.fromHexString(self._job_id))
+                self._job_id = None  # one execution per id
             self._client = JobClient(j_env.executeAsync(self.stream_graph))
             job_id = str(self._client.get_job_id())
             self._wait_running(job_id)
@@ -152,8 +170,17 @@ class LocalTarget(Target):
         self._client.get_job_execution_result().result()  # raises the job's failure, if it failed
 
     def recorded(self) -> dict[str, Any]:
-        """The job runs in this process: its pid (and its lane when not the default)."""
-        return {"pid": os.getpid(), **({"lane": self._job.lane} if self._job.lane else {})}
+        """The job runs in this process: its pid and start (and its lane when not the default).
+
+        ``pid_start`` tells this process from a later one given the same pid (after a reboot,
+        say): a job whose process is gone is then never taken for one that runs.
+        """
+        start = process_start()
+        return {
+            "pid": os.getpid(),
+            **({"pid_start": start} if start else {}),
+            **({"lane": self._job.lane} if self._job.lane else {}),
+        }
 
     def announce(self, job_id: str, deployment: str) -> None:
         """Log ``job.running``."""
