@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flowship.deploy.ledger import Entry, merged
@@ -77,7 +77,9 @@ class Flow:
     ``lag`` is what its Kafka sources have yet to read (None: not reported yet).
     ``backpressure`` is the share of time its most back-pressured Kafka source subtask waited
     for buffers downstream (Flink's ``backPressuredTimeMsPerSecond``, an average over its last
-    minute; None: not reported).
+    minute; None: not reported). ``lag_rate``: by how many records a second the lag grew over
+    the seconds before this reading (a previous version's, read twice before it was stopped;
+    None: not measured).
     """
 
     inputs: int = 0
@@ -85,6 +87,7 @@ class Flow:
     dead_letters: int = 0
     lag: int | None = None
     backpressure: float | None = None
+    lag_rate: float | None = None
 
     @property
     def dead_letter_rate(self) -> float:
@@ -104,6 +107,7 @@ class Flow:
             "dead_letters": self.dead_letters,
             "lag": self.lag,
             "backpressure": self.backpressure,
+            "lag_rate": None if self.lag_rate is None else round(self.lag_rate, 1),
             "dead_letter_rate": round(self.dead_letter_rate, 4),
             "output_ratio": round(self.output_ratio, 4),
         }
@@ -114,13 +118,14 @@ class Flow:
         if not isinstance(data, Mapping):
             return None
         try:
-            lag, pressure = data.get("lag"), data.get("backpressure")
+            lag, pressure, rate = data.get("lag"), data.get("backpressure"), data.get("lag_rate")
             return cls(
                 int(data["inputs"]),
                 int(data["outputs"]),
                 int(data["dead_letters"]),
                 None if lag is None else int(lag),
                 None if pressure is None else float(pressure),
+                None if rate is None else float(rate),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -197,6 +202,27 @@ def baseline_flow(rest_url: str, job_id: str, wait_s: float = BASELINE_WAIT_S) -
         return settled_flow(FlinkRest(rest_url), job_id, wait_s)
     except ClusterError:
         return None
+
+
+#: The least time between two readings of the previous version for its lag trend.
+LAG_TREND_MIN_S = 1.0
+
+
+def with_lag_trend(earlier: Flow | None, seconds: float, later: Flow) -> Flow:
+    """``later`` with its lag's growth a second since ``earlier``, ``seconds`` before it.
+
+    Left unmeasured (``lag_rate`` None) when either lag is unknown, the readings are too close
+    together, or the same (Flink's REST API served its cached metrics twice).
+    """
+    if (
+        earlier is None
+        or earlier.lag is None
+        or later.lag is None
+        or seconds < LAG_TREND_MIN_S
+        or earlier == later
+    ):
+        return later
+    return replace(later, lag_rate=(later.lag - earlier.lag) / seconds)
 
 
 def settled_flow(rest: FlinkRest, job_id: str, wait_s: float, poll_s: float = 1.0) -> Flow:
@@ -304,15 +330,23 @@ def output_problems(
 ) -> list[str]:
     """What is wrong with a version's output compared with the previous version's (or [])."""
     problems = []
+    # the previous version's lag grew this fast too (the input outran it): not held against it
+    trend = max(baseline.lag_rate or 0.0, 0.0) if baseline is not None else 0.0
+    allowed = policy.max_lag_growth + trend * policy.soak_s
     if (
         policy.max_lag_growth > 0
         and lag_before is not None
         and flow.lag is not None
-        and flow.lag - lag_before > policy.max_lag_growth
+        and flow.lag - lag_before > allowed
     ):
+        before = (
+            f"; the previous version's grew {trend:.0f} records a second before the upgrade"
+            if trend > 0
+            else ""
+        )
         problems.append(
             f"its consumer lag grew from {lag_before} to {flow.lag} records in "
-            f"{policy.soak_s:.0f}s (more than {policy.max_lag_growth}): it does not keep up "
+            f"{policy.soak_s:.0f}s (more than {allowed:.0f}{before}): it does not keep up "
             "with its input"
         )
     if flow.inputs < policy.min_inputs:

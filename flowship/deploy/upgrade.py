@@ -33,7 +33,13 @@ from flowship.deploy.alive import (
     process_alive,
 )
 from flowship.deploy.check import UpgradeReport, check_upgrade
-from flowship.deploy.health import baseline_flow, verdict_open_since
+from flowship.deploy.health import (
+    Flow,
+    baseline_flow,
+    read_flow,
+    verdict_open_since,
+    with_lag_trend,
+)
 from flowship.deploy.ledger import Lease, Ledger, merged
 from flowship.deploy.machine import Step
 from flowship.deploy.rest import FlinkRest, completed_savepoint
@@ -197,6 +203,7 @@ def prepare_upgrade(
                 f"{old['rest_url']}) is not running ({alive.verdict}: {alive.seen}); {how}"
             )
             raise ClusterError(msg)
+        early = _reading(rest, str(old["job_id"]))  # the gate's time apart: its lag trend
         deployment = plan_and_check(
             ledger,
             job,
@@ -209,11 +216,26 @@ def prepare_upgrade(
             **(planned() if planned else {}),
         )
         return stop_old(
-            ledger, job, deployment, previous, old, child(savepoint_root, deployment), lease
+            ledger,
+            job,
+            deployment,
+            previous,
+            old,
+            child(savepoint_root, deployment),
+            lease,
+            early=early,
         )
     except BaseException:
         ledger.release(lease)
         raise
+
+
+def _reading(rest: FlinkRest, job_id: str) -> tuple[float, Flow] | None:
+    """The running version's flow now, and when (None: its metrics cannot be read)."""
+    try:
+        return time.monotonic(), read_flow(rest, job_id)
+    except ClusterError:
+        return None
 
 
 def stop_old(
@@ -224,13 +246,18 @@ def stop_old(
     old: Mapping[str, Any],
     target: Storage,
     lease: Lease,
+    early: tuple[float, Flow] | None = None,
 ) -> Prepared:
     """Record SAVEPOINTING, stop the ``old`` version with a savepoint into ``target``, STOPPED.
 
     SAVEPOINTING records what the old version's operators counted until now (its ``baseline``
     flow, when its metrics can be read): the health watch judges the new version against it.
+    ``early``: an earlier reading of it (monotonic time, flow), taken before the gate: the two
+    give its lag trend (:func:`~flowship.deploy.health.with_lag_trend`).
     """
     baseline = baseline_flow(old["rest_url"], old["job_id"])
+    if baseline is not None and early is not None:
+        baseline = with_lag_trend(early[1], time.monotonic() - early[0], baseline)
     ledger.record(
         job,
         deployment,

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
         10_000,
         ge=0,
         description="by how many records a new version's consumer lag may grow within the "
-        "soak time (0: not judged)",
+        "soak time, beyond what the previous version's grew by (0: not judged)",
     )
     health_max_backpressure: float = Field(
         0.8,

@@ -19,6 +19,7 @@ from flowship.deploy.health import (
     read_flow,
     settled_flow,
     watch,
+    with_lag_trend,
 )
 from flowship.errors import ClusterError
 
@@ -458,3 +459,29 @@ def test_a_back_pressured_version_is_stable_only_once_its_backpressure_falls() -
     assert not health.stable
     assert "still waited for its operators 95% of the time at the end of the 0s window" in (
         health.reason)
+
+
+def test_the_previous_versions_lag_trend_is_measured_from_two_readings() -> None:
+    early, late = Flow(1000, 1000, 0, 200), Flow(1300, 1300, 0, 500)
+    assert with_lag_trend(early, 3.0, late).lag_rate == pytest.approx(100.0)
+    # not measurable: too close together, the same cached reading, a lag unknown, no reading
+    assert with_lag_trend(early, 0.5, late).lag_rate is None
+    assert with_lag_trend(late, 3.0, late).lag_rate is None
+    assert with_lag_trend(Flow(1000, 1000, 0, None), 3.0, late).lag_rate is None
+    assert with_lag_trend(None, 3.0, late) == late
+    assert Flow.from_json(with_lag_trend(early, 3.0, late).to_json()).lag_rate == 100.0  # type: ignore[union-attr]
+
+
+def test_lag_growing_as_fast_as_the_previous_versions_did_is_not_held_against_it() -> None:
+    limits = HealthThresholds(soak_s=10.0, min_inputs=100, max_lag_growth=1000)
+    grows = Flow(5000, 5000, 0, 6500)  # 1,500 more than one soak time earlier (5,000)
+    (problem,) = output_problems(limits, V1, grows, lag_before=5000)
+    assert "grew from 5000 to 6500 records in 10s (more than 1000)" in problem
+    # the input outran the previous version too: its lag grew 100 records a second
+    outran = Flow(10_000, 10_000, 10, 0, None, 100.0)
+    assert output_problems(limits, outran, grows, lag_before=5000) == []
+    (problem,) = output_problems(limits, outran, Flow(5000, 5000, 0, 8500), lag_before=5000)
+    assert "(more than 2000; the previous version's grew 100 records a second before" in problem
+    # a shrinking lag before the upgrade gives no allowance
+    caught_up = Flow(10_000, 10_000, 10, 0, None, -50.0)
+    assert output_problems(limits, caught_up, grows, lag_before=5000)
