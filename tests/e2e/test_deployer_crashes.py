@@ -70,9 +70,16 @@ def test_rerun_after_deployer_killed_converges(step: str, fresh_kafka_broker,
         crashing = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from",
                               "savepoint", env={**os.environ, FAULT_ENV: step}).start()
         jobs.append(crashing)
+        crashing_pid = crashing.pid
         assert crashing.wait(timeout=180) == -9, tail(crashing.output())
         steps = [e.step.value for e in ledger.entries(JOB)]
         assert steps[-1] == step  # it died right after recording the step
+        if step == "SUBMITTED":
+            # the job id and the process are recorded before the start: a rerun finds that
+            # job's checkpoints by its id and knows its process (pid and start) is gone
+            submitted = ledger.entries(JOB)[-1].data
+            assert len(submitted["job_id"]) == 32 and submitted["pid"] == crashing_pid
+            assert submitted.get("pid_start")  # on Linux: boot id and start time
 
         again = JobProcess(EXAMPLE / "job_v2.py", bootstrap, state, "--upgrade-from",
                            "savepoint").start()
