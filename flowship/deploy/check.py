@@ -43,8 +43,9 @@ Problem kinds (stable; ``E`` = error, makes ``compatible`` False, ``W`` = warnin
                                   the graph's shape, and the new graph has none equal
 ``key_type_changed``          E   a kept keyed operator is keyed by another type (or no longer
                                   keyed): its keyed state cannot be restored
-``max_parallelism_changed``   E   a kept keyed operator's max parallelism changes (W when the
-                                  running version left it to Flink: it may or may not differ)
+``max_parallelism_changed``   E   a kept keyed operator's max parallelism changes (the running
+                                  job's own value where its graph left it to Flink,
+                                  :func:`with_running_max_parallelism`; W when that is unknown)
 ``operator_without_uid``      W   a stateful operator of new has no uid
 ============================  ==  ===============================================================
 
@@ -60,7 +61,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -837,6 +838,34 @@ class _Check:
             "read the running job's max parallelism (web UI, or REST /jobs/<id>: "
             "maxParallelism) and set exactly that, or leave it unset",
         )
+
+
+def with_running_max_parallelism(
+    manifest: Mapping[str, Any], vertices: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any]:
+    """The running version's manifest with the max parallelism its job really has, where known.
+
+    Its graph says -1 for an operator whose max parallelism it left to Flink, which derived one
+    from the parallelism (or kept an earlier savepoint's). ``vertices``: the running job's, from
+    ``GET /jobs/:id`` (each a chain of operators whose id is its first operator's, with the
+    ``maxParallelism`` Flink gave it); keyed operators head their chains (a ``key_by`` breaks
+    one). With them the gate says for certain whether the new version's restores.
+    """
+    graph = manifest.get("graph")
+    if not isinstance(graph, Mapping):
+        return manifest
+    running = {
+        str(v.get("id")): int(v["maxParallelism"])
+        for v in vertices
+        if isinstance(v.get("maxParallelism"), int) and v["maxParallelism"] > 0
+    }
+    operators = [
+        {**op, "max_parallelism": running[op["id"]]}
+        if op.get("max_parallelism", -1) <= 0 and op.get("id") in running
+        else op
+        for op in graph.get("operators", [])
+    ]
+    return {**manifest, "graph": {**graph, "operators": operators}}
 
 
 def _uid_groups(manifest: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -32,7 +32,7 @@ from flowship.deploy.alive import (
     liveness,
     process_alive,
 )
-from flowship.deploy.check import UpgradeReport, check_upgrade
+from flowship.deploy.check import UpgradeReport, check_upgrade, with_running_max_parallelism
 from flowship.deploy.health import (
     Flow,
     baseline_flow,
@@ -433,6 +433,23 @@ def _resume(
     return Prepared(deployment, start, lease, previous)
 
 
+def running_manifest(old: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The running deployment's manifest, with what its Flink job says where the graph is silent.
+
+    Its graph's max parallelism left to Flink is read from the running job
+    (:func:`~flowship.deploy.check.with_running_max_parallelism`); as recorded when the job's
+    REST API does not answer (the gate then warns).
+    """
+    manifest = old["manifest"]
+    if not old.get("rest_url") or not old.get("job_id"):
+        return manifest
+    try:
+        job = FlinkRest(str(old["rest_url"]), timeout=5.0).job(str(old["job_id"]))
+    except ClusterError:
+        return manifest
+    return with_running_max_parallelism(manifest, job.get("vertices") or [])
+
+
 def plan_and_check(
     ledger: Ledger,
     job: str,
@@ -462,7 +479,7 @@ def plan_and_check(
     in_force = None
     if rules is not None and (old["manifest"].get("control") or manifest.get("control")):
         in_force = rules()
-    report = check_upgrade(old["manifest"], manifest, rules=in_force)
+    report = check_upgrade(running_manifest(old), manifest, rules=in_force)
     if not report.compatible:
         ledger.record(job, deployment, Step.REFUSED, report=report.to_json())
         log.warning("upgrade.refused", job=job, version=version, errors=len(report.errors))

@@ -48,7 +48,7 @@ from flowship.deploy.rehearse import (
 )
 from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import child, is_local, restore_path
-from flowship.deploy.upgrade import restore_point
+from flowship.deploy.upgrade import restore_point, running_manifest
 from flowship.errors import ClusterError, ConfigError, StateError
 from flowship.job._graph import graph_of
 from flowship.job._runtime import METRICS_FETCH_MS, flink_options, local_options, make_env
@@ -84,7 +84,7 @@ def dry_run(
     manifest = job.manifest(settings.execution_mode, graph_of(job, settings))
     token = new_token()
     work = settings.state_dir.resolve() / job.name / "dry-runs" / token
-    gate = check_upgrade(old["manifest"], manifest)
+    gate = check_upgrade(running_manifest(old), manifest)
     report = DryRunReport(
         job=job.name,
         version=job.version,

@@ -36,6 +36,7 @@ from flowship.deploy.rest import FlinkRest
 from flowship.deploy.savepoints import as_uri, child, storage_uri
 from flowship.deploy.shadow import offsets_json, shadow_key
 from flowship.deploy.side_by_side import lane_of, other_lane
+from flowship.deploy.upgrade import running_manifest
 from flowship.errors import ClusterError, ConfigError, FlowshipError
 from flowship.kafka._declare import side_topic
 
@@ -118,7 +119,7 @@ def run_shadow(
         else ClusterTarget(job, settings, shadow=True)
     )
     manifest = job.manifest(settings.execution_mode, target.graph)
-    gate = check_upgrade(old["manifest"], manifest)
+    gate = check_upgrade(running_manifest(old), manifest)
     if not gate.compatible:
         print(str(gate))
         print(

@@ -2,11 +2,12 @@
 
 The running version 1 holds state of an operator flowship was not told of (``seen-users``, a
 plain PyFlink operator). The example's version 2 has no such operator: the gate sees that in the
-stream graphs and refuses (exit 5) with version 1 untouched. A version 2 that keeps the operator
-but sets its max parallelism passes the gate with a warning (version 1 left it to Flink), and
-Flink refuses to restore the pre-upgrade savepoint into it: the start fails after version 1 was
-stopped with that savepoint. The deployer starts version 1 again from it, records the rollback,
-and exits 6 (docs/reference/cli.md).
+stream graphs and refuses (exit 5) with version 1 untouched. So does it a version 2 that keeps
+the operator but sets its max parallelism: version 1 left it to Flink, and the gate reads the
+value Flink gave it (128) from the running job, which Flink would refuse to restore into 256. A
+version 2 that needs a jar the host does not have passes the gate, and Flink refuses to start
+it: after version 1 was stopped with a savepoint. The deployer starts version 1 again from it,
+records the rollback, and exits 6 (docs/reference/cli.md).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
 V1 = Path(__file__).parent / "jobs" / "undeclared_state_v1.py"
 V2_MAX_PARALLELISM = Path(__file__).parent / "jobs" / "max_parallelism_v2.py"
+V2_MISSING_JAR = Path(__file__).parent / "jobs" / "missing_jar_v2.py"
 
 
 def test_version_that_does_not_start_is_replaced_by_the_previous_one(
@@ -54,11 +56,19 @@ def test_version_that_does_not_start_is_replaced_by_the_previous_one(
         assert "[graph_operator_removed] operator seen-users" in refused.stdout, refused.stdout
         assert v1.running()  # never stopped
         assert ledger.current(JOB)[0] == before[-1]
-        v2 = subprocess.run(
+        # max parallelism 256 where the running job has 128 (its graph left it to Flink)
+        refused = subprocess.run(
             job_command(V2_MAX_PARALLELISM, bootstrap, state, "--upgrade-from", "savepoint"),
             capture_output=True, text=True, timeout=400, check=False)
+        assert refused.returncode == 5, tail(refused.stdout + refused.stderr)
+        assert "[max_parallelism_changed] operator seen-users" in refused.stdout, refused.stdout
+        assert "the running version's is 128" in refused.stdout, refused.stdout
+        assert v1.running()  # never stopped
+        assert ledger.current(JOB)[0] == before[-1]
+        v2 = subprocess.run(
+            job_command(V2_MISSING_JAR, bootstrap, state, "--upgrade-from", "savepoint"),
+            capture_output=True, text=True, timeout=400, check=False)
         assert v2.returncode == 6, tail(v2.stdout + v2.stderr)
-        assert "max_parallelism_changed" in v2.stderr, tail(v2.stderr)  # warned, let through
         assert "rolled back to version 1" in v2.stderr, tail(v2.stderr)
         assert v1.wait(timeout=60) == 0  # the original v1 process was stopped for the upgrade
         wait_running(ledger, "1")

@@ -607,6 +607,32 @@ def test_max_parallelism_changes(old_max: int, new_max: int, severity: str | Non
         assert "derived from parallelism 2: 128" in problem.message
 
 
+def test_the_running_jobs_max_parallelism_makes_the_warning_certain() -> None:
+    from flowship.deploy.check import with_running_max_parallelism
+
+    seen = op("seen-users", max_parallelism=-1)
+    old = manifest(graph=[seen])
+    new = manifest(graph=[op("seen-users", max_parallelism=256)])
+    assert one(check_upgrade(old, new), "max_parallelism_changed").severity == "warning"
+    # the running job (GET /jobs/:id) says what Flink gave the vertex this operator heads
+    vertices = [{"id": seen["id"], "maxParallelism": 128}, {"id": "other", "maxParallelism": 9}]
+    running = with_running_max_parallelism(old, vertices)
+    problem = one(check_upgrade(running, new), "max_parallelism_changed")
+    assert problem.severity == "error"
+    assert "sets max parallelism 256; the running version's is 128" in problem.message
+    # the same value: nothing to say; a value set in the graph is never overridden
+    agreeing = with_running_max_parallelism(old, [{"id": seen["id"], "maxParallelism": 256}])
+    assert "max_parallelism_changed" not in kinds(check_upgrade(agreeing, new))
+    pinned = manifest(graph=[op("seen-users", max_parallelism=512)])
+    kept = with_running_max_parallelism(pinned, vertices)
+    assert [o["max_parallelism"] for o in kept["graph"]["operators"] if o["uid"] == "seen-users"] \
+        == [512]
+    # no graph recorded, or no usable vertices: the manifest as it was
+    assert with_running_max_parallelism({"format": 1}, vertices) == {"format": 1}
+    assert with_running_max_parallelism(old, [{"id": seen["id"]}]) == old
+    assert old["graph"]["operators"][-1]["max_parallelism"] == -1  # not changed in place
+
+
 @pytest.mark.parametrize(
     ("parallelism", "expected"), [(1, 128), (2, 128), (100, 256), (1000, 2048), (30000, 32768)]
 )

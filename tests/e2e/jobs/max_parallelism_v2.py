@@ -1,10 +1,9 @@
 """Version 2 of ``undeclared_state_v1.py`` that sets the max parallelism of ``seen-users``.
 
-Version 1 left it to Flink (derived from the parallelism: 128), so the gate can only warn
-(``max_parallelism_changed``): the running job's own value could have come from an earlier
-savepoint. Flink refuses to restore version 1's keyed state, split into 128 key groups, into
-an operator of 256: the start fails after version 1 was stopped, and flowship starts version 1
-again from that savepoint.
+Version 1 left it to Flink, which derived 128 from the parallelism; Flink would refuse to
+restore version 1's keyed state, split into 128 key groups, into an operator of 256 (after
+version 1 was stopped). The gate reads 128 from the running job and refuses the upgrade first
+(``max_parallelism_changed``, exit 5).
 """
 
 from __future__ import annotations
