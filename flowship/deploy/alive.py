@@ -81,7 +81,8 @@ def liveness(
     a refused connection means that process is gone. On a session cluster it does not: the
     JobManager may come back (and with it the job). ``pid``: that process (implies ``local``);
     a refused connection is then dead only once :func:`process_alive` says it is gone, unknown
-    while it still exists (it runs, but its REST API does not answer).
+    while it still exists (it runs, but its REST API does not answer), unless it is this
+    process: a mini-cluster in it that refuses connections has ended.
     """
     try:
         state = str(FlinkRest(rest_url, timeout=timeout).job(job_id)["state"])
@@ -90,7 +91,8 @@ def liveness(
         if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
             return Liveness(Verdict.DEAD, f"not known to the cluster at {rest_url}")
         if (local or pid is not None) and _refused(cause):
-            if pid is not None and process_alive(pid):
+            # this very process: its mini-cluster is gone (the job ended in it), we are not
+            if pid is not None and pid != os.getpid() and process_alive(pid):
                 return Liveness(
                     Verdict.UNKNOWN,
                     f"its process {pid} runs but its REST API at {rest_url} does not answer "

@@ -169,3 +169,13 @@ def test_a_pid_given_to_another_process_since_is_not_the_jobs(live_pid: int) -> 
     assert found.dead and "process is gone" in found.seen
     same = {"rest_url": closed, "job_id": RUNS, "pid": live_pid, "pid_start": start}
     assert deployment_liveness(same).unknown
+
+
+def test_a_refused_port_of_a_job_in_this_very_process_is_dead() -> None:
+    """The local target runs the job in the deployer's process: when its mini-cluster has ended
+    (the job failed, say), the process that asks is the one the ledger names, and it knows."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    found = deployment_liveness(
+        {"rest_url": closed, "job_id": RUNS, "pid": os.getpid(), "pid_start": process_start()}
+    )
+    assert found.dead, found
