@@ -205,6 +205,19 @@ def check_kafka(
     )
 
 
+def transient_error(error: Any) -> bool:
+    """Whether a Kafka error passes by itself (a partition whose leader is not known yet)."""
+    from confluent_kafka import KafkaError
+
+    return bool(error.retriable()) or error.code() in (
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._NOENT,  # "no leaders found" by the client, just after the topic was made
+    )
+
+
 def _error_text(exc: Exception) -> str:
     """A KafkaException's own words (``Failed to get metadata: ...``), not the error's repr."""
     describe = getattr(exc.args[0], "str", None) if exc.args else None

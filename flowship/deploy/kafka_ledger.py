@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from flowship._kafka import transient_error
 from flowship.deploy.ledger import (
     LEASE_TTL_S,
     Entry,
@@ -58,19 +59,6 @@ TOPIC_CONFIG = {
 }
 #: How long a Kafka request may take before the ledger reports the broker as unreachable.
 TIMEOUT_S = 30.0
-
-
-def _transient(error: Any) -> bool:
-    """Whether a Kafka error passes by itself (a partition whose leader is not known yet)."""
-    from confluent_kafka import KafkaError
-
-    return bool(error.retriable()) or error.code() in (
-        KafkaError.UNKNOWN_LEADER_EPOCH,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._NOENT,  # "no leaders found" by the client, just after the topic was made
-    )
 
 
 def transactional_id(job: str) -> str:
@@ -209,7 +197,7 @@ class KafkaLedger(Ledger):
                 return int(futures[tp].result(self.timeout).offset)
             except KafkaException as exc:
                 # a topic just created has no leader everywhere yet: retriable, for a while
-                if not _transient(exc.args[0]) or time.monotonic() > deadline:
+                if not transient_error(exc.args[0]) or time.monotonic() > deadline:
                     raise self._unreachable(exc) from exc
                 time.sleep(0.2)
                 # its metadata may hold the partition without a leader for minutes: a new one

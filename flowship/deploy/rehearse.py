@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from flowship._jars import find_state_reader
-from flowship._kafka import admin_client, serve_logs
+from flowship._kafka import admin_client, serve_logs, transient_error
 from flowship._kafka import consumer as kafka_consumer
 from flowship.deploy.diff import OutputDiff, read_outputs
-from flowship.errors import ConfigError, MissingJarError, StateError
+from flowship.errors import ClusterError, ConfigError, MissingJarError, StateError
 from flowship.schema import StateCodec
 
 #: Every Kafka name and sink uid of a rehearsal ends with ``.dryrun-<token>``.
@@ -424,9 +424,16 @@ def count_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
     return len(read_outputs(bootstrap, topic, timeout=timeout))
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    """The end (high watermark) offset of every partition of ``topics``, right now."""
-    from confluent_kafka import TopicPartition
+def end_offsets(
+    bootstrap: str, topics: list[str], wait_s: float = 30.0
+) -> dict[tuple[str, int], int]:
+    """The end (high watermark) offset of every partition of ``topics``, right now.
+
+    A topic that does not exist is left out (nothing was written to it). One just created may
+    have no leader yet: asked again for up to ``wait_s``, then ClusterError (never a partition
+    of an existing topic left out).
+    """
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     consumer = kafka_consumer(
         bootstrap,
@@ -437,14 +444,40 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         },
     )
     out: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + wait_s
     try:
         for topic in topics:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None:
-                continue
-            for p in meta.partitions:
-                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                out[(topic, p)] = int(high)
+            while True:
+                try:
+                    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                    error = None if meta is None else meta.error
+                    if meta is None or (
+                        error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                    ):
+                        break  # not there: nothing written to it
+                    if error is None:
+                        ends = {
+                            (topic, p): int(
+                                consumer.get_watermark_offsets(
+                                    TopicPartition(topic, p), timeout=10
+                                )[1]
+                            )
+                            for p in meta.partitions
+                        }
+                        out.update(ends)
+                        break
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args else None
+                    if error is None or not transient_error(error):
+                        msg = f"cannot read the end offsets of {topic!r} at {bootstrap}: {exc}"
+                        raise ClusterError(msg) from exc
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"topic {topic!r} at {bootstrap} has no leader for a partition after "
+                        f"{wait_s:.0f} s ({error}); check the broker"
+                    )
+                    raise ClusterError(msg)
+                time.sleep(0.2)
     finally:
         consumer.close()
     return out
