@@ -22,6 +22,7 @@ from flowship.deploy.rest import FlinkRest
 from flowship.errors import ClusterError, JobFailedError
 from flowship.job._graph import describe_env
 from flowship.job._runtime import (
+    fix_job_id,
     flink_options,
     java_error,
     local_options,
@@ -141,10 +142,7 @@ class LocalTarget(Target):
 
             j_env = self._env._j_stream_execution_environment
             if self._job_id is not None:
-                from pyflink.java_gateway import get_gateway
-
-                job_ids = get_gateway().jvm.org.apache.flink.api.common.JobID
-                self.stream_graph.setJobId(job_ids.fromHexString(self._job_id))
+                fix_job_id(self.stream_graph, self._job_id)
                 self._job_id = None  # one execution per id
             self._client = JobClient(j_env.executeAsync(self.stream_graph))
             job_id = str(self._client.get_job_id())

@@ -22,6 +22,7 @@ from flowship.deploy.rest import FlinkRest
 from flowship.errors import JobFailedError
 from flowship.job._graph import describe_env
 from flowship.job._runtime import (
+    fix_job_id,
     flink_options,
     java_error,
     make_env,
@@ -107,11 +108,8 @@ class ClusterTarget(Target):
         j_env = self._env._j_stream_execution_environment
         set_options(self._env, restore_options(restore, self._job, shadow=self._shadow))
         if self._job_id is not None:
-            from pyflink.java_gateway import get_gateway
-
             # the id recorded at SUBMITTED: a rerun finds the job by it, should this process die
-            job_ids = get_gateway().jvm.org.apache.flink.api.common.JobID
-            self.stream_graph.setJobId(job_ids.fromHexString(self._job_id))
+            fix_job_id(self.stream_graph, self._job_id)
             self._job_id = None  # one submission per id: the cluster refuses a second
         started = time.monotonic()
         log.info(

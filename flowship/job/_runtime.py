@@ -169,6 +169,18 @@ def set_options(env: StreamExecutionEnvironment, options: dict[str, str]) -> Non
         config.setString(key, value)
 
 
+def fix_job_id(stream_graph: Any, job_id: str) -> None:
+    """Give a Java ``StreamGraph`` the Flink job id ``job_id`` (32 hex digits) to run under.
+
+    The targets record the id at SUBMITTED before they start the job: a rerun finds the job (a
+    session cluster's) or its checkpoints (``<checkpoints>/<job id>``) by it.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    job_ids = get_gateway().jvm.org.apache.flink.api.common.JobID
+    stream_graph.setJobId(job_ids.fromHexString(job_id))
+
+
 def execute(env: StreamExecutionEnvironment, job: Job, *, detached: bool) -> Any:
     """Run the built graph: block until it ends, or submit and return its JobClient."""
     name = f"{job.name}@{job.version}"
