@@ -117,16 +117,13 @@ def deployment_liveness(data: Mapping[str, Any], *, timeout: float = 10.0) -> Li
     """
     if not data.get("rest_url") or not data.get("job_id"):
         return Liveness(Verdict.UNKNOWN, "the ledger records no Flink job id or REST URL for it")
-    pid = data.get("pid")
-    if pid and not process_alive(int(pid), data.get("pid_start")):
-        pid_gone = True
-    else:
-        pid_gone = False
+    pid = int(data["pid"]) if data.get("pid") else None
+    pid_gone = pid is not None and not process_alive(pid, data.get("pid_start"))
     return liveness(
         str(data["rest_url"]),
         str(data["job_id"]),
         local=pid_gone,
-        pid=None if pid_gone or not pid else int(pid),
+        pid=None if pid_gone else pid,
         timeout=timeout,
     )
 
@@ -138,8 +135,16 @@ def process_start(pid: int | None = None) -> str | None:
     ``/proc`` (the pid alone is all that can be told there).
     """
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         stat = Path(f"/proc/{'self' if pid is None else pid}/stat").read_text()
+    except OSError:
+        return None
+    return _start_of(stat)
+
+
+def _start_of(stat: str) -> str | None:
+    """:func:`process_start` from a ``/proc/PID/stat`` text already read."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
@@ -174,7 +179,7 @@ def process_alive(pid: int, start: str | None = None) -> bool:
     fields = stat.rsplit(")", 1)[-1].split()
     if fields and fields[0] in ("Z", "X"):
         return False
-    return start is None or process_start(pid) in (None, start)
+    return start is None or _start_of(stat) in (None, start)
 
 
 def _refused(cause: BaseException | None) -> bool:
